@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "cortex",
+    products: [
+        // libcortex.so: the C ABI declared in include/cortex.h.
+        .library(name: "cortex", type: .dynamic, targets: ["CortexABI"]),
+        // The pure-Swift API for Swift apps.
+        .library(name: "Cortex", targets: ["Cortex"]),
+    ],
+    targets: [
+        // OpenBLAS's CBLAS, found with pkg-config (Debian: libopenblas-dev).
+        .systemLibrary(
+            name: "COpenBLAS",
+            path: "Sources/COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        // The public header (symlinked from include/) and the thread-local error buffer.
+        .target(name: "CCortex", path: "Sources/CCortex"),
+        // Tensors, kernels, file formats and models, in pure Swift.
+        .target(
+            name: "Cortex",
+            dependencies: ["COpenBLAS"],
+            path: "Sources/Cortex"
+        ),
+        // Only the @_cdecl exports of cortex.h.
+        .target(name: "CortexABI", dependencies: ["Cortex", "CCortex"], path: "Sources/CortexABI"),
+        .testTarget(
+            name: "CortexTests",
+            dependencies: ["Cortex", "CortexABI", "CCortex"],
+            path: "Tests/CortexTests"
+        ),
+    ]
+)

@@ -1,0 +1,1 @@
+../../../include/cortex_dlpack.h

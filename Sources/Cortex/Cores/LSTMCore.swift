@@ -1,0 +1,81 @@
+/// Mirrors cortexcore 0.1.6 `cortex.cells.lstm.LSTMCell` (seed: `LSTMCore`), which
+/// runs a single-layer `nn.LSTM` (gate order i, f, g, o) through
+/// `kernels/pytorch/lstm.py::lstm_sequence_pytorch`.
+///
+/// Weights: `weight_ih_l0 [4H, H]`, `weight_hh_l0 [4H, H]`, optional `bias_ih_l0`,
+/// `bias_hh_l0 [4H]`. State: `h [B, 1, H]`, `c [B, 1, H]` (the reference keeps a
+/// layer axis of size num_layers = 1).
+public struct LSTMCore: RecurrentModule {
+    public let hidden: Int
+    let weightIH: Tensor
+    let weightHH: Tensor
+    /// b_ih + b_hh, folded once at load (nil when bias=False).
+    let bias: Tensor?
+
+    public struct Config: Sendable, Equatable {
+        public var hiddenSize: Int
+        public var bias: Bool = true
+    }
+
+    public init(config: Config, weights: WeightSource, prefix: String) throws {
+        let h = config.hiddenSize
+        hidden = h
+        weightIH = try weights.tensor(prefix + "weight_ih_l0", shape: [4 * h, h])
+        weightHH = try weights.tensor(prefix + "weight_hh_l0", shape: [4 * h, h])
+        if config.bias {
+            let bi = try weights.tensor(prefix + "bias_ih_l0", shape: [4 * h])
+            let bh = try weights.tensor(prefix + "bias_hh_l0", shape: [4 * h])
+            let b = try Tensor(zeros: [4 * h])
+            for i in 0..<(4 * h) { b.data[i] = bi.data[i] + bh.data[i] }
+            bias = b
+        } else {
+            bias = nil
+        }
+    }
+
+    public var inputSize: Int { hidden }
+    public var outputSize: Int { hidden }
+    public var stateSpecs: [StateSpec] { [StateSpec(name: "h", perRow: [1, hidden]), StateSpec(name: "c", perRow: [1, hidden])] }
+    public var parameterCount: Int { weightIH.count + weightHH.count + (bias.map { 2 * $0.count } ?? 0) }
+
+    public func run(
+        x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+        batch: Int, time: Int,
+        state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena
+    ) throws {
+        let H = hidden, G = 4 * hidden
+        let h = state[state.startIndex], c = state[state.startIndex + 1]
+        guard batch > 0, time > 0 else { return }
+
+        // Input projections for every step at once: xg[b, t] = W_ih x[b, t] + b.
+        let xg = try arena.take(batch * time * G)
+        BLAS.linear(m: batch * time, n: G, k: H, a: x, lda: H, weight: weightIH.data, c: xg, ldc: G)
+        if let bias {
+            for r in 0..<(batch * time) { Vec.add(xg + r * G, bias.data, G) }
+        }
+        let gates = time == 1 ? xg : try arena.take(batch * G)
+
+        for t in 0..<time {
+            if let resets {
+                for b in 0..<batch where resets[b * time + t] != 0 {
+                    (h + b * H).update(repeating: 0, count: H)
+                    (c + b * H).update(repeating: 0, count: H)
+                }
+            }
+            if time > 1 {
+                for b in 0..<batch { (gates + b * G).update(from: xg + (b * time + t) * G, count: G) }
+            }
+            // gates += W_hh h
+            BLAS.linear(m: batch, n: G, k: H, a: h, lda: H, weight: weightHH.data, c: gates, ldc: G, beta: 1)
+            for b in 0..<batch {
+                let g = gates + b * G
+                Kernels.sigmoid(g, 2 * H)          // i, f
+                Kernels.tanh(g + 2 * H, H)         // g
+                Kernels.sigmoid(g + 3 * H, H)      // o
+                Vec.lstmCell(i: g, f: g + H, g: g + 2 * H, o: g + 3 * H,
+                             c: c + b * H, h: h + b * H, count: H)
+                (y + (b * time + t) * H).update(from: h + b * H, count: H)
+            }
+        }
+    }
+}

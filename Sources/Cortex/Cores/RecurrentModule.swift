@@ -1,0 +1,62 @@
+/// One named state tensor of a module: full shape `[B] + perRow`.
+public struct StateSpec: Sendable, Equatable {
+    public let name: String
+    public let perRow: [Int]
+
+    public init(name: String, perRow: [Int]) {
+        self.name = name
+        self.perRow = perRow
+    }
+
+    public var rowCount: Int { perRow.reduce(1, *) }
+
+    /// The same spec under `prefix` ("LSTMCell" + "h" → "LSTMCell.h").
+    public func prefixed(_ prefix: String) -> StateSpec {
+        StateSpec(name: prefix + "." + name, perRow: perRow)
+    }
+}
+
+/// Pointers to a module's state tensors, in the order of its `stateSpecs`.
+/// Each tensor is contiguous `[B] + perRow` and is updated in place.
+public typealias StateSlots = ArraySlice<UnsafeMutablePointer<Float>>
+
+/// The uniform contract shared by cores, scaffolds and stacks (cortexcore's
+/// `forward(x, state, resets) -> (y, state)`), on contiguous buffers:
+///
+/// - `x`: `[B, T, inputSize]`, `y`: `[B, T, outputSize]` (step mode is `T == 1`).
+/// - `state`: this module's slots, read as the state before the first step and left
+///   holding the state after the last.
+/// - `resets`: `[B, T]` bytes or nil; a non-zero `resets[b, t]` zeroes row b's state
+///   before step t, exactly where cortexcore applies its reset mask.
+/// - Temporaries come from `arena`, so repeated steps allocate nothing.
+public protocol RecurrentModule: Sendable {
+    var inputSize: Int { get }
+    var outputSize: Int { get }
+    var stateSpecs: [StateSpec] { get }
+    var parameterCount: Int { get }
+
+    func run(
+        x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+        batch: Int, time: Int,
+        state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena
+    ) throws
+}
+
+/// Weights by name, as in a PyTorch `state_dict()`. Records which names were used
+/// so a loader can refuse files with tensors the config does not explain.
+public final class WeightSource {
+    public let file: SafetensorsFile
+    private(set) var used = Set<String>()
+
+    public init(file: SafetensorsFile) { self.file = file }
+
+    public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
+        used.insert(name)
+        return try file.tensor(name, shape: shape)
+    }
+
+    public func has(_ name: String) -> Bool { file.contains(name) }
+
+    /// Names in the file that no module asked for.
+    public var unused: [String] { file.names.filter { !used.contains($0) } }
+}

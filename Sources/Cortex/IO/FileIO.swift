@@ -1,0 +1,66 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Whole-file reads and atomic writes through libc (no Foundation needed).
+public enum FileIO {
+    /// The bytes of `path`; files larger than `limit` bytes are refused before reading.
+    public static func read(_ path: String, limit: Int = 1 << 36) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CortexError.io("cannot open \(path): \(errnoText())") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw CortexError.io("cannot stat \(path): \(errnoText())") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw CortexError.io("\(path) is not a regular file") }
+        let size = Int(st.st_size)
+        guard size <= limit else { throw CortexError.io("\(path) is \(size) bytes, above the limit of \(limit)") }
+        var bytes = [UInt8](repeating: 0, count: size)
+        var done = 0
+        try bytes.withUnsafeMutableBytes { buf in
+            guard let base = buf.baseAddress else { return }
+            while done < size {
+                let n = Glibc.read(fd, base + done, size - done)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw CortexError.io("cannot read \(path): \(errnoText())")
+                }
+                if n == 0 { break }
+                done += n
+            }
+        }
+        guard done == size else { throw CortexError.io("\(path): short read (\(done) of \(size) bytes)") }
+        return bytes
+    }
+
+    /// Write `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
+    public static func writeAtomic(_ path: String, _ bytes: [UInt8]) throws {
+        let tmp = path + ".tmp.\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw CortexError.io("cannot create \(tmp): \(errnoText())") }
+        var ok = true
+        bytes.withUnsafeBytes { buf in
+            var done = 0
+            while done < buf.count, let base = buf.baseAddress {
+                let n = write(fd, base + done, buf.count - done)
+                if n < 0 { if errno == EINTR { continue }; ok = false; return }
+                done += n
+            }
+        }
+        if fsync(fd) != 0 { ok = false }
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            let why = errnoText()
+            unlink(tmp)
+            throw CortexError.io("cannot write \(path): \(why)")
+        }
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    static func errnoText() -> String { String(cString: strerror(errno)) }
+}

@@ -1,0 +1,214 @@
+/// The safetensors format (https://github.com/huggingface/safetensors): an 8-byte
+/// little-endian header length N, N bytes of UTF-8 JSON describing each tensor
+/// (`dtype`, `shape`, `data_offsets` relative to the data section), then the data.
+///
+/// The reader trusts nothing: header length ≤ 100 MB and within the file, strict JSON,
+/// known dtypes, non-negative shapes whose byte size matches the offsets, offsets
+/// in bounds, non-overlapping and covering the data section exactly — all with
+/// overflow-checked arithmetic. Floating tensors (F32, F16, BF16, F64) load as F32.
+public struct SafetensorsFile: Sendable {
+    public enum DType: String, Sendable {
+        case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16"
+        case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8"
+        case u64 = "U64", u32 = "U32", u16 = "U16", u8 = "U8", bool = "BOOL"
+
+        public var size: Int {
+            switch self {
+            case .f64, .i64, .u64: return 8
+            case .f32, .i32, .u32: return 4
+            case .f16, .bf16, .i16, .u16: return 2
+            case .i8, .u8, .bool: return 1
+            }
+        }
+    }
+
+    public struct Entry: Sendable {
+        public let name: String
+        public let dtype: DType
+        public let shape: [Int]
+        public let begin: Int  // absolute byte offsets in `bytes`
+        public let end: Int
+    }
+
+    public static let maxHeaderBytes = 100_000_000
+
+    public let bytes: [UInt8]
+    public let entries: [String: Entry]
+    /// Tensor names in data order.
+    public let names: [String]
+    public let metadata: [String: String]
+
+    public init(path: String) throws {
+        try self.init(bytes: try FileIO.read(path))
+    }
+
+    public init(bytes: [UInt8]) throws {
+        guard bytes.count >= 8 else {
+            throw CortexError.parse("safetensors: file is \(bytes.count) bytes, shorter than the 8-byte header length")
+        }
+        var n: UInt64 = 0
+        for k in 0..<8 { n |= UInt64(bytes[k]) << (8 * UInt64(k)) }
+        guard n <= UInt64(SafetensorsFile.maxHeaderBytes) else {
+            throw CortexError.parse("safetensors: header length \(n) exceeds the 100 MB limit")
+        }
+        let headerLen = Int(n)
+        guard 8 + headerLen <= bytes.count else {
+            throw CortexError.parse("safetensors: header length \(headerLen) runs past the end of the file (\(bytes.count) bytes)")
+        }
+        let header: JSON
+        do { header = try JSON.parse(Array(bytes[8..<(8 + headerLen)])) } catch let e as CortexError {
+            throw CortexError.parse("safetensors header: \(e.message)")
+        }
+        guard let pairs = header.objectPairs else { throw CortexError.parse("safetensors: header is not a JSON object") }
+
+        let dataStart = 8 + headerLen
+        let dataLen = bytes.count - dataStart
+        var entries: [String: Entry] = [:]
+        var metadata: [String: String] = [:]
+        var spans: [(Int, Int, String)] = []
+        for (name, desc) in pairs {
+            if name == "__metadata__" {
+                guard let m = desc.objectPairs else { throw CortexError.parse("safetensors: __metadata__ is not an object") }
+                for (k, v) in m {
+                    guard let s = v.string else { throw CortexError.parse("safetensors: __metadata__[\(k)] is not a string") }
+                    metadata[k] = s
+                }
+                continue
+            }
+            guard let dtypeName = desc["dtype"]?.string else { throw CortexError.parse("safetensors: tensor '\(name)' has no dtype") }
+            guard let dtype = DType(rawValue: dtypeName) else {
+                throw CortexError.parse("safetensors: tensor '\(name)' has unknown dtype '\(dtypeName)'")
+            }
+            guard let shapeJSON = desc["shape"]?.array else { throw CortexError.parse("safetensors: tensor '\(name)' has no shape") }
+            var shape: [Int] = []
+            for d in shapeJSON {
+                guard let v = d.int, v >= 0 else { throw CortexError.parse("safetensors: tensor '\(name)' has an invalid dimension") }
+                shape.append(v)
+            }
+            guard let offs = desc["data_offsets"]?.array, offs.count == 2,
+                  let b = offs[0].int, let e = offs[1].int, b >= 0, e >= b else {
+                throw CortexError.parse("safetensors: tensor '\(name)' has invalid data_offsets")
+            }
+            let count: Int
+            let nbytes: Int
+            do {
+                count = try Checked.count(shape, "tensor '\(name)'")
+                nbytes = try Checked.mul(count, dtype.size, "tensor '\(name)'")
+            } catch let err as CortexError { throw CortexError.parse("safetensors: \(err.message)") }
+            guard nbytes == e - b else {
+                throw CortexError.parse("safetensors: tensor '\(name)' shape \(shape) \(dtypeName) needs \(nbytes) bytes but data_offsets span \(e - b)")
+            }
+            guard e <= dataLen else {
+                throw CortexError.parse("safetensors: tensor '\(name)' data_offsets [\(b), \(e)] run past the data section (\(dataLen) bytes)")
+            }
+            entries[name] = Entry(name: name, dtype: dtype, shape: shape, begin: dataStart + b, end: dataStart + e)
+            spans.append((b, e, name))
+        }
+        // Offsets must tile the data section: sorted, touching, no overlap, no gap.
+        spans.sort { $0.0 < $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) }
+        var cursor = 0
+        for (b, e, name) in spans {
+            if b < cursor { throw CortexError.parse("safetensors: tensor '\(name)' overlaps the previous tensor") }
+            if b > cursor { throw CortexError.parse("safetensors: gap in the data section before tensor '\(name)'") }
+            cursor = e
+        }
+        guard cursor == dataLen else {
+            throw CortexError.parse("safetensors: data section is \(dataLen) bytes but tensors cover \(cursor)")
+        }
+        self.bytes = bytes
+        self.entries = entries
+        self.names = spans.map { $0.2 }
+        self.metadata = metadata
+    }
+
+    public func contains(_ name: String) -> Bool { entries[name] != nil }
+
+    /// Tensor `name` as float32 (converted from F16/BF16/F64).
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let e = entries[name] else { throw CortexError.missingTensor("tensor '\(name)' is missing") }
+        let out = try Tensor(zeros: e.shape)
+        let n = out.count
+        let dst = out.data
+        try bytes.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            let src = base + e.begin
+            switch e.dtype {
+            case .f32:
+                for i in 0..<n { dst[i] = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+            case .f64:
+                for i in 0..<n { dst[i] = Float(Double(bitPattern: UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
+            case .f16:
+                for i in 0..<n { dst[i] = Half.toFloat(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+            case .bf16:
+                for i in 0..<n { dst[i] = Half.bf16ToFloat(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+            default:
+                throw CortexError.dtypeMismatch("tensor '\(name)' is \(e.dtype.rawValue); only F32, F16, BF16 and F64 load as weights")
+            }
+        }
+        return out
+    }
+
+    /// Tensor `name`, required to have exactly `shape`.
+    public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
+        guard let e = entries[name] else { throw CortexError.missingTensor("tensor '\(name)' is missing") }
+        guard e.shape == shape else {
+            throw CortexError.missingTensor("tensor '\(name)' has shape \(e.shape), expected \(shape)")
+        }
+        return try tensor(name)
+    }
+
+    /// Serialise float32 tensors (in the given order) with optional metadata.
+    public static func write(_ tensors: [(String, Tensor)], metadata: [String: String] = [:]) throws -> [UInt8] {
+        var pairs: [(String, JSON)] = []
+        if !metadata.isEmpty {
+            pairs.append(("__metadata__", .object(metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })))
+        }
+        var offset = 0
+        for (name, t) in tensors {
+            let nbytes = try Checked.mul(t.count, 4, "tensor '\(name)'")
+            pairs.append((name, .object([
+                ("dtype", .string("F32")),
+                ("shape", .array(t.shape.map { .number(Double($0)) })),
+                ("data_offsets", .array([.number(Double(offset)), .number(Double(offset + nbytes))])),
+            ])))
+            offset = try Checked.add(offset, nbytes, "safetensors data")
+        }
+        var header = Array(JSON.object(pairs).serialized.utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+        var out: [UInt8] = []
+        out.reserveCapacity(8 + header.count + offset)
+        let n = UInt64(header.count)
+        for k in 0..<8 { out.append(UInt8(truncatingIfNeeded: n >> (8 * UInt64(k)))) }
+        out.append(contentsOf: header)
+        for (_, t) in tensors {
+            let c = try t.contiguous()
+            for i in 0..<c.count {
+                let bits = c.data[i].bitPattern
+                out.append(UInt8(truncatingIfNeeded: bits))
+                out.append(UInt8(truncatingIfNeeded: bits >> 8))
+                out.append(UInt8(truncatingIfNeeded: bits >> 16))
+                out.append(UInt8(truncatingIfNeeded: bits >> 24))
+            }
+        }
+        return out
+    }
+}
+
+/// IEEE half and bfloat16 conversions (exact; no platform Float16 needed).
+public enum Half {
+    public static func toFloat(_ h: UInt16) -> Float {
+        let sign = UInt32(h & 0x8000) << 16
+        let exp = UInt32(h >> 10) & 0x1F
+        let man = UInt32(h & 0x3FF)
+        if exp == 0 {
+            if man == 0 { return Float(bitPattern: sign) }
+            // Subnormal: value = man · 2^-24.
+            let v = Float(man) * (1.0 / 16_777_216.0)
+            return sign != 0 ? -v : v
+        }
+        if exp == 31 { return Float(bitPattern: sign | 0x7F80_0000 | (man << 13)) }
+        return Float(bitPattern: sign | ((exp + 112) << 23) | (man << 13))
+    }
+
+    public static func bf16ToFloat(_ h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
+}

@@ -1,0 +1,153 @@
+/// A loaded model: immutable after load and safe to share between threads.
+///
+/// A model directory holds `config.json`
+/// (`{"format": "cortex", "format_version": 1, "architecture": "cortex_stack", "config": {...}}`,
+/// where `config` is cortexcore's `CortexStackConfig.model_dump_json()`) and
+/// `model.safetensors` (the PyTorch module's own `state_dict()`).
+public final class Model: @unchecked Sendable {
+    public enum NaNPolicy: Int32, Sendable { case propagate = 0, reject = 1 }
+
+    public static let formatVersion = 1
+    public static let architectures = ["cortex_stack"]
+    static let maxConfigBytes = 16 << 20
+
+    public let architecture: String
+    /// The `config` object of config.json, as given.
+    public let config: JSON
+    public let module: any RecurrentModule
+    public let stateSpecs: [StateSpec]
+    public let fingerprint: UInt64
+    public let nanPolicy: NaNPolicy
+
+    public var inputSize: Int { module.inputSize }
+    public var outputSize: Int { module.outputSize }
+
+    /// Load `directory/config.json` and `directory/model.safetensors`.
+    public static func load(directory: String, nanPolicy: NaNPolicy = .propagate) throws -> Model {
+        guard FileIO.isDirectory(directory) else { throw CortexError.io("\(directory) is not a directory") }
+        let config = try FileIO.read(directory + "/config.json", limit: maxConfigBytes)
+        let weights = try FileIO.read(directory + "/model.safetensors")
+        return try Model(configBytes: config, weightBytes: weights, nanPolicy: nanPolicy)
+    }
+
+    public init(configBytes: [UInt8], weightBytes: [UInt8], nanPolicy: NaNPolicy = .propagate) throws {
+        guard configBytes.count <= Model.maxConfigBytes else {
+            throw CortexError.parse("config.json is larger than \(Model.maxConfigBytes) bytes")
+        }
+        let doc: JSON
+        do { doc = try JSON.parse(configBytes) } catch let e as CortexError { throw e.prefixed("config.json") }
+        guard doc.objectPairs != nil else { throw CortexError.parse("config.json: not a JSON object") }
+        guard doc["format"]?.string == "cortex" else {
+            throw CortexError.parse("config.json: not a Cortex model config (expected \"format\": \"cortex\")")
+        }
+        guard let version = doc["format_version"]?.int else {
+            throw CortexError.parse("config.json: format_version must be an integer")
+        }
+        guard version == Model.formatVersion else {
+            throw CortexError.unsupported("config.json: format_version \(version) is not supported (this build reads \(Model.formatVersion))")
+        }
+        guard let arch = doc["architecture"]?.string else { throw CortexError.parse("config.json: architecture must be a string") }
+        guard let config = doc["config"], config.objectPairs != nil else {
+            throw CortexError.parse("config.json: config must be a JSON object")
+        }
+        let file: SafetensorsFile
+        do { file = try SafetensorsFile(bytes: weightBytes) } catch let e as CortexError { throw e.prefixed("model.safetensors") }
+        let weights = WeightSource(file: file)
+
+        switch arch {
+        case "cortex_stack":
+            let cfg = try StackConfig.parse(config)
+            module = try CortexStack(config: cfg, weights: weights)
+        default:
+            throw CortexError.unsupported("config.json: unknown architecture '\(arch)' (supported: \(Model.architectures.joined(separator: ", ")))")
+        }
+        let unused = weights.unused
+        guard unused.isEmpty else {
+            let shown = unused.prefix(5).joined(separator: ", ")
+            throw CortexError.missingTensor("model.safetensors has \(unused.count) tensor(s) the config does not use: \(shown)")
+        }
+        self.architecture = arch
+        self.config = config
+        self.stateSpecs = module.stateSpecs
+        self.nanPolicy = nanPolicy
+
+        var h = FNV1a64()
+        h.combine(arch)
+        h.combine(config.serialized)
+        for name in file.names.sorted() {
+            guard let e = file.entries[name] else { continue }
+            h.combine(name)
+            h.combine(e.dtype.rawValue)
+            for d in e.shape { h.combine(UInt64(d)) }
+            file.bytes.withUnsafeBytes { h.combine(UnsafeRawBufferPointer(rebasing: $0[e.begin..<e.end])) }
+        }
+        self.fingerprint = h.value
+    }
+
+    /// A fresh zero state for `batch` streams.
+    public func makeState(batch: Int) throws -> RecurrentState {
+        try RecurrentState(model: self, batch: batch)
+    }
+
+    /// Model description for `cx_model_info_json`.
+    public var info: JSON {
+        .object([
+            ("format", .string("cortex")),
+            ("format_version", .number(Double(Model.formatVersion))),
+            ("architecture", .string(architecture)),
+            ("fingerprint", .string(fingerprint.hex16)),
+            ("d_in", .number(Double(inputSize))),
+            ("d_out", .number(Double(outputSize))),
+            ("parameters", .number(Double(module.parameterCount))),
+            ("nan_policy", .string(nanPolicy == .reject ? "reject" : "propagate")),
+            ("state", .array(stateSpecs.map {
+                .object([("name", .string($0.name)), ("shape", .array(([-1] + $0.perRow).map { .number(Double($0)) }))])
+            })),
+            ("config", config),
+        ])
+    }
+
+    // MARK: compute (Swift API)
+
+    /// Sequence mode (`x: [B, T, D_in]`) or step mode (`x: [B, D_in]`); `resets` is
+    /// `[B, T]` / `[B]` (non-zero = reset), `[B]` in sequence mode meaning "before the
+    /// first step". Returns `[B, T, D_out]` / `[B, D_out]` and advances `state`.
+    public func forward(_ x: Tensor, state: RecurrentState, resets: [Bool]? = nil) throws -> Tensor {
+        let step = x.rank == 2
+        guard x.rank == 2 || x.rank == 3 else {
+            throw CortexError.shapeMismatch("x: expected (B, T, \(inputSize)) or (B, \(inputSize)), got \(x.shape)")
+        }
+        let b = x.shape[0], t = step ? 1 : x.shape[1], d = x.shape[x.rank - 1]
+        guard b == state.batch, d == inputSize else {
+            throw CortexError.shapeMismatch("x: expected batch \(state.batch) and features \(inputSize), got \(x.shape)")
+        }
+        var mask: [UInt8]? = nil
+        if let resets {
+            if resets.count == b * t { mask = resets.map { $0 ? 1 : 0 } }
+            else if resets.count == b {
+                var m = [UInt8](repeating: 0, count: b * t)
+                for i in 0..<b where resets[i] && t > 0 { m[i * t] = 1 }
+                mask = m
+            } else {
+                throw CortexError.shapeMismatch("resets: expected \(b) or \(b * t) values, got \(resets.count)")
+            }
+        }
+        let xc = try x.contiguous()
+        let y = try Tensor(zeros: step ? [b, outputSize] : [b, t, outputSize])
+        try state.exclusive {
+            try mask.withOptionalPointer { m in
+                try state.advance(x: xc.data, batch: b, time: t, resets: m, into: y.data)
+            }
+        }
+        return y
+    }
+}
+
+extension Optional where Wrapped == [UInt8] {
+    func withOptionalPointer<R>(_ body: (UnsafePointer<UInt8>?) throws -> R) rethrows -> R {
+        switch self {
+        case .none: return try body(nil)
+        case .some(let a): return try a.withUnsafeBufferPointer { try body($0.baseAddress) }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+/// Serialised recurrent state:
+///
+///     "CXSTATE1"            8 bytes magic
+///     format version        u32 LE (1)
+///     reserved              u32 LE (0)
+///     model fingerprint     u64 LE
+///     batch                 u64 LE
+///     payload length        u64 LE
+///     payload               safetensors: one F32 tensor [B, ...] per state path
+///     checksum              u64 LE, FNV-1a of the payload
+///
+/// Everything is checked before any value is used: magic, version, fingerprint,
+/// lengths, checksum, then the exact set of names and shapes the model expects.
+public enum StateCodec {
+    public static let magic = Array("CXSTATE1".utf8)
+    public static let version: UInt32 = 1
+    static let headerSize = 8 + 4 + 4 + 8 + 8 + 8
+
+    public static func encode(_ state: RecurrentState) throws -> [UInt8] {
+        let payload = try state.exclusive {
+            try SafetensorsFile.write(Array(zip(state.model.stateSpecs.map(\.name), state.tensors)),
+                                      metadata: ["format": "cortex-state"])
+        }
+        var out = magic
+        append(&out, UInt64(version))  // version (u32) + reserved (u32) as one LE u64
+        append(&out, state.model.fingerprint)
+        append(&out, UInt64(state.batch))
+        append(&out, UInt64(payload.count))
+        out.append(contentsOf: payload)
+        append(&out, FNV1a64.hash(payload))
+        return out
+    }
+
+    public static func decode(_ bytes: [UInt8], model: Model) throws -> RecurrentState {
+        guard bytes.count >= headerSize + 8 else {
+            throw CortexError.parse("state bytes: \(bytes.count) bytes is too short for a Cortex state")
+        }
+        guard Array(bytes[0..<8]) == magic else { throw CortexError.parse("state bytes: bad magic (not a Cortex state)") }
+        let version = read32(bytes, 8)
+        guard version == StateCodec.version else {
+            throw CortexError.stateMismatch("state bytes: format version \(version), this build reads \(StateCodec.version)")
+        }
+        let fingerprint = read64(bytes, 16)
+        guard fingerprint == model.fingerprint else {
+            throw CortexError.stateMismatch("state bytes: saved by model \(fingerprint.hex16), not this model (\(model.fingerprint.hex16))")
+        }
+        let batch64 = read64(bytes, 24)
+        guard batch64 >= 1, batch64 <= UInt64(RecurrentState.maxBatch) else {
+            throw CortexError.parse("state bytes: invalid batch \(batch64)")
+        }
+        let len = read64(bytes, 32)
+        guard len == UInt64(bytes.count - headerSize - 8) else {
+            throw CortexError.parse("state bytes: payload length \(len) does not match the blob size")
+        }
+        let payload = Array(bytes[headerSize..<(bytes.count - 8)])
+        guard FNV1a64.hash(payload) == read64(bytes, bytes.count - 8) else {
+            throw CortexError.parse("state bytes: checksum mismatch (damaged state)")
+        }
+        let file: SafetensorsFile
+        do { file = try SafetensorsFile(bytes: payload) } catch let e as CortexError { throw e.prefixed("state bytes") }
+        let batch = Int(batch64)
+        guard file.names.count == model.stateSpecs.count else {
+            throw CortexError.stateMismatch("state bytes: \(file.names.count) tensors, the model has \(model.stateSpecs.count)")
+        }
+        var values: [Tensor] = []
+        for spec in model.stateSpecs {
+            guard let e = file.entries[spec.name] else { throw CortexError.stateMismatch("state bytes: missing '\(spec.name)'") }
+            guard e.dtype == .f32, e.shape == [batch] + spec.perRow else {
+                throw CortexError.stateMismatch("state bytes: '\(spec.name)' is \(e.dtype.rawValue) \(e.shape), expected F32 \([batch] + spec.perRow)")
+            }
+            values.append(try file.tensor(spec.name))
+        }
+        let state = try RecurrentState(model: model, batch: batch)
+        state.load(values)
+        return state
+    }
+
+    private static func append(_ out: inout [UInt8], _ v: UInt64) {
+        for k in 0..<8 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(k)))) }
+    }
+
+    private static func read64(_ b: [UInt8], _ at: Int) -> UInt64 {
+        var v: UInt64 = 0
+        for k in 0..<8 { v |= UInt64(b[at + k]) << (8 * UInt64(k)) }
+        return v
+    }
+
+    private static func read32(_ b: [UInt8], _ at: Int) -> UInt32 {
+        var v: UInt32 = 0
+        for k in 0..<4 { v |= UInt32(b[at + k]) << (8 * UInt32(k)) }
+        return v
+    }
+}

@@ -1,0 +1,126 @@
+/// A `CortexStackConfig` as cortexcore dumps it (`model_dump_json()`), in either
+/// spelling: 0.1.6's `blocks` / `block_type` / `cell` / `cell_type`, or the seed's
+/// newer `scaffolds` / `scaffold_type` / `core` / `core_type`.
+public struct StackConfig: Sendable {
+    /// Which spelling the file used; it decides the state names (0.1.6:
+    /// `PassThroughBlock_0.LSTMCell.h`, seed: `PassThroughScaffold_0.LSTMCore.h`).
+    public enum Spelling: Sendable { case blocks, scaffolds }
+
+    public var dHidden: Int
+    public var postNorm: Bool
+    public var scaffolds: [ScaffoldConfig]
+    public var spelling: Spelling
+
+    /// Generous bounds that keep every size computation far from overflow.
+    static let maxHidden = 1 << 20
+    static let maxScaffolds = 4096
+
+    public static func parse(_ json: JSON) throws -> StackConfig {
+        guard json.objectPairs != nil else { throw CortexError.parse("stack config is not a JSON object") }
+        guard let d = json["d_hidden"]?.int else { throw CortexError.parse("stack config: d_hidden must be an integer") }
+        guard d >= 1, d <= maxHidden else { throw CortexError.unsupported("stack config: d_hidden \(d) is outside [1, \(maxHidden)]") }
+        var postNorm = true
+        if let p = json["post_norm"], !p.isNull {
+            guard let b = p.bool else { throw CortexError.parse("stack config: post_norm must be a boolean") }
+            postNorm = b
+        }
+        if let ra = json["routed_adapter"], !ra.isNull, ra["enabled"]?.bool ?? true {
+            throw CortexError.unsupported("stack config: routed_adapter is not supported yet")
+        }
+        let spelling: Spelling
+        let list: [JSON]
+        if let b = json["blocks"] {
+            guard let a = b.array else { throw CortexError.parse("stack config: blocks must be a list") }
+            spelling = .blocks; list = a
+        } else if let s = json["scaffolds"] {
+            guard let a = s.array else { throw CortexError.parse("stack config: scaffolds must be a list") }
+            spelling = .scaffolds; list = a
+        } else {
+            throw CortexError.parse("stack config: neither 'blocks' nor 'scaffolds' is present")
+        }
+        guard list.count <= maxScaffolds else { throw CortexError.unsupported("stack config: more than \(maxScaffolds) blocks") }
+        let field = spelling == .blocks ? "blocks" : "scaffolds"
+        var scaffolds: [ScaffoldConfig] = []
+        for (i, item) in list.enumerated() {
+            do {
+                scaffolds.append(try ScaffoldConfig.parse(item, dHidden: d))
+            } catch let e as CortexError {
+                throw e.prefixed("stack config \(field)[\(i)]")
+            }
+        }
+        return StackConfig(dHidden: d, postNorm: postNorm, scaffolds: scaffolds, spelling: spelling)
+    }
+}
+
+/// One scaffold (0.1.6: block) and the core (0.1.6: cell) inside it.
+public struct ScaffoldConfig: Sendable {
+    public enum Kind: String, Sendable, CaseIterable {
+        case passThrough = "passthrough"
+
+        /// Class names, used as state keys: (0.1.6, seed).
+        var classNames: (String, String) {
+            switch self {
+            case .passThrough: return ("PassThroughBlock", "PassThroughScaffold")
+            }
+        }
+    }
+
+    public var kind: Kind
+    public var core: CoreConfig
+
+    static func parse(_ json: JSON, dHidden: Int) throws -> ScaffoldConfig {
+        guard json.objectPairs != nil else { throw CortexError.parse("not a JSON object") }
+        guard let tag = (json["block_type"] ?? json["scaffold_type"])?.string else {
+            throw CortexError.parse("missing block_type (or scaffold_type)")
+        }
+        guard let kind = Kind(rawValue: tag) else {
+            let known = Kind.allCases.map(\.rawValue).joined(separator: ", ")
+            throw CortexError.unsupported("unknown block type '\(tag)' (supported: \(known))")
+        }
+        guard let coreJSON = json["cell"] ?? json["core"], !coreJSON.isNull else {
+            throw CortexError.parse("block '\(tag)' has no cell (or core)")
+        }
+        // PassThrough runs its core at the stack width (cortexcore overrides hidden_size).
+        let core = try CoreConfig.parse(coreJSON, hiddenSize: dHidden)
+        return ScaffoldConfig(kind: kind, core: core)
+    }
+}
+
+/// The core inside a scaffold.
+public enum CoreConfig: Sendable, Equatable {
+    case lstm(LSTMCore.Config)
+
+    public static let supportedTypes = ["lstm"]
+
+    /// Class names, used as state keys: (0.1.6, seed).
+    var classNames: (String, String) {
+        switch self {
+        case .lstm: return ("LSTMCell", "LSTMCore")
+        }
+    }
+
+    static func parse(_ json: JSON, hiddenSize: Int) throws -> CoreConfig {
+        guard json.objectPairs != nil else { throw CortexError.parse("cell is not a JSON object") }
+        guard let tag = (json["cell_type"] ?? json["core_type"])?.string else {
+            throw CortexError.parse("cell has no cell_type (or core_type)")
+        }
+        switch tag {
+        case "lstm":
+            let layers = json["num_layers"]?.int ?? 1
+            guard layers == 1 else {
+                throw CortexError.unsupported("lstm cell: num_layers \(layers) is not supported (cortexcore 0.1.6 supports num_layers == 1 only)")
+            }
+            if let p = json["proj_size"], !p.isNull, p.int != 0 {
+                throw CortexError.unsupported("lstm cell: proj_size > 0 is not supported (as in cortexcore 0.1.6)")
+            }
+            var bias = true
+            if let b = json["bias"], !b.isNull {
+                guard let v = b.bool else { throw CortexError.parse("lstm cell: bias must be a boolean") }
+                bias = v
+            }
+            return .lstm(LSTMCore.Config(hiddenSize: hiddenSize, bias: bias))
+        default:
+            throw CortexError.unsupported("unknown cell type '\(tag)' (supported: \(supportedTypes.joined(separator: ", ")))")
+        }
+    }
+}

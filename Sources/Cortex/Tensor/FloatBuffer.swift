@@ -1,0 +1,71 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One owned, 64-byte aligned, zero-initialised buffer of floats. Tensors share it
+/// by reference; exported DLPack tensors retain it, so it outlives its producer.
+public final class FloatBuffer: @unchecked Sendable {
+    public let count: Int
+    public let pointer: UnsafeMutablePointer<Float>
+
+    public init(count: Int) throws {
+        guard count >= 0 else { throw CortexError.invalidArgument("negative buffer size \(count)") }
+        let bytes = try Checked.mul(max(count, 1), MemoryLayout<Float>.stride, "buffer size")
+        var raw: UnsafeMutableRawPointer?
+        guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
+            throw CortexError.outOfMemory("cannot allocate \(bytes) bytes")
+        }
+        memset(raw, 0, bytes)
+        self.count = count
+        self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+    }
+
+    deinit { free(pointer) }
+}
+
+/// A bump allocator for scratch memory. Step mode takes all its temporaries from
+/// one arena per state: the first step sizes it, later steps allocate nothing.
+public final class Arena: @unchecked Sendable {
+    private var blocks: [FloatBuffer] = []
+    private var used = 0
+    private var highWater = 0
+
+    public init() {}
+
+    /// Scratch for `count` floats, valid until the next `reset()`. Not zeroed.
+    public func take(_ count: Int) throws -> UnsafeMutablePointer<Float> {
+        // Round to 16 floats so every slice stays 64-byte aligned.
+        let n = try Checked.mul((count + 15) / 16, 16, "scratch size")
+        if let last = blocks.last, used + n <= last.count {
+            let p = last.pointer + used
+            used += n
+            highWater = max(highWater, used)
+            return p
+        }
+        // Grow: a new block; earlier blocks stay alive until reset() merges them.
+        let block = try FloatBuffer(count: max(n, 4096))
+        blocks.append(block)
+        used = n
+        highWater = max(highWater, n)
+        return block.pointer
+    }
+
+    /// Forget all scratch handed out. If several blocks were needed, replace them by
+    /// one large enough for all, so the next pass fits without allocating.
+    public func reset() {
+        if blocks.count > 1 {
+            let total = blocks.reduce(0) { $0 + $1.count }
+            if let merged = try? FloatBuffer(count: total) {
+                blocks = [merged]
+            } else {
+                blocks.removeAll()
+            }
+        }
+        used = 0
+    }
+
+    /// Floats currently reserved (for tests of the no-allocation contract).
+    public var capacity: Int { blocks.reduce(0) { $0 + $1.count } }
+}

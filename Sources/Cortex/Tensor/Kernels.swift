@@ -1,0 +1,141 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Elementwise and normalisation kernels on contiguous float arrays, vectorised with
+/// `SIMD8<Float>` and a shared polynomial `exp` (Cephes expf, ~1 ulp on the clamped
+/// range), so the activations of every model use one accurate, fast code path.
+public enum Kernels {
+    public typealias V = SIMD8<Float>
+
+    // MARK: vector math
+
+    /// e^x, elementwise. Inputs are clamped to [-87.3, 88.7] (results below ~1e-38
+    /// flush to that bound); NaN propagates.
+    @inline(__always)
+    public static func exp(_ x: V) -> V {
+        var v = x.clamped(lowerBound: V(repeating: -87.3), upperBound: V(repeating: 88.7))
+        var fx = (v * 1.442_695_04 + 0.5).rounded(.down)
+        v = v - fx * 0.693_359_375
+        v = v - fx * -2.121_944_4e-4
+        let z = v * v
+        var y = V(repeating: 1.987_569_15e-4)
+        y = y * v + 1.398_199_950_7e-3
+        y = y * v + 8.333_451_907_3e-3
+        y = y * v + 4.166_579_589_4e-2
+        y = y * v + 1.666_666_545_9e-1
+        y = y * v + 5.000_000_120_1e-1
+        y = y * z + v + 1
+        // Scale by 2^fx through the exponent bits.
+        fx = fx + 127
+        let bits = SIMD8<Int32>(fx, rounding: .towardZero) &<< 23
+        let scale = unsafeBitCast(bits, to: V.self)
+        return (y * scale).replacing(with: x, where: x .!= x)
+    }
+
+    @inline(__always)
+    public static func sigmoid(_ x: V) -> V { 1 / (1 + exp(-x)) }
+
+    /// tanh: the Cephes odd polynomial near 0 (keeps relative accuracy), and
+    /// 1 − 2/(e^{2|x|}+1) elsewhere.
+    @inline(__always)
+    public static func tanh(_ x: V) -> V {
+        let a = x.replacing(with: -x, where: x .< 0)
+        let large = 1 - 2 / (exp(2 * a) + 1)
+        let z = x * x
+        var p = V(repeating: -5.704_988_727_45e-3)
+        p = p * z + 2.063_908_879_54e-2
+        p = p * z - 5.373_971_555_31e-2
+        p = p * z + 1.333_144_220_36e-1
+        p = p * z - 3.333_328_194_22e-1
+        let small = p * z * x + x
+        let signed = large.replacing(with: -large, where: x .< 0)
+        return signed.replacing(with: small, where: a .< 0.625).replacing(with: x, where: x .!= x)
+    }
+
+    // MARK: array kernels
+
+    /// Apply `f` to `n` floats in place, 8 at a time; the tail is padded.
+    @inline(__always)
+    public static func map(_ p: UnsafeMutablePointer<Float>, _ n: Int, _ f: (V) -> V) {
+        var i = 0
+        while i + 8 <= n {
+            let r = UnsafeMutableRawPointer(p + i)
+            r.storeBytes(of: f(r.loadUnaligned(as: V.self)), as: V.self)
+            i += 8
+        }
+        if i < n {
+            var v = V()
+            for j in 0..<(n - i) { v[j] = p[i + j] }
+            let r = f(v)
+            for j in 0..<(n - i) { p[i + j] = r[j] }
+        }
+    }
+
+    public static func sigmoid(_ p: UnsafeMutablePointer<Float>, _ n: Int) { map(p, n, sigmoid) }
+    public static func tanh(_ p: UnsafeMutablePointer<Float>, _ n: Int) { map(p, n, tanh) }
+    public static func silu(_ p: UnsafeMutablePointer<Float>, _ n: Int) { map(p, n) { $0 * sigmoid($0) } }
+
+    /// GELU with the exact erf form (PyTorch's default `approximate='none'`).
+    public static func gelu(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
+        for i in 0..<n {
+            let x = p[i]
+            p[i] = 0.5 * x * (1 + erff(x * 0.707_106_781_186_547_5))
+        }
+    }
+
+    /// Softmax over each of `rows` contiguous rows of length `n`.
+    public static func softmax(_ p: UnsafeMutablePointer<Float>, rows: Int, n: Int) {
+        guard n > 0 else { return }
+        for r in 0..<rows {
+            let row = p + r * n
+            var m = -Float.infinity
+            for i in 0..<n { m = Swift.max(m, row[i]) }
+            map(row, n) { exp($0 - m) }
+            var s: Float = 0
+            for i in 0..<n { s += row[i] }
+            let inv = 1 / s
+            for i in 0..<n { row[i] *= inv }
+        }
+    }
+
+    /// LayerNorm over the last dimension (biased variance, like torch), in place.
+    public static func layerNorm(
+        _ p: UnsafeMutablePointer<Float>, rows: Int, n: Int,
+        weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?, eps: Float
+    ) {
+        guard n > 0 else { return }
+        for r in 0..<rows {
+            let row = p + r * n
+            var mean: Float = 0
+            for i in 0..<n { mean += row[i] }
+            mean /= Float(n)
+            var v: Float = 0
+            for i in 0..<n { let d = row[i] - mean; v += d * d }
+            let inv = 1 / (v / Float(n) + eps).squareRoot()
+            for i in 0..<n {
+                var y = (row[i] - mean) * inv
+                if let weight { y *= weight[i] }
+                if let bias { y += bias[i] }
+                row[i] = y
+            }
+        }
+    }
+
+    /// RMSNorm over the last dimension: x / sqrt(mean(x²) + eps) · weight, in place.
+    public static func rmsNorm(
+        _ p: UnsafeMutablePointer<Float>, rows: Int, n: Int,
+        weight: UnsafePointer<Float>?, eps: Float
+    ) {
+        guard n > 0 else { return }
+        for r in 0..<rows {
+            let row = p + r * n
+            var s: Float = 0
+            for i in 0..<n { s += row[i] * row[i] }
+            let inv = 1 / (s / Float(n) + eps).squareRoot()
+            for i in 0..<n { row[i] = row[i] * inv * (weight?[i] ?? 1) }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+/// Small fused vector loops shared by the models (SIMD8 over contiguous floats).
+public enum Vec {
+    typealias V = SIMD8<Float>
+
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+
+    @inline(__always)
+    static func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+
+    /// a += b
+    public static func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        while i + 8 <= n { store(load(a + i) + load(b + i), a + i); i += 8 }
+        while i < n { a[i] += b[i]; i += 1 }
+    }
+
+    /// The LSTM cell update on activated gates: c ← f·c + i·g, h ← o·tanh(c).
+    public static func lstmCell(
+        i: UnsafePointer<Float>, f: UnsafePointer<Float>, g: UnsafePointer<Float>, o: UnsafePointer<Float>,
+        c: UnsafeMutablePointer<Float>, h: UnsafeMutablePointer<Float>, count n: Int
+    ) {
+        var k = 0
+        while k + 8 <= n {
+            let cn = load(f + k) * load(c + k) + load(i + k) * load(g + k)
+            store(cn, c + k)
+            store(load(o + k) * Kernels.tanh(cn), h + k)
+            k += 8
+        }
+        while k < n {
+            let cn = f[k] * c[k] + i[k] * g[k]
+            c[k] = cn
+            var v = Kernels.V()
+            v[0] = cn
+            h[k] = o[k] * Kernels.tanh(v)[0]
+            k += 1
+        }
+    }
+}

@@ -1,0 +1,179 @@
+import CCortex
+import Cortex
+
+@_cdecl("cx_model_load")
+public func cx_model_load(_ dir: UnsafePointer<CChar>?, _ opts: UnsafePointer<cx_load_options>?,
+                          _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    entry("cx_model_load") {
+        let path = try string(dir, "dir")
+        let policy = try readOptions(opts)
+        let out = try requireOut(out, "out")
+        out.pointee = publish(try Model.load(directory: path, nanPolicy: policy), .model)
+    }
+}
+
+@_cdecl("cx_model_load_from_memory")
+public func cx_model_load_from_memory(_ config: UnsafePointer<CChar>?, _ configLen: Int,
+                                      _ weights: UnsafeRawPointer?, _ weightsLen: Int,
+                                      _ opts: UnsafePointer<cx_load_options>?,
+                                      _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    entry("cx_model_load_from_memory") {
+        guard let config, configLen >= 0 else { throw CortexError.invalidArgument("config_json is NULL") }
+        guard weightsLen >= 0, weights != nil || weightsLen == 0 else { throw CortexError.invalidArgument("weights is NULL") }
+        let policy = try readOptions(opts)
+        let out = try requireOut(out, "out")
+        let c = Array(UnsafeBufferPointer(start: UnsafeRawPointer(config).assumingMemoryBound(to: UInt8.self), count: configLen))
+        let w = weights.map { Array(UnsafeBufferPointer(start: $0.assumingMemoryBound(to: UInt8.self), count: weightsLen)) } ?? []
+        out.pointee = publish(try Model(configBytes: c, weightBytes: w, nanPolicy: policy), .model)
+    }
+}
+
+@_cdecl("cx_model_free")
+public func cx_model_free(_ model: OpaquePointer?) { retire(model, .model) }
+
+@_cdecl("cx_model_dims")
+public func cx_model_dims(_ model: OpaquePointer?, _ dIn: UnsafeMutablePointer<Int64>?, _ dOut: UnsafeMutablePointer<Int64>?) -> Int32 {
+    entry("cx_model_dims") {
+        let m = try resolve(model, .model, "model", as: Model.self)
+        let a = try requireOut(dIn, "d_in"), b = try requireOut(dOut, "d_out")
+        a.pointee = Int64(m.inputSize)
+        b.pointee = Int64(m.outputSize)
+    }
+}
+
+/// The size-query/copy pattern: NUL-terminated text into (buf, cap).
+func copyOut(_ text: String, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ needed: UnsafeMutablePointer<Int>?) throws {
+    let needed = try requireOut(needed, "needed")
+    let bytes = Array(text.utf8) + [0]
+    guard let buf, cap >= bytes.count else {
+        needed.pointee = bytes.count
+        throw CortexError.bufferTooSmall(needed: bytes.count)
+    }
+    bytes.withUnsafeBufferPointer { src in
+        UnsafeMutableRawPointer(buf).copyMemory(from: src.baseAddress!, byteCount: bytes.count)
+    }
+    needed.pointee = bytes.count
+}
+
+@_cdecl("cx_model_info_json")
+public func cx_model_info_json(_ model: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+                               _ needed: UnsafeMutablePointer<Int>?) -> Int32 {
+    entry("cx_model_info_json") {
+        let m = try resolve(model, .model, "model", as: Model.self)
+        var info = m.info
+        if case .object(var pairs) = info {
+            pairs.insert(("version", .string(String(describing: versionString))), at: 0)
+            info = .object(pairs)
+        }
+        try copyOut(info.serialized, buf, cap, needed)
+    }
+}
+
+// MARK: compute
+
+/// Where a compute call puts its output.
+enum OutputTarget {
+    case allocate(UnsafeMutablePointer<OpaquePointer?>?)
+    case into(UnsafeMutablePointer<DLTensor>?)
+}
+
+/// Shared body of forward/step (allocating or into): validate every argument first,
+/// then compute on the state's shadow copy so that a failure changes nothing.
+func compute(_ modelP: OpaquePointer?, _ stateP: OpaquePointer?, _ xP: UnsafePointer<DLTensor>?,
+             _ resetsP: UnsafePointer<DLTensor>?, step: Bool, output: OutputTarget) throws {
+    let model = try resolve(modelP, .model, "model", as: Model.self)
+    let state = try resolve(stateP, .state, "state", as: RecurrentState.self)
+    guard state.model === model else {
+        throw CortexError.stateMismatch("state was created for another model")
+    }
+    let B = state.batch, D = model.inputSize
+    let x = try InputTensor(xP, name: "x")
+    let rankOK = x.shape.count == (step ? 2 : 3)
+    guard rankOK, x.shape[0] == B, x.shape[x.shape.count - 1] == D else {
+        let want = step ? "(B=\(B), D=\(D))" : "(B=\(B), T, D=\(D))"
+        throw CortexError.shapeMismatch("x: expected \(want) float32, got \(x.description)")
+    }
+    let T = step ? 1 : x.shape[1]
+    var resets: InputTensor? = nil
+    if resetsP != nil {
+        let r = try InputTensor(resetsP, name: "resets", maskAllowed: true)
+        let perStep = !step && r.shape.count == 2 && r.shape[0] == B && r.shape[1] == T
+        let perRow = r.shape.count == 1 && r.shape[0] == B
+        guard perStep || perRow else {
+            let want = step ? "(B=\(B))" : "(B=\(B), T=\(T)) or (B=\(B))"
+            throw CortexError.shapeMismatch("resets: expected \(want), got \(r.description)")
+        }
+        resets = r
+    }
+    var yShape = Dims()
+    yShape.append(B)
+    if !step { yShape.append(T) }
+    yShape.append(model.outputSize)
+    let yCount = B * T * model.outputSize
+
+    var into: OutputTensor? = nil
+    var allocOut: UnsafeMutablePointer<OpaquePointer?>? = nil
+    switch output {
+    case .allocate(let p): allocOut = try requireOut(p, "y")
+    case .into(let p): into = try OutputTensor(p, name: "y", expected: yShape)
+    }
+    let result: FloatBuffer? = allocOut != nil ? try FloatBuffer(count: yCount) : nil
+
+    try state.exclusive {
+        let arena = state.arena
+        var xPtr: UnsafePointer<Float>
+        if let direct = x.directFloats {
+            xPtr = direct
+        } else {
+            let buf = try arena.take(x.count)
+            x.readFloats(into: buf)
+            xPtr = UnsafePointer(buf)
+        }
+        if model.nanPolicy == .reject { try rejectNonFinite(xPtr, x.count, "x") }
+        var mask: UnsafeMutablePointer<UInt8>? = nil
+        if let resets {
+            let raw = UnsafeMutableRawPointer(try arena.take((B * T + 3) / 4))
+            let m = raw.bindMemory(to: UInt8.self, capacity: B * T)
+            if resets.shape.count == 2 || step {
+                resets.readMask(into: m)
+            } else {
+                // [B] in sequence mode: reset these rows before the first step.
+                let rows = UnsafeMutableRawPointer(try arena.take((B + 3) / 4)).bindMemory(to: UInt8.self, capacity: B)
+                resets.readMask(into: rows)
+                m.update(repeating: 0, count: B * T)
+                for b in 0..<B where T > 0 { m[b * T] = rows[b] }
+            }
+            mask = m
+        }
+        let y = try result?.pointer ?? arena.take(yCount)
+        try state.advance(x: xPtr, batch: B, time: T, resets: mask, into: y)
+        if let into { into.write(from: y, count: yCount) }
+    }
+    if let allocOut, let result {
+        allocOut.pointee = publish(TensorHandle(buffer: result, shape: yShape.array), .tensor)
+    }
+}
+
+@_cdecl("cx_model_forward")
+public func cx_model_forward(_ model: OpaquePointer?, _ state: OpaquePointer?, _ x: UnsafePointer<DLTensor>?,
+                             _ resets: UnsafePointer<DLTensor>?, _ y: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    entry("cx_model_forward") { try compute(model, state, x, resets, step: false, output: .allocate(y)) }
+}
+
+@_cdecl("cx_model_step")
+public func cx_model_step(_ model: OpaquePointer?, _ state: OpaquePointer?, _ x: UnsafePointer<DLTensor>?,
+                          _ resets: UnsafePointer<DLTensor>?, _ y: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    entry("cx_model_step") { try compute(model, state, x, resets, step: true, output: .allocate(y)) }
+}
+
+@_cdecl("cx_model_forward_into")
+public func cx_model_forward_into(_ model: OpaquePointer?, _ state: OpaquePointer?, _ x: UnsafePointer<DLTensor>?,
+                                  _ resets: UnsafePointer<DLTensor>?, _ y: UnsafeMutablePointer<DLTensor>?) -> Int32 {
+    entry("cx_model_forward_into") { try compute(model, state, x, resets, step: false, output: .into(y)) }
+}
+
+@_cdecl("cx_model_step_into")
+public func cx_model_step_into(_ model: OpaquePointer?, _ state: OpaquePointer?, _ x: UnsafePointer<DLTensor>?,
+                               _ resets: UnsafePointer<DLTensor>?, _ y: UnsafeMutablePointer<DLTensor>?) -> Int32 {
+    entry("cx_model_step_into") { try compute(model, state, x, resets, step: true, output: .into(y)) }
+}

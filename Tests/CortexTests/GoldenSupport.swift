@@ -1,0 +1,72 @@
+import Cortex
+import XCTest
+
+/// Repository root, from this file's path (Tests/CortexTests/GoldenSupport.swift).
+let repoRoot: String = {
+    var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
+    parts.removeLast(3)
+    return parts.joined(separator: "/")
+}()
+
+/// One golden folder: Tests/goldens/<name>/{model/, cases.safetensors, manifest.json}.
+struct Golden {
+    let dir: String
+    let model: Model
+    let cases: SafetensorsFile
+
+    init(_ name: String) throws {
+        dir = repoRoot + "/Tests/goldens/" + name
+        model = try Model.load(directory: dir + "/model")
+        cases = try SafetensorsFile(path: dir + "/cases.safetensors")
+    }
+
+    func tensor(_ name: String) throws -> Tensor { try cases.tensor(name) }
+
+    /// State tensors stored under "<case>/<prefix>".
+    func stateTensors(_ prefix: String) -> [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        for n in cases.names where n.hasPrefix(prefix) {
+            out[String(n.dropFirst(prefix.count))] = try? cases.tensor(n)
+        }
+        return out
+    }
+}
+
+/// Max |a - b|, and the tolerance 1e-5 · max(1, max |reference|).
+func maxError(_ got: Tensor, _ want: Tensor) -> (err: Float, tol: Float) {
+    let a = got.toArray(), b = want.toArray()
+    var err: Float = a.count == b.count ? 0 : .infinity
+    var scale: Float = 1
+    for (x, y) in zip(a, b) {
+        err = max(err, abs(x - y))
+        scale = max(scale, abs(y))
+    }
+    return (err, 1e-5 * scale)
+}
+
+func assertClose(_ got: Tensor, _ want: Tensor, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(got.shape, want.shape, "\(what): shape", file: file, line: line)
+    let (err, tol) = maxError(got, want)
+    print("[golden] \(what): max abs error \(err) (tolerance \(tol))")
+    XCTAssertLessThanOrEqual(err, tol, "\(what): max abs error \(err) > \(tol)", file: file, line: line)
+}
+
+/// Slice `[B, T, D]` at time t → `[B, D]`.
+func timeSlice(_ x: Tensor, _ t: Int) throws -> Tensor {
+    let B = x.shape[0], T = x.shape[1], D = x.shape[2]
+    var v: [Float] = []
+    let a = x.toArray()
+    for b in 0..<B { v += a[(b * T + t) * D..<(b * T + t + 1) * D] }
+    return try Tensor(shape: [B, D], values: v)
+}
+
+/// Stack `[B, D]` tensors along a new time axis → `[B, T, D]`.
+func stackTime(_ xs: [Tensor]) throws -> Tensor {
+    let B = xs[0].shape[0], D = xs[0].shape[1], T = xs.count
+    var v = [Float](repeating: 0, count: B * T * D)
+    for (t, x) in xs.enumerated() {
+        let a = x.toArray()
+        for b in 0..<B { for d in 0..<D { v[(b * T + t) * D + d] = a[b * D + d] } }
+    }
+    return try Tensor(shape: [B, T, D], values: v)
+}

@@ -1,0 +1,71 @@
+"""Export a live cortexcore module to a Cortex model directory.
+
+Pure Python + torch (imported lazily); it does not need libcortex, so the golden
+script can use it before the library is built.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Any, Dict
+
+FORMAT_VERSION = 1
+
+# cortexcore classes Cortex can represent, by architecture. Anything else is refused
+# with its class name rather than exported into a directory Cortex cannot load.
+_SUPPORTED_BLOCKS = {"PassThroughBlock"}
+_SUPPORTED_CELLS = {"LSTMCell"}
+
+
+def _check_stack(module: Any) -> None:
+    for i, block in enumerate(module.blocks):
+        bname = type(block).__name__
+        if bname not in _SUPPORTED_BLOCKS:
+            raise TypeError(f"cx.export: block {i} is a {bname}; supported: {sorted(_SUPPORTED_BLOCKS)}")
+        cname = type(block.cell).__name__
+        if cname not in _SUPPORTED_CELLS:
+            raise TypeError(f"cx.export: block {i} holds a {cname}; supported: {sorted(_SUPPORTED_CELLS)}")
+
+
+def write_safetensors(path: str, tensors: Dict[str, Any]) -> None:
+    """Write float32 tensors (torch or numpy) as safetensors, in the given order."""
+    import numpy as np
+
+    header: Dict[str, Any] = {}
+    blobs = []
+    offset = 0
+    for name, t in tensors.items():
+        if hasattr(t, "detach"):
+            t = t.detach().to("cpu").float().contiguous().numpy()
+        a = np.ascontiguousarray(np.asarray(t, dtype="<f4"))
+        data = a.tobytes()
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
+
+
+def export(module: Any, directory: str) -> str:
+    """Write `module` (a cortexcore CortexStack) as `directory/config.json` and
+    `directory/model.safetensors`. Returns the directory."""
+    cls = type(module).__name__
+    if cls != "CortexStack":
+        raise TypeError(f"cx.export: cannot represent a {cls}; supported: CortexStack")
+    _check_stack(module)
+    config = json.loads(module.cfg.model_dump_json())
+    os.makedirs(directory, exist_ok=True)
+    doc = {"format": "cortex", "format_version": FORMAT_VERSION, "architecture": "cortex_stack", "config": config}
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    write_safetensors(os.path.join(directory, "model.safetensors"), dict(module.state_dict()))
+    return directory

@@ -1,0 +1,221 @@
+/*
+ * cortex.h — the C ABI of Cortex, a runtime for recurrent memory models.
+ *
+ * Conventions (read once, they hold everywhere):
+ *  - Every fallible call returns a cx_status (0 = CX_STATUS_OK). Results come back
+ *    through trailing out-pointers, which are written only on success.
+ *  - A failed call changes nothing: handles, out-params and caller buffers are left
+ *    exactly as they were. cx_last_error() then explains why, e.g.
+ *    "[cx_model_step] x: expected (B=4, D=128), got (4, 64)".
+ *  - Ownership is stated on every pointer: "caller owns; free with ..." (you must
+ *    release it), "borrowed" (valid as long as the named object lives), "takes
+ *    ownership" (Cortex releases it, whatever the status).
+ *  - Thread safety: a cx_model_t is immutable after load and may be shared by any
+ *    number of threads. A cx_state_t is used by one thread at a time (a concurrent
+ *    second call is refused with CX_STATUS_BUSY, never corrupts it). A cx_tensor_t is
+ *    immutable and shareable. Global setters (cx_set_num_threads) are not thread-safe.
+ *  - Handles are validated on entry: NULL, already-freed and wrong-kind handles give
+ *    CX_STATUS_INVALID_HANDLE (detection of a freed handle is best effort: a new
+ *    handle may reuse its address).
+ *  - Tensors cross the ABI as DLPack (see cortex_dlpack.h). Inputs may have any
+ *    strides (in elements) and byte_offset, must live on the CPU, and may be
+ *    float32, float64, float16 or bfloat16: non-float32 data is converted to
+ *    float32 (round to nearest even from float64), never reinterpreted. Other
+ *    dtypes are refused. Reset masks additionally accept bool, int8..int64 and
+ *    uint8..uint64; any non-zero element means "reset this row".
+ *
+ * Names: cx_<object>_<action>; enum values are only ever appended.
+ */
+#ifndef CORTEX_H
+#define CORTEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cortex_dlpack.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ABI version of this header. Bumped on any incompatible change. */
+#define CX_ABI_VERSION 1
+
+/* ---------------------------------------------------------------- status -- */
+
+typedef int32_t cx_status;
+
+enum cx_status_code {
+  CX_STATUS_OK = 0,
+  CX_STATUS_INVALID_ARGUMENT = 1, /* NULL pointer, bad option value, bad path */
+  CX_STATUS_INVALID_HANDLE = 2,   /* NULL, freed or wrong-kind handle */
+  CX_STATUS_SHAPE_MISMATCH = 3,   /* tensor rank/shape/batch does not fit */
+  CX_STATUS_DTYPE_MISMATCH = 4,   /* tensor dtype not accepted */
+  CX_STATUS_DEVICE_MISMATCH = 5,  /* tensor not on the CPU */
+  CX_STATUS_IO_ERROR = 6,         /* file cannot be read or written */
+  CX_STATUS_PARSE_ERROR = 7,      /* malformed JSON, safetensors or state bytes */
+  CX_STATUS_UNSUPPORTED = 8,      /* unknown architecture, block or cell type, option */
+  CX_STATUS_MISSING_TENSOR = 9,   /* a weight the config needs is absent or mis-shaped */
+  CX_STATUS_STATE_MISMATCH = 10,  /* state belongs to another model, batch or format */
+  CX_STATUS_BUFFER_TOO_SMALL = 11,/* the needed size was written to the size out-param */
+  CX_STATUS_OUT_OF_MEMORY = 12,
+  CX_STATUS_NAN_INPUT = 13,       /* non-finite input refused under CX_NAN_REJECT */
+  CX_STATUS_BUSY = 14,            /* the state is in use by another thread */
+  CX_STATUS_INTERNAL = 15         /* a bug in Cortex; please report it */
+};
+
+/* Human-readable message of the last failed call on this thread. Never NULL; ""
+ * after a successful call. Borrowed: valid until this thread's next cx_ call. */
+const char *cx_last_error(void);
+
+/* Constant name of a status code, e.g. "CX_STATUS_SHAPE_MISMATCH". Never NULL. */
+const char *cx_status_name(cx_status status);
+
+/* ------------------------------------------------------------- library -- */
+
+/* The CX_ABI_VERSION the library was built with. Wrappers refuse a mismatch. */
+uint32_t cx_abi_version(void);
+
+/* Library version, e.g. "0.1.0". Static string, never NULL. */
+const char *cx_version_string(void);
+
+/* Threads used by matrix kernels (OpenBLAS). n <= 0 means "all cores".
+ * Not thread-safe: call before starting worker threads. */
+cx_status cx_set_num_threads(int32_t n);
+int32_t cx_get_num_threads(void);
+
+/* -------------------------------------------------------------- handles -- */
+
+typedef struct cx_model cx_model_t;   /* a loaded model: immutable, shareable */
+typedef struct cx_state cx_state_t;   /* recurrent state of a batch of streams */
+typedef struct cx_tensor cx_tensor_t; /* an immutable tensor (output or import) */
+
+/* ------------------------------------------------------------- options -- */
+
+enum cx_nan_policy {
+  CX_NAN_PROPAGATE = 0, /* non-finite inputs flow through like any value */
+  CX_NAN_REJECT = 1     /* inputs are scanned; NaN/Inf gives CX_STATUS_NAN_INPUT */
+};
+
+typedef struct cx_load_options {
+  uint32_t struct_size; /* sizeof(cx_load_options), set by cx_load_default_options */
+  int32_t nan_policy;   /* enum cx_nan_policy; default CX_NAN_PROPAGATE */
+  uint32_t flags;       /* reserved, must be 0 */
+} cx_load_options;
+
+/* Default options with struct_size filled in. */
+cx_load_options cx_load_default_options(void);
+
+/* --------------------------------------------------------------- model -- */
+
+/* Load a model directory holding config.json and model.safetensors.
+ * opts may be NULL (defaults). On success *out is caller-owned: free with
+ * cx_model_free. */
+cx_status cx_model_load(const char *dir, const cx_load_options *opts, cx_model_t **out);
+
+/* Load from memory: config_json is the text of a config.json (not NUL-terminated
+ * necessarily), weights the bytes of a model.safetensors. Both are copied; the
+ * caller keeps ownership of its buffers. *out is caller-owned (cx_model_free). */
+cx_status cx_model_load_from_memory(const char *config_json, size_t config_len,
+                                    const void *weights, size_t weights_len,
+                                    const cx_load_options *opts, cx_model_t **out);
+
+/* Release a model. Accepts NULL. States created from it keep it alive. */
+void cx_model_free(cx_model_t *model);
+
+/* Feature size of the model's input and output (d_hidden for a memory stack). */
+cx_status cx_model_dims(const cx_model_t *model, int64_t *d_in, int64_t *d_out);
+
+/* Model description as NUL-terminated JSON (architecture, config, parameter count,
+ * fingerprint, state tensor names and shapes per batch row). Size-query pattern:
+ * *needed receives the size including the NUL; if cap is too small (buf may then be
+ * NULL) nothing is written and CX_STATUS_BUFFER_TOO_SMALL is returned. */
+cx_status cx_model_info_json(const cx_model_t *model, char *buf, size_t cap, size_t *needed);
+
+/* --------------------------------------------------------------- state -- */
+
+/* A fresh zero state for `batch` streams (batch >= 1). Caller-owned: cx_state_free.
+ * The state keeps its model alive. */
+cx_status cx_state_create(const cx_model_t *model, int64_t batch, cx_state_t **out);
+
+/* Release a state. Accepts NULL. */
+void cx_state_free(cx_state_t *state);
+
+/* Deep copy. Caller-owned: cx_state_free. */
+cx_status cx_state_clone(const cx_state_t *state, cx_state_t **out);
+
+/* Number of streams (rows) in the state. */
+cx_status cx_state_batch(const cx_state_t *state, int64_t *batch);
+
+/* Zero the rows whose mask element is non-zero. mask: [B], any accepted mask dtype,
+ * or NULL to reset every row. */
+cx_status cx_state_reset(cx_state_t *state, const DLTensor *mask);
+
+/* Copy of the state tensor at `path` (e.g. "PassThroughBlock_0.LSTMCell.h", as
+ * listed by cx_model_info_json), shape [B, ...]. Caller-owned: cx_tensor_free. */
+cx_status cx_state_get_tensor(const cx_state_t *state, const char *path, cx_tensor_t **out);
+
+/* Serialize: magic "CXSTATE1", format version, model fingerprint, batch, then the
+ * tensors. Size-query pattern as cx_model_info_json (buf may be NULL when cap is 0). */
+cx_status cx_state_to_bytes(const cx_state_t *state, void *buf, size_t cap, size_t *needed);
+
+/* Rebuild a state from cx_state_to_bytes output. A blob from another model
+ * (fingerprint), another format version or a damaged blob is refused before any
+ * byte is used. Caller-owned: cx_state_free. */
+cx_status cx_state_from_bytes(const cx_model_t *model, const void *buf, size_t len, cx_state_t **out);
+
+/* The same through a file (written atomically: temp file then rename). */
+cx_status cx_state_save(const cx_state_t *state, const char *path);
+cx_status cx_state_load(const cx_model_t *model, const char *path, cx_state_t **out);
+
+/* ------------------------------------------------------------- compute -- */
+
+/* Sequence mode. x: [B, T, D_in]; resets: NULL, [B, T] (reset row b before step t)
+ * or [B] (reset those rows before the first step). On success *y (caller-owned,
+ * cx_tensor_free) is float32 [B, T, D_out] and `state` holds the state after the
+ * last step. On failure the state is untouched. T may be 0. */
+cx_status cx_model_forward(const cx_model_t *model, cx_state_t *state, const DLTensor *x,
+                           const DLTensor *resets, cx_tensor_t **y);
+
+/* Step mode. x: [B, D_in]; resets: NULL or [B]. *y: float32 [B, D_out]. */
+cx_status cx_model_step(const cx_model_t *model, cx_state_t *state, const DLTensor *x,
+                        const DLTensor *resets, cx_tensor_t **y);
+
+/* As above, writing into a caller buffer instead of allocating: y must be a
+ * writable float32 CPU tensor of the output shape (any strides, no overlap with x).
+ * cx_model_step_into performs no heap allocation after the state's first step. */
+cx_status cx_model_forward_into(const cx_model_t *model, cx_state_t *state, const DLTensor *x,
+                                const DLTensor *resets, DLTensor *y);
+cx_status cx_model_step_into(const cx_model_t *model, cx_state_t *state, const DLTensor *x,
+                             const DLTensor *resets, DLTensor *y);
+
+/* -------------------------------------------------------------- tensor -- */
+
+/* Borrowed DLTensor view of a tensor, valid while the handle lives. */
+cx_status cx_tensor_view(const cx_tensor_t *tensor, const DLTensor **view);
+
+/* Export as DLPack 1.x. *out is caller-owned: call (*out)->deleter(*out) exactly
+ * once, from any thread, also after cx_tensor_free. Each call makes a new managed
+ * tensor sharing the same memory. Cortex never writes an output buffer again, so
+ * exports of outputs are writable (flags = 0); exports of imported tensors keep
+ * the producer's READ_ONLY flag. */
+cx_status cx_tensor_to_dlpack(const cx_tensor_t *tensor, DLManagedTensorVersioned **out);
+
+/* Export as legacy DLPack 0.6 (DLManagedTensor), same contract. */
+cx_status cx_tensor_to_dlpack_legacy(const cx_tensor_t *tensor, DLManagedTensor **out);
+
+/* Import a producer's DLPack tensor. Takes ownership of `managed` whatever the
+ * status: its deleter is called exactly once (immediately on failure, otherwise
+ * when the last reference is released). Checks version.major == 1 first. The data
+ * is not copied; *out (caller-owned, cx_tensor_free) is a handle whose view can be
+ * passed as an input. */
+cx_status cx_tensor_from_dlpack(DLManagedTensorVersioned *managed, cx_tensor_t **out);
+cx_status cx_tensor_from_dlpack_legacy(DLManagedTensor *managed, cx_tensor_t **out);
+
+/* Release a tensor handle. Accepts NULL. DLPack exports stay valid. */
+void cx_tensor_free(cx_tensor_t *tensor);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CORTEX_H */

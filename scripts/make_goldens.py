@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Generate the golden files every test suite (Swift, C, Python) checks.
+
+Reference: cortexcore 0.1.6 (PyPI `cortexcore`, imported as `cortex`), run on CPU in
+fp32 with torch 2.11. Needs the reference venv (see README, "Regenerating goldens");
+CI never runs this: its outputs are committed under Tests/goldens/.
+
+For each model it writes a model directory (config.json + model.safetensors, via
+cortex_swift.export, i.e. the module's own state_dict) and `cases.safetensors` with
+inputs and the reference's outputs, plus `manifest.json` describing every case.
+Cases:
+  seq            sequence mode from a zero state, resets=None (nn.LSTM fused path)
+  step           the reference's step() T times from a zero state (step path)
+  resets_seq     sequence mode with a [B, T] reset mask, from a non-zero state
+  resets_step    step mode with [B] resets per step, same data (step path)
+  carry          two sequence calls, state carried from the first to the second
+  rows_seq       [B]-shaped resets in sequence mode = "reset before the first step"
+                 (the reference LSTM rejects [B] there; expected output comes from the
+                 equivalent [B, T] mask with only t = 0 set — Cortex's documented meaning)
+  b1             batch 1
+Every case stores the final state under "<case>/state/<path>".
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN_FORMAT = 1
+
+spec = importlib.util.spec_from_file_location("cx_export", os.path.join(ROOT, "bindings/python/cortex_swift/export.py"))
+cx_export = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cx_export)
+
+
+def flat_state(td, prefix=""):
+    out = {}
+    for k in td.keys():
+        v = td.get(k)
+        name = f"{prefix}{k}"
+        if hasattr(v, "keys"):
+            out.update(flat_state(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def build_lstm_stack(d_hidden: int, biases: list[bool], seed: int):
+    from cortex.config import CortexStackConfig, LSTMCellConfig, PassThroughBlockConfig
+    from cortex.stacks import CortexStack
+
+    torch.manual_seed(seed)
+    cfg = CortexStackConfig(
+        d_hidden=d_hidden,
+        blocks=[PassThroughBlockConfig(cell=LSTMCellConfig(bias=b)) for b in biases],
+        post_norm=True,
+    )
+    stack = CortexStack(cfg).eval()
+    # Non-trivial LayerNorm parameters, so the test sees them.
+    with torch.no_grad():
+        stack.norm.weight.uniform_(0.5, 1.5)
+        stack.norm.bias.uniform_(-0.2, 0.2)
+    return stack
+
+
+def run_seq(stack, x, state, resets=None):
+    with torch.no_grad():
+        return stack(x, state, resets=resets)
+
+
+def run_steps(stack, x, state, resets=None):
+    ys = []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            r = None if resets is None else resets[:, t]
+            y, state = stack.step(x[:, t], state, resets=r)
+            ys.append(y)
+    return torch.stack(ys, 1), state
+
+
+def make_cases(stack, d: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    B, T = 3, 9
+    cases = {}
+    tensors = {}
+
+    def put(case, desc, inputs, outputs, state):
+        cases[case] = {"description": desc, "inputs": sorted(inputs), "outputs": sorted(outputs)}
+        for k, v in {**inputs, **outputs}.items():
+            tensors[f"{case}/{k}"] = v
+        for k, v in flat_state(state).items():
+            tensors[f"{case}/state/{k}"] = v
+
+    x = torch.randn(B, T, d, generator=g)
+    y, st = run_seq(stack, x, None)
+    put("seq", "sequence mode from a zero state", {"x": x}, {"y": y}, st)
+    warm = st
+
+    ys, sts = run_steps(stack, x, stack.init_state(batch=B, dtype=torch.float32))
+    put("step", "step mode T times from a zero state", {"x": x}, {"y": ys}, sts)
+    print(f"  reference step vs sequence: max |diff| = {(ys - y).abs().max().item():.3e}")
+
+    x2 = torch.randn(B, T, d, generator=g)
+    resets = torch.zeros(B, T)
+    resets[0, 3] = 1
+    resets[1, 0] = 1
+    resets[1, 6] = 1
+    resets[2, 8] = 1
+    init = {k: v.clone() for k, v in flat_state(warm).items()}
+    y, st = run_seq(stack, x2, warm.clone(), resets=resets)
+    put("resets_seq", "sequence mode with [B,T] resets from the 'seq' final state",
+        {"x": x2, "resets": resets, **{f"init/{k}": v for k, v in init.items()}}, {"y": y}, st)
+    ys, sts = run_steps(stack, x2, warm.clone(), resets=resets)
+    put("resets_step", "step mode with [B] resets per step from the 'seq' final state",
+        {"x": x2, "resets": resets, **{f"init/{k}": v for k, v in init.items()}}, {"y": ys}, sts)
+
+    xa, xb = torch.randn(B, 5, d, generator=g), torch.randn(B, 4, d, generator=g)
+    ya, sa = run_seq(stack, xa, None)
+    yb, sb = run_seq(stack, xb, sa)
+    put("carry", "two sequence calls; the state of the first feeds the second",
+        {"xa": xa, "xb": xb}, {"ya": ya, "yb": yb}, sb)
+
+    rows = torch.tensor([1.0, 0.0, 1.0])
+    full = torch.zeros(B, T)
+    full[:, 0] = rows
+    y, st = run_seq(stack, x2, warm.clone(), resets=full)
+    put("rows_seq", "[B] resets in sequence mode: reset those rows before the first step",
+        {"x": x2, "resets": rows, **{f"init/{k}": v for k, v in init.items()}}, {"y": y}, st)
+
+    x1 = torch.randn(1, 6, d, generator=g)
+    y, st = run_seq(stack, x1, None)
+    put("b1", "batch 1, sequence mode", {"x": x1}, {"y": y}, st)
+    return cases, tensors
+
+
+def write_golden(name: str, stack, d: int, seed: int):
+    out = os.path.join(ROOT, "Tests", "goldens", name)
+    cx_export.export(stack, os.path.join(out, "model"))
+    cases, tensors = make_cases(stack, d, seed)
+    cx_export.write_safetensors(os.path.join(out, "cases.safetensors"), tensors)
+    import cortex  # noqa: F401
+    from importlib.metadata import version
+
+    manifest = {
+        "golden_format": GOLDEN_FORMAT,
+        "reference": {"cortexcore": version("cortexcore"), "torch": torch.__version__},
+        "tolerance": {"max_abs_relative_to_scale": 1e-5,
+                      "note": "max |cortex - reference| <= 1e-5 * max(1, max |reference|)"},
+        "cases": cases,
+    }
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    print(f"wrote {out}: {len(cases)} cases, {len(tensors)} tensors")
+
+
+def main():
+    torch.set_num_threads(1)
+    stack = build_lstm_stack(d_hidden=24, biases=[True, False], seed=1234)
+    write_golden("lstm_stack", stack, 24, seed=99)
+    # The small stack the README example streams (not a golden; just a bundled model).
+    ex = build_lstm_stack(d_hidden=64, biases=[True, True], seed=7)
+    cx_export.export(ex, os.path.join(ROOT, "examples", "models", "lstm_stack"))
+    print("wrote examples/models/lstm_stack")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
