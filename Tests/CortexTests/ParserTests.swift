@@ -1,0 +1,194 @@
+import Cortex
+import XCTest
+
+/// Malformed inputs must produce a clear error, never a trap.
+final class SafetensorsTests: XCTestCase {
+    func header(_ json: String, data: [UInt8] = []) -> [UInt8] {
+        var h = Array(json.utf8)
+        while h.count % 8 != 0 { h.append(0x20) }
+        var out: [UInt8] = []
+        let n = UInt64(h.count)
+        for k in 0..<8 { out.append(UInt8(truncatingIfNeeded: n >> (8 * UInt64(k)))) }
+        return out + h + data
+    }
+
+    func assertParseError(_ bytes: [UInt8], contains: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try SafetensorsFile(bytes: bytes), file: file, line: line) { e in
+            let m = (e as? CortexError)?.message ?? "\(e)"
+            XCTAssertTrue(m.contains(contains), "message '\(m)' lacks '\(contains)'", file: file, line: line)
+        }
+    }
+
+    func testRoundTripAndConversions() throws {
+        let t = try Tensor(shape: [2, 3], values: [1, -2, 3.5, 0, 1e-3, 7])
+        let f = try SafetensorsFile(bytes: try SafetensorsFile.write([("a", t)], metadata: ["k": "v"]))
+        XCTAssertEqual(try f.tensor("a").toArray(), t.toArray())
+        XCTAssertEqual(f.metadata["k"], "v")
+        // F16 [1.0, -2.0], BF16 [1.0], F64 [0.25]
+        let f16 = header(#"{"h":{"dtype":"F16","shape":[2],"data_offsets":[0,4]},"b":{"dtype":"BF16","shape":[1],"data_offsets":[4,6]},"d":{"dtype":"F64","shape":[1],"data_offsets":[6,14]}}"#,
+                         data: [0x00, 0x3C, 0x00, 0xC0, 0x80, 0x3F, 0, 0, 0, 0, 0, 0, 0xD0, 0x3F])
+        let g = try SafetensorsFile(bytes: f16)
+        XCTAssertEqual(try g.tensor("h").toArray(), [1, -2])
+        XCTAssertEqual(try g.tensor("b").toArray(), [1])
+        XCTAssertEqual(try g.tensor("d").toArray(), [0.25])
+    }
+
+    func testHalfSubnormalsAndSpecials() {
+        XCTAssertEqual(Half.toFloat(0x0001), Float(5.960_464_5e-8))
+        XCTAssertEqual(Half.toFloat(0x7C00), .infinity)
+        XCTAssertTrue(Half.toFloat(0x7E00).isNaN)
+        XCTAssertEqual(Half.toFloat(0x8000).sign, .minus)
+    }
+
+    func testMalformedCorpus() {
+        let good = header(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: [0, 0, 128, 63])
+        XCTAssertNoThrow(try SafetensorsFile(bytes: good))
+        // Every truncation fails cleanly.
+        for cut in 0..<good.count { XCTAssertThrowsError(try SafetensorsFile(bytes: Array(good[0..<cut]))) }
+        var lie = good
+        lie[0] = 0xFF; lie[1] = 0xFF
+        assertParseError(lie, contains: "runs past the end")
+        var huge = good
+        for k in 0..<8 { huge[k] = 0xFF }
+        assertParseError(huge, contains: "100 MB")
+        assertParseError(header(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: [UInt8](repeating: 0, count: 8)), contains: "overlaps")
+        assertParseError(header(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: [UInt8](repeating: 0, count: 8)), contains: "gap")
+        assertParseError(header(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: [UInt8](repeating: 0, count: 8)), contains: "cover")
+        assertParseError(header(#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0]), contains: "overflow")
+        assertParseError(header(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0]), contains: "needs 8 bytes")
+        assertParseError(header(#"{"a":{"dtype":"F33","shape":[1],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0]), contains: "unknown dtype")
+        assertParseError(header(#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0]), contains: "invalid dimension")
+        assertParseError(header(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,400]}}"#, data: [0, 0, 0, 0]), contains: "needs 4 bytes")
+        assertParseError(header(#"[1,2]"#), contains: "not a JSON object")
+        assertParseError(header("{\"\u{1}\":1}"), contains: "control character")
+        var bad = header(#"{"ab":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0])
+        bad[10] = 0xFF  // inside the key: not UTF-8
+        assertParseError(bad, contains: "UTF-8")
+        // Integer tensors parse but do not load as weights.
+        let ints = header(#"{"a":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}}"#, data: [1, 0, 0, 0])
+        XCTAssertThrowsError(try SafetensorsFile(bytes: ints).tensor("a"))
+        XCTAssertThrowsError(try SafetensorsFile(bytes: good).tensor("missing"))
+    }
+}
+
+final class JSONTests: XCTestCase {
+    func testParsesAndRoundTrips() throws {
+        let text = #"{"a":[1,2.5,-3e2,true,false,null],"b":{"c":"x\"y\u00e9\ud83d\ude00"}}"#
+        let v = try JSON.parse(text)
+        XCTAssertEqual(v["a"]?.array?.count, 6)
+        XCTAssertEqual(v["a"]?.array?[2].double, -300)
+        XCTAssertEqual(v["b"]?["c"]?.string, "x\"yé😀")
+        XCTAssertEqual(try JSON.parse(v.serialized), v)
+    }
+
+    func testRejectsMalformed() {
+        for bad in ["", "{", "[1,]", "{\"a\":}", "01x", "{\"a\":1,\"a\":2}", "\"\\ud800\"", "nul", "1 2",
+                    String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000), "\"\\q\"", "1.", "-"] {
+            XCTAssertThrowsError(try JSON.parse(bad), "accepted: \(bad.prefix(20))")
+        }
+    }
+}
+
+final class KernelTests: XCTestCase {
+    func testActivationsMatchLibm() {
+        var worst: (Float, Float, Float) = (0, 0, 0)
+        var xs: [Float] = stride(from: -30, through: 30, by: 0.0137).map { Float($0) }
+        xs += [0, 1e-7, -1e-7, 1e-3, 88, -88, 100, -100]
+        for x in xs {
+            var v = Kernels.V(repeating: x)
+            v = Kernels.exp(v)
+            if x < 88 && x > -87 { worst.0 = max(worst.0, abs(v[0] - expf(x)) / expf(x)) }
+            let s = Kernels.sigmoid(Kernels.V(repeating: x))[0]
+            worst.1 = max(worst.1, abs(s - 1 / (1 + expf(-x))))
+            let t = Kernels.tanh(Kernels.V(repeating: x))[0]
+            worst.2 = max(worst.2, abs(t - tanhf(x)) / max(abs(tanhf(x)), 1e-30))
+        }
+        print("[kernels] exp max rel err \(worst.0), sigmoid max abs err \(worst.1), tanh max rel err \(worst.2)")
+        XCTAssertLessThan(worst.0, 5e-7)
+        XCTAssertLessThan(worst.1, 2e-7)
+        XCTAssertLessThan(worst.2, 2e-6)
+        XCTAssertTrue(Kernels.exp(Kernels.V(repeating: .nan))[0].isNaN)
+        XCTAssertTrue(Kernels.tanh(Kernels.V(repeating: .nan))[0].isNaN)
+    }
+
+    func testNormsAndSoftmax() {
+        var row: [Float] = [1, 2, 3, 4]
+        row.withUnsafeMutableBufferPointer { Kernels.layerNorm($0.baseAddress!, rows: 1, n: 4, weight: nil, bias: nil, eps: 0) }
+        XCTAssertEqual(row[0], -1.341_640_8, accuracy: 1e-6)
+        var r2: [Float] = [3, 4]
+        r2.withUnsafeMutableBufferPointer { Kernels.rmsNorm($0.baseAddress!, rows: 1, n: 2, weight: nil, eps: 0) }
+        XCTAssertEqual(r2[1], 4 / (12.5 as Float).squareRoot(), accuracy: 1e-6)
+        var s: [Float] = [1000, 1000, 1001]
+        s.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, rows: 1, n: 3) }
+        XCTAssertEqual(s.reduce(0, +), 1, accuracy: 1e-6)
+        XCTAssertEqual(s[2] / s[0], expf(1), accuracy: 1e-4)
+        var gl: [Float] = [1, -1, 0]
+        gl.withUnsafeMutableBufferPointer { Kernels.gelu($0.baseAddress!, 3) }
+        XCTAssertEqual(gl[0], 0.841_344_7, accuracy: 1e-6)
+        var si: [Float] = [1]
+        si.withUnsafeMutableBufferPointer { Kernels.silu($0.baseAddress!, 1) }
+        XCTAssertEqual(si[0], 0.731_058_6, accuracy: 1e-6)
+    }
+}
+
+final class ConfigTests: XCTestCase {
+    func load(_ config: String) throws -> Model {
+        let doc = #"{"format":"cortex","format_version":1,"architecture":"cortex_stack","config":"# + config + "}"
+        return try Model(configBytes: Array(doc.utf8), weightBytes: try SafetensorsFile.write([]))
+    }
+
+    func assertError(_ config: String, contains: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try load(config), file: file, line: line) { e in
+            let m = (e as? CortexError)?.message ?? "\(e)"
+            XCTAssertTrue(m.contains(contains), "'\(m)' lacks '\(contains)'", file: file, line: line)
+        }
+    }
+
+    func testErrorsNameTheProblem() {
+        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"nope","cell":{"cell_type":"lstm"}}]}"#, contains: "unknown block type 'nope'")
+        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"mystery"}}]}"#, contains: "unknown cell type 'mystery'")
+        assertError(#"{"d_hidden":4,"scaffolds":[{"scaffold_type":"passthrough","core":{"core_type":"mystery"}}]}"#, contains: "unknown cell type 'mystery'")
+        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"lstm","num_layers":2}}]}"#, contains: "num_layers 2")
+        assertError(#"{"d_hidden":-4,"blocks":[]}"#, contains: "d_hidden")
+        assertError(#"{"d_hidden":1e12,"blocks":[]}"#, contains: "d_hidden")
+        assertError(#"{"blocks":[]}"#, contains: "d_hidden")
+        assertError(#"{"d_hidden":4}"#, contains: "blocks")
+        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"lstm"}}]}"#, contains: "missing")
+        assertError(#"{"d_hidden":4,"blocks":[],"routed_adapter":{"enabled":true}}"#, contains: "routed_adapter")
+    }
+
+    func testDocumentChecks() {
+        let w = (try? SafetensorsFile.write([])) ?? []
+        for (doc, want) in [(#"{"format":"other"}"#, "not a Cortex model"),
+                            (#"{"format":"cortex","format_version":2,"architecture":"cortex_stack","config":{}}"#, "format_version 2"),
+                            (#"{"format":"cortex","format_version":1,"architecture":"nope","config":{}}"#, "unknown architecture 'nope'")] {
+            XCTAssertThrowsError(try Model(configBytes: Array(doc.utf8), weightBytes: w)) { e in
+                XCTAssertTrue("\(e)".contains(want), "\(e)")
+            }
+        }
+    }
+
+    func testSeedSpellingLoadsAndNamesStateAfterIt() throws {
+        let g = try Golden("lstm_stack")
+        var text = String(decoding: try FileIO.read(g.dir + "/model/config.json"), as: UTF8.self)
+        text = text.replacingOccurrences(of: "\"blocks\"", with: "\"scaffolds\"")
+            .replacingOccurrences(of: "\"block_type\"", with: "\"scaffold_type\"")
+            .replacingOccurrences(of: "\"cell_type\"", with: "\"core_type\"")
+            .replacingOccurrences(of: "\"cell\"", with: "\"core\"")
+        let m = try Model(configBytes: Array(text.utf8), weightBytes: try FileIO.read(g.dir + "/model/model.safetensors"))
+        XCTAssertEqual(m.stateSpecs.first?.name, "PassThroughScaffold_0.LSTMCore.h")
+        let x = try g.tensor("seq/x")
+        assertClose(try m.forward(x, state: try m.makeState(batch: 3)), try g.tensor("seq/y"), "seed spelling seq y")
+    }
+
+    func testExtraWeightsAreRefused() throws {
+        let g = try Golden("lstm_stack")
+        let file = try SafetensorsFile(path: g.dir + "/model/model.safetensors")
+        var tensors = try file.names.map { ($0, try file.tensor($0)) }
+        tensors.append(("stray.weight", try Tensor(zeros: [1])))
+        XCTAssertThrowsError(try Model(configBytes: try FileIO.read(g.dir + "/model/config.json"),
+                                       weightBytes: try SafetensorsFile.write(tensors))) { e in
+            XCTAssertTrue("\(e)".contains("stray.weight"))
+        }
+    }
+}

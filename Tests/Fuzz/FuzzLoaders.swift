@@ -1,0 +1,36 @@
+// libFuzzer entry point for the untrusted-input parsers: safetensors files, JSON
+// configs, whole model loads and state blobs. Built by scripts/fuzz.sh together with
+// the Cortex sources (one module) with -sanitize=fuzzer,address.
+//
+// The first input byte picks the target, the rest is the payload.
+
+let fuzzConfig = Array("""
+{"format":"cortex","format_version":1,"architecture":"cortex_stack","config":{"blocks":[{"cell":{"hidden_size":null,"cell_type":"lstm","num_layers":1,"bias":true,"dropout":0.0,"proj_size":0},"block_type":"passthrough"}],"d_hidden":2,"post_norm":true}}
+""".utf8)
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+    guard size > 0 else { return 0 }
+    let bytes = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
+    switch data[0] % 4 {
+    case 0:
+        // safetensors: parse, then convert every tensor.
+        if let f = try? SafetensorsFile(bytes: bytes) {
+            for n in f.names { _ = try? f.tensor(n) }
+        }
+    case 1:
+        // JSON, then its serialisation must parse back to the same value.
+        if let v = try? JSON.parse(bytes) {
+            guard let again = try? JSON.parse(v.serialized), again == v else {
+                fatalError("JSON round trip changed the value")
+            }
+        }
+    case 2:
+        // A model config with fuzzed weights.
+        _ = try? Model(configBytes: fuzzConfig, weightBytes: bytes)
+    default:
+        // A fuzzed config.json with no weights.
+        _ = try? Model(configBytes: bytes, weightBytes: [])
+    }
+    return 0
+}
