@@ -10,13 +10,8 @@ let package = Package(
         .library(name: "Cortex", targets: ["Cortex"]),
     ],
     targets: [
-        // OpenBLAS's CBLAS, found with pkg-config (Debian: libopenblas-dev).
-        .systemLibrary(
-            name: "COpenBLAS",
-            path: "Sources/COpenBLAS",
-            pkgConfig: "openblas",
-            providers: [.apt(["libopenblas-dev"])]
-        ),
+        // OpenBLAS, loaded with dlopen at first use (Debian: libopenblas0); see blas_loader.c.
+        .target(name: "COpenBLAS", path: "Sources/COpenBLAS"),
         // The public header (symlinked from include/) and the thread-local error buffer.
         .target(name: "CCortex", path: "Sources/CCortex"),
         // Tensors, kernels, file formats and models, in pure Swift.

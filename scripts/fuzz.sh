@@ -8,10 +8,13 @@ runs="${1:-20000}"
 out="$root/.build-fuzz"
 mkdir -p "$out/corpus"
 cd "$root"
-blas_cflags=$(pkg-config --cflags openblas)
+# The Cortex module and the fuzz entry point compiled as one module; the OpenBLAS
+# loader (C) beside it.
+mkdir -p "$out/cmod"
+printf 'module COpenBLAS {\n  header "%s"\n  export *\n}\n' "$root/Sources/COpenBLAS/include/cortex_blas.h" > "$out/cmod/module.modulemap"
+clang -O1 -fsanitize=address -c Sources/COpenBLAS/blas_loader.c -I Sources/COpenBLAS/include -o "$out/blas_loader.o"
 swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Cortex \
-  -Xcc -fmodule-map-file=Sources/COpenBLAS/module.modulemap -Xcc ${blas_cflags} \
-  -I Sources/COpenBLAS $(pkg-config --libs openblas) \
+  -I "$out/cmod" "$out/blas_loader.o" \
   $(find Sources/Cortex -name '*.swift' | sort) Tests/Fuzz/FuzzLoaders.swift \
   -o "$out/fuzz-loaders"
 # Seeds: the golden weights and configs, one per target byte.

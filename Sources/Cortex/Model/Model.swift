@@ -50,6 +50,7 @@ public final class Model: @unchecked Sendable {
         guard let config = doc["config"], config.objectPairs != nil else {
             throw CortexError.parse("config.json: config must be a JSON object")
         }
+        try BLAS.ensureLoaded()
         let file: SafetensorsFile
         do { file = try SafetensorsFile(bytes: weightBytes) } catch let e as CortexError { throw e.prefixed("model.safetensors") }
         let weights = WeightSource(file: file)
@@ -100,6 +101,8 @@ public final class Model: @unchecked Sendable {
             ("d_out", .number(Double(outputSize))),
             ("parameters", .number(Double(module.parameterCount))),
             ("nan_policy", .string(nanPolicy == .reject ? "reject" : "propagate")),
+            ("blas", .object([("library", .string("OpenBLAS")), ("core", .string(BLAS.coreName)),
+                              ("threads", .number(Double(BLAS.threads)))])),
             ("state", .array(stateSpecs.map {
                 .object([("name", .string($0.name)), ("shape", .array(([-1] + $0.perRow).map { .number(Double($0)) }))])
             })),

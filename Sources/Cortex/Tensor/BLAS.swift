@@ -2,7 +2,13 @@ import COpenBLAS
 
 /// The matrix products Cortex needs, in PyTorch's layout: weights are stored
 /// `[out, in]` (nn.Linear, nn.LSTM), activations row-major `[rows, features]`.
+/// OpenBLAS is loaded on first use (`ensureLoaded`, called when a model loads).
 public enum BLAS {
+    /// Load OpenBLAS if needed; throws when it is not installed.
+    public static func ensureLoaded() throws {
+        if let message = cx_blas_load() { throw CortexError.unsupported(String(cString: message)) }
+    }
+
     /// `C[m, n] = A[m, k] · Wᵀ + beta · C`, with W stored `[n, k]` (an nn.Linear weight).
     /// `lda`, `ldc` are row strides in elements (for strided rows inside a sequence).
     @inline(__always)
@@ -16,18 +22,19 @@ public enum BLAS {
         if m == 0 || n == 0 { return }
         if m == 1 {
             // One row: a matrix-vector product is what OpenBLAS does best here.
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), 1.0,
-                        weight, Int32(k), a, 1, beta, c, 1)
+            cx_blas_sgemv_n(Int32(n), Int32(k), 1, weight, Int32(k), a, beta, c)
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1.0,
-                        a, Int32(lda), weight, Int32(k), beta, c, Int32(ldc))
+            cx_blas_sgemm_nt(Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), weight, Int32(k), beta, c, Int32(ldc))
         }
     }
 
     /// Threads OpenBLAS may use; n <= 0 restores the default (all cores).
     public static func setThreads(_ n: Int) {
-        openblas_set_num_threads(Int32(clamping: n))
+        cx_blas_set_threads(n <= 0 ? Int32(0) : Int32(clamping: n))
     }
 
-    public static var threads: Int { Int(openblas_get_num_threads()) }
+    public static var threads: Int { Int(cx_blas_get_threads()) }
+
+    /// The kernel family OpenBLAS runs ("SkylakeX", "Haswell", ...).
+    public static var coreName: String { String(cString: cx_blas_corename()) }
 }

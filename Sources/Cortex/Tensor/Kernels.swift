@@ -12,27 +12,30 @@ public enum Kernels {
 
     // MARK: vector math
 
-    /// e^x, elementwise. Inputs are clamped to [-87.3, 88.7] (results below ~1e-38
+    /// e^x, elementwise. Inputs are clamped to [-87.3, 88.3] (results below ~1e-38
     /// flush to that bound); NaN propagates.
     @inline(__always)
     public static func exp(_ x: V) -> V {
-        var v = x.clamped(lowerBound: V(repeating: -87.3), upperBound: V(repeating: 88.7))
-        var fx = (v * 1.442_695_04 + 0.5).rounded(.down)
-        v = v - fx * 0.693_359_375
-        v = v - fx * -2.121_944_4e-4
-        let z = v * v
+        // Range reduction x = n·ln2 + r, |r| ≤ ln2/2. Adding 1.5·2^23 rounds x·log2(e)
+        // to the nearest integer in the float's low mantissa bits: no per-lane
+        // conversions, everything stays in vector registers.
+        let magic: Float = 12_582_912  // 1.5 · 2^23
+        let v = pointwiseMax(pointwiseMin(x, V(repeating: 88.3)), V(repeating: -87.3))
+        let t = v * 1.442_695_04 + magic
+        let n = t - magic
+        var r = v - n * 0.693_359_375
+        r = r - n * -2.121_944_4e-4
+        let z = r * r
         var y = V(repeating: 1.987_569_15e-4)
-        y = y * v + 1.398_199_950_7e-3
-        y = y * v + 8.333_451_907_3e-3
-        y = y * v + 4.166_579_589_4e-2
-        y = y * v + 1.666_666_545_9e-1
-        y = y * v + 5.000_000_120_1e-1
-        y = y * z + v + 1
-        // Scale by 2^fx through the exponent bits.
-        fx = fx + 127
-        let bits = SIMD8<Int32>(fx, rounding: .towardZero) &<< 23
-        let scale = unsafeBitCast(bits, to: V.self)
-        return (y * scale).replacing(with: x, where: x .!= x)
+        y = y * r + 1.398_199_950_7e-3
+        y = y * r + 8.333_451_907_3e-3
+        y = y * r + 4.166_579_589_4e-2
+        y = y * r + 1.666_666_545_9e-1
+        y = y * r + 5.000_000_120_1e-1
+        y = y * z + r + 1
+        // 2^n through the exponent bits: bits(t) = bits(magic) + n.
+        let bits = (unsafeBitCast(t, to: SIMD8<Int32>.self) &- 0x4B40_0000 &+ 127) &<< 23
+        return (y * unsafeBitCast(bits, to: V.self)).replacing(with: x, where: x .!= x)
     }
 
     @inline(__always)

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Benchmark Cortex against the PyTorch reference (cortexcore 0.1.6) on this machine.
+
+    .venv-ref/bin/python scripts/bench.py [--threads 2] [--d-hidden 256] [--layers 2]
+
+Both sides use the same thread count (torch.set_num_threads / cx_set_num_threads)
+and the same model: a CortexStack of PassThrough(LSTM) blocks exported from the live
+PyTorch module. Cortex is timed natively through the C ABI (bench/bench_model.c,
+cx_model_step_into: no Python in the loop) and, when the cortex_swift package is
+importable, through the Python wrapper. Not a test: it prints a Markdown table for
+BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def timeit(fn, min_time=0.5, warmup=20):
+    for _ in range(warmup):
+        fn()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        t = time.perf_counter()
+        if t - t0 >= min_time:
+            return (t - t0) / n
+
+
+def torch_numbers(stack, d):
+    out = {}
+    with torch.no_grad():
+        for B in (1, 32):
+            x = torch.randn(B, d)
+            st = [stack.init_state(batch=B, dtype=torch.float32)]
+
+            def step():
+                _, st[0] = stack.step(x, st[0])
+
+            out[f"step_b{B}_ms"] = 1e3 * timeit(step)
+        for B in (1, 32):
+            x = torch.randn(B, 128, d)
+            s = timeit(lambda: stack(x, None), min_time=1.0, warmup=3)
+            out[f"seq_b{B}_tok_s"] = B * 128 / s
+    return out
+
+
+def cortex_native(model_dir, threads):
+    lib = subprocess.run([os.path.join(ROOT, "scripts/build_lib.sh")], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    exe = os.path.join(os.path.dirname(lib), "bench_model")
+    subprocess.run(["cc", "-O2", "-std=c99", "-I", os.path.join(ROOT, "include"),
+                    os.path.join(ROOT, "bench/bench_model.c"), lib, "-Wl,-rpath," + os.path.dirname(lib),
+                    "-o", exe], check=True)
+    res = subprocess.run([exe, model_dir, str(threads)], check=True, capture_output=True, text=True)
+    return json.loads(res.stdout)
+
+
+def cortex_python(model_dir, d):
+    if importlib.util.find_spec("cortex_swift") is None:
+        return None
+    import numpy as np
+    import cortex_swift as cx
+
+    out = {}
+    model = cx.load(model_dir)
+    for B in (1, 32):
+        x = np.random.randn(B, d).astype(np.float32)
+        st = model.init_state(batch=B)
+        out[f"step_b{B}_ms"] = 1e3 * timeit(lambda: model.step(x, st))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--d-hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from cortex.config import CortexStackConfig, LSTMCellConfig, PassThroughBlockConfig
+    from cortex.stacks import CortexStack
+
+    spec = importlib.util.spec_from_file_location("cx_export", os.path.join(ROOT, "bindings/python/cortex_swift/export.py"))
+    cx_export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cx_export)
+
+    torch.manual_seed(0)
+    d = args.d_hidden
+    cfg = CortexStackConfig(d_hidden=d, blocks=[PassThroughBlockConfig(cell=LSTMCellConfig()) for _ in range(args.layers)])
+    stack = CortexStack(cfg).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        cx_export.export(stack, tmp)
+        native = cortex_native(tmp, args.threads)
+        wrapped = cortex_python(tmp, d)
+    ref = torch_numbers(stack, d)
+
+    print(f"LSTM stack d_hidden={d}, {args.layers} layers, {args.threads} threads, torch {torch.__version__}\n")
+    print("| measure | PyTorch (cortexcore) | Cortex (C ABI) | ratio | Cortex (Python wrapper) |")
+    print("|---|---|---|---|---|")
+    for k, unit, better in (("step_b1_ms", "ms/step", "lower"), ("step_b32_ms", "ms/step", "lower"),
+                            ("seq_b1_tok_s", "tokens/s", "higher"), ("seq_b32_tok_s", "tokens/s", "higher")):
+        r, c = ref[k], native[k]
+        ratio = r / c if better == "lower" else c / r
+        w = f"{wrapped[k]:.4f}" if wrapped and k in wrapped else "–"
+        fmt = "{:.4f}" if unit == "ms/step" else "{:,.0f}"
+        print(f"| {k} ({unit}) | {fmt.format(r)} | {fmt.format(c)} | {ratio:.1f}× faster | {w} |")
+
+
+if __name__ == "__main__":
+    main()
