@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Create .venv (reusing the system numpy/pytest) and install cortex_swift into it,
+# built against this checkout's libcortex.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+[ -x .venv/bin/python ] || python3 -m venv --system-site-packages .venv
+lib="$(scripts/build_lib.sh)"
+CORTEX_PREBUILT_LIB="$lib" .venv/bin/pip install -q --force-reinstall --no-deps ./bindings/python

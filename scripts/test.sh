@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# README command 2: every test. Swift (XCTest) against the goldens, the fuzzer for a
+# bounded number of runs, the concurrency tests under ThreadSanitizer, the C tests
+# (ctest), then the Python tests (pytest).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+scripts/deps.sh
+log="$(mktemp)"
+echo "== swift test =="
+swift test >"$log" 2>&1 || { tail -n 100 "$log"; exit 1; }
+grep -E '^\[(golden|kernels|threads)\]' "$log" || true   # measured max errors
+grep -E 'Executed [0-9]+ tests' "$log" | tail -n 1
+echo "== ThreadSanitizer: ConcurrencyTests =="
+swift test --sanitize=thread --filter ConcurrencyTests --scratch-path .build-tsan 2>&1 | tail -n 3
+echo "== fuzz (libFuzzer + ASan, bounded) =="
+scripts/fuzz.sh "${CORTEX_FUZZ_RUNS:-20000}"
+echo "== C tests (ctest) =="
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j2 >/dev/null
+ctest --test-dir build --output-on-failure
+echo "== Python tests (pytest) =="
+scripts/python_env.sh
+.venv/bin/python -m pytest -q bindings/python/tests
