@@ -20,7 +20,9 @@ public enum Kernels {
         // to the nearest integer in the float's low mantissa bits: no per-lane
         // conversions, everything stays in vector registers.
         let magic: Float = 12_582_912  // 1.5 · 2^23
-        let v = pointwiseMax(pointwiseMin(x, V(repeating: 88.3)), V(repeating: -87.3))
+        // Clamp with compare+select (pointwiseMin/Max are not specialised and cost a call).
+        let hi = V(repeating: 88.3), lo = V(repeating: -87.3)
+        let v = x.replacing(with: hi, where: x .> hi).replacing(with: lo, where: x .< lo)
         let t = v * 1.442_695_04 + magic
         let n = t - magic
         var r = v - n * 0.693_359_375
