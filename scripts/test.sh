@@ -11,6 +11,10 @@ echo "== swift test =="
 swift test >"$log" 2>&1 || { tail -n 100 "$log"; exit 1; }
 grep -E '^\[(golden|kernels|threads)\]' "$log" || true   # measured max errors
 grep -E 'Executed [0-9]+ tests' "$log" | tail -n 1
+echo "== ABI drift: cortex.h vs the Swift exports =="
+swift build --target CortexABI --scratch-path .build-abi \
+  -Xswiftc -emit-clang-header-path -Xswiftc "$root/.build-abi/cortexabi-generated.h" >/dev/null
+python3 scripts/check_abi.py .build-abi/cortexabi-generated.h
 echo "== ThreadSanitizer: ConcurrencyTests =="
 swift test --sanitize=thread --filter ConcurrencyTests --scratch-path .build-tsan 2>&1 | tail -n 3
 echo "== fuzz (libFuzzer + ASan, bounded) =="
