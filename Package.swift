@@ -10,14 +10,15 @@ let package = Package(
         .library(name: "Cortex", targets: ["Cortex"]),
     ],
     targets: [
-        // OpenBLAS, loaded with dlopen at first use (Debian: libopenblas0); see blas_loader.c.
-        .target(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+        // C kernels: OpenBLAS loaded with dlopen at first use (Debian: libopenblas0), and
+        // packed small-M products with run-time ISA dispatch.
+        .target(name: "CKernels", path: "Sources/CKernels"),
         // The public header (symlinked from include/) and the thread-local error buffer.
         .target(name: "CCortex", path: "Sources/CCortex"),
         // Tensors, kernels, file formats and models, in pure Swift.
         .target(
             name: "Cortex",
-            dependencies: ["COpenBLAS"],
+            dependencies: ["CKernels"],
             path: "Sources/Cortex"
         ),
         // Only the @_cdecl exports of cortex.h.

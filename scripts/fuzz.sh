@@ -11,10 +11,12 @@ cd "$root"
 # The Cortex module and the fuzz entry point compiled as one module; the OpenBLAS
 # loader (C) beside it.
 mkdir -p "$out/cmod"
-printf 'module COpenBLAS {\n  header "%s"\n  export *\n}\n' "$root/Sources/COpenBLAS/include/cortex_blas.h" > "$out/cmod/module.modulemap"
-clang -O1 -fsanitize=address -c Sources/COpenBLAS/blas_loader.c -I Sources/COpenBLAS/include -o "$out/blas_loader.o"
+printf 'module CKernels {\n  header "%s"\n  export *\n}\n' "$root/Sources/CKernels/include/cortex_kernels.h" > "$out/cmod/module.modulemap"
+for c in Sources/CKernels/*.c; do
+  clang -O1 -fsanitize=address -c "$c" -I Sources/CKernels/include -o "$out/$(basename "$c" .c).o"
+done
 swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Cortex \
-  -I "$out/cmod" "$out/blas_loader.o" \
+  -I "$out/cmod" "$out"/blas_loader.o "$out"/packed_gemm.o \
   $(find Sources/Cortex -name '*.swift' | sort) Tests/Fuzz/FuzzLoaders.swift \
   -o "$out/fuzz-loaders"
 # Seeds: the golden weights and configs, one per target byte.

@@ -1,4 +1,4 @@
-import COpenBLAS
+import CKernels
 
 /// The matrix products Cortex needs, in PyTorch's layout: weights are stored
 /// `[out, in]` (nn.Linear, nn.LSTM), activations row-major `[rows, features]`.

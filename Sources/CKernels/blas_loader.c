@@ -12,7 +12,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "cortex_blas.h"
+#include "cortex_kernels.h"
 
 /* CBLAS enum values (cblas.h): RowMajor 101, NoTrans 111, Trans 112. */
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int, const float *, int,
