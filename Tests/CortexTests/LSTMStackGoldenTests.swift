@@ -27,7 +27,7 @@ final class LSTMStackGoldenTests: XCTestCase {
         func put(_ v: UInt64) { for k in 0..<8 { blob.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(k)))) } }
         put(1); put(g.model.fingerprint); put(UInt64(s.batch)); put(UInt64(payload.count))
         blob += payload
-        put(FNV1a64.hash(payload))
+        put(FNV1a64.hash(Array(blob[8...])))
         return try StateCodec.decode(blob, model: g.model)
     }
 

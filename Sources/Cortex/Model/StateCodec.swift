@@ -7,10 +7,11 @@
 ///     batch                 u64 LE
 ///     payload length        u64 LE
 ///     payload               safetensors: one F32 tensor [B, ...] per state path
-///     checksum              u64 LE, FNV-1a of the payload
+///     checksum              u64 LE, FNV-1a of everything after the magic
 ///
-/// Everything is checked before any value is used: magic, version, fingerprint,
-/// lengths, checksum, then the exact set of names and shapes the model expects.
+/// Everything is checked before any value is used: magic, version, reserved = 0,
+/// fingerprint, lengths, checksum, then the exact set of names and shapes the model
+/// expects.
 public enum StateCodec {
     public static let magic = Array("CXSTATE1".utf8)
     public static let version: UInt32 = 1
@@ -27,7 +28,7 @@ public enum StateCodec {
         append(&out, UInt64(state.batch))
         append(&out, UInt64(payload.count))
         out.append(contentsOf: payload)
-        append(&out, FNV1a64.hash(payload))
+        append(&out, FNV1a64.hash(Array(out[8...])))
         return out
     }
 
@@ -40,6 +41,7 @@ public enum StateCodec {
         guard version == StateCodec.version else {
             throw CortexError.stateMismatch("state bytes: format version \(version), this build reads \(StateCodec.version)")
         }
+        guard read32(bytes, 12) == 0 else { throw CortexError.parse("state bytes: reserved header field is not zero (damaged state)") }
         let fingerprint = read64(bytes, 16)
         guard fingerprint == model.fingerprint else {
             throw CortexError.stateMismatch("state bytes: saved by model \(fingerprint.hex16), not this model (\(model.fingerprint.hex16))")
@@ -53,7 +55,7 @@ public enum StateCodec {
             throw CortexError.parse("state bytes: payload length \(len) does not match the blob size")
         }
         let payload = Array(bytes[headerSize..<(bytes.count - 8)])
-        guard FNV1a64.hash(payload) == read64(bytes, bytes.count - 8) else {
+        guard FNV1a64.hash(Array(bytes[8..<(bytes.count - 8)])) == read64(bytes, bytes.count - 8) else {
             throw CortexError.parse("state bytes: checksum mismatch (damaged state)")
         }
         let file: SafetensorsFile
