@@ -8,7 +8,7 @@ scripts/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j2 >/dev/null
 echo "== C: examples/c/stream.c =="
-./build/stream examples/models/lstm_stack 4 2000
+./build/examples/cortex_stream examples/models/lstm_stack 4 2000
 echo
 echo "== Python: examples/python/stream.py =="
 scripts/python_env.sh >/dev/null
