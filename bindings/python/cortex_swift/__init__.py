@@ -1,0 +1,41 @@
+"""cortex_swift: Python bindings of Cortex, a runtime for recurrent memory models.
+
+    import cortex_swift as cx
+    model = cx.load("dir")                                  # config.json + model.safetensors
+    y, state = model.forward(x, state=None, resets=None)    # x: [B, T, H]
+    y_t, state = model.step(x_t, state, resets=None)        # x_t: [B, H]
+    blob = state.to_bytes(); state2 = model.state_from_bytes(blob)
+    np.from_dlpack(y); torch.from_dlpack(y)                 # zero-copy out
+
+A thin layer over the C ABI in include/cortex.h (declarations generated into _ffi.py).
+Inputs are anything with __dlpack__ (numpy, torch, ...) or array-likes; float64,
+float16 and bfloat16 are converted to float32 by the library, never reinterpreted.
+"""
+from ._lib import (Busy, BufferTooSmall, CortexError, CortexIOError, CortexMemoryError, DeviceError, DTypeError,
+                   HandleError, InvalidArgument, MissingTensor, NanInput, ParseError, ShapeError, StateMismatch,
+                   Unsupported, check, lib)
+from ._model import Model, State, load
+from ._tensor import Tensor
+from .export import export
+
+__version__ = lib.cx_version_string().decode()
+
+
+def abi_version() -> int:
+    """The C ABI version of the loaded libcortex."""
+    return lib.cx_abi_version()
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for matrix kernels (OpenBLAS); n <= 0 means all cores. Not thread-safe."""
+    check(lib.cx_set_num_threads(int(n)))
+
+
+def get_num_threads() -> int:
+    return lib.cx_get_num_threads()
+
+
+__all__ = ["load", "export", "Model", "State", "Tensor", "abi_version", "set_num_threads", "get_num_threads",
+           "CortexError", "InvalidArgument", "HandleError", "ShapeError", "DTypeError", "DeviceError",
+           "CortexIOError", "ParseError", "Unsupported", "MissingTensor", "StateMismatch", "BufferTooSmall",
+           "CortexMemoryError", "NanInput", "Busy", "__version__"]

@@ -1,0 +1,177 @@
+"""Model and State: thin owners of cx_model_t / cx_state_t handles."""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+
+from . import _ffi
+from ._lib import check, lib, size_query
+from ._tensor import Input, NoInput, Tensor
+
+_NAN_POLICIES = {"propagate": _ffi.CX_NAN_PROPAGATE, "reject": _ffi.CX_NAN_REJECT}
+
+
+class _Handle:
+    """An owned C handle with idempotent close(), `with` support and a shutdown-safe __del__."""
+
+    _free = None  # name of the cx_*_free function
+
+    def __init__(self, handle: ctypes.c_void_p):
+        self._handle = handle
+
+    @property
+    def handle(self) -> ctypes.c_void_p:
+        if not self._handle:
+            raise ValueError(f"{type(self).__name__} is closed")
+        return self._handle
+
+    @property
+    def closed(self) -> bool:
+        return not self._handle
+
+    def close(self) -> None:
+        h, self._handle = self._handle, None
+        if h and lib is not None:
+            getattr(lib, self._free)(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+class State(_Handle):
+    """Recurrent state of `batch` streams. Used by one thread at a time (a concurrent
+    call raises Busy); forward/step advance it in place."""
+
+    _free = "cx_state_free"
+
+    def __init__(self, handle, model: "Model"):
+        super().__init__(handle)
+        self.model = model
+
+    @property
+    def batch(self) -> int:
+        b = ctypes.c_int64()
+        check(lib.cx_state_batch(self.handle, ctypes.byref(b)))
+        return b.value
+
+    def reset(self, mask=None) -> "State":
+        """Zero the rows where `mask` ([B], bool/int/float) is non-zero; all rows if None."""
+        with (Input(mask, mask=True) if mask is not None else NoInput()) as m:
+            check(lib.cx_state_reset(self.handle, m.view))
+        return self
+
+    def clone(self) -> "State":
+        out = ctypes.c_void_p()
+        check(lib.cx_state_clone(self.handle, ctypes.byref(out)))
+        return State(out, self.model)
+
+    def get(self, path: str) -> Tensor:
+        """A copy of one state tensor, e.g. "PassThroughBlock_0.LSTMCell.h" ([B, ...])."""
+        out = ctypes.c_void_p()
+        check(lib.cx_state_get_tensor(self.handle, path.encode(), ctypes.byref(out)))
+        return Tensor(out)
+
+    def to_bytes(self) -> bytes:
+        """Serialise (magic, version, model fingerprint, checksum, tensors)."""
+        return size_query(lib.cx_state_to_bytes, self.handle)
+
+    def save(self, path) -> None:
+        check(lib.cx_state_save(self.handle, os.fsencode(path)))
+
+    def __repr__(self):
+        return "cortex_swift.State(closed)" if self.closed else f"cortex_swift.State(batch={self.batch})"
+
+
+class Model(_Handle):
+    """A loaded model: immutable, shareable across threads."""
+
+    _free = "cx_model_free"
+
+    @property
+    def info(self) -> dict:
+        """Architecture, config, parameter count, fingerprint, state layout, BLAS in use."""
+        return json.loads(size_query(lib.cx_model_info_json, self.handle).rstrip(b"\0"))
+
+    def _dims(self):
+        din, dout = ctypes.c_int64(), ctypes.c_int64()
+        check(lib.cx_model_dims(self.handle, ctypes.byref(din), ctypes.byref(dout)))
+        return din.value, dout.value
+
+    @property
+    def d_in(self) -> int:
+        return self._dims()[0]
+
+    @property
+    def d_out(self) -> int:
+        return self._dims()[1]
+
+    def init_state(self, batch: int) -> State:
+        """A fresh zero state for `batch` streams."""
+        out = ctypes.c_void_p()
+        check(lib.cx_state_create(self.handle, int(batch), ctypes.byref(out)))
+        return State(out, self)
+
+    def state_from_bytes(self, blob: bytes) -> State:
+        """Rebuild a state saved by State.to_bytes (refused if from another model)."""
+        blob = bytes(blob)
+        out = ctypes.c_void_p()
+        check(lib.cx_state_from_bytes(self.handle, blob, len(blob), ctypes.byref(out)))
+        return State(out, self)
+
+    def load_state(self, path) -> State:
+        out = ctypes.c_void_p()
+        check(lib.cx_state_load(self.handle, os.fsencode(path), ctypes.byref(out)))
+        return State(out, self)
+
+    def _run(self, fn, x, state, resets):
+        with Input(x) as xin:
+            if state is None:
+                shape = xin.shape
+                if not shape:
+                    raise ValueError("x must have a batch dimension")
+                state = self.init_state(shape[0])
+            elif not isinstance(state, State):
+                raise TypeError(f"state must be a cortex_swift.State or None, not {type(state).__name__}")
+            with (Input(resets, mask=True) if resets is not None else NoInput()) as r:
+                y = ctypes.c_void_p()
+                check(fn(self.handle, state.handle, xin.view, r.view, ctypes.byref(y)))
+        return Tensor(y), state
+
+    def forward(self, x, state: State | None = None, resets=None):
+        """Sequence mode. x: [B, T, D]; resets: None, [B, T] or [B] (rows reset before the
+        first step). Returns (y [B, T, D], state), advancing `state` in place."""
+        return self._run(lib.cx_model_forward, x, state, resets)
+
+    def step(self, x, state: State | None = None, resets=None):
+        """Step mode. x: [B, D]; resets: None or [B]. Returns (y [B, D], state)."""
+        return self._run(lib.cx_model_step, x, state, resets)
+
+    __call__ = forward
+
+    def __repr__(self):
+        if self.closed:
+            return "cortex_swift.Model(closed)"
+        info = self.info
+        return f"cortex_swift.Model({info['architecture']}, d_in={info['d_in']}, parameters={info['parameters']})"
+
+
+def load(path, *, nan_policy: str = "propagate") -> Model:
+    """Load a model directory (config.json + model.safetensors).
+    nan_policy: "propagate" (default) or "reject" (NaN/Inf inputs raise NanInput)."""
+    if nan_policy not in _NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {sorted(_NAN_POLICIES)}, got {nan_policy!r}")
+    opts = lib.cx_load_default_options()
+    opts.nan_policy = _NAN_POLICIES[nan_policy]
+    out = ctypes.c_void_p()
+    check(lib.cx_model_load(os.fsencode(path), ctypes.byref(opts), ctypes.byref(out)))
+    return Model(out)
