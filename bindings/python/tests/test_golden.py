@@ -1,0 +1,86 @@
+"""Parity with cortexcore 0.1.6 on the LSTM stack goldens, through the Python API.
+Tolerance: max |error| <= 1e-5 * max(1, max |reference|), fp32."""
+import numpy as np
+import pytest
+
+import cortex_swift as cx
+from conftest import assert_close
+
+
+@pytest.fixture(scope="module")
+def model(golden):
+    with cx.load(golden.model_dir) as m:
+        yield m
+
+
+def check_state(state, golden, case):
+    want = golden.state(case)
+    assert set(want) == {s["name"] for s in state.model.info["state"]}
+    for path, value in want.items():
+        assert_close(np.from_dlpack(state.get(path)), value, f"{case} state {path}")
+
+
+def warm_state(model, golden):
+    """The init state of the reset cases is the final state of 'seq' (run from zero)."""
+    _, s = model.forward(golden.t["seq/x"])
+    for path, value in golden.state("resets_seq", "init").items():
+        assert_close(np.from_dlpack(s.get(path)), value, f"init {path}")
+    return s
+
+
+def test_sequence(model, golden):
+    y, s = model.forward(golden.t["seq/x"])
+    assert_close(np.from_dlpack(y), golden.t["seq/y"], "seq y")
+    check_state(s, golden, "seq")
+
+
+def test_step(model, golden):
+    x = golden.t["step/x"]
+    s = model.init_state(batch=x.shape[0])
+    ys = [np.from_dlpack(model.step(x[:, t], s)[0]) for t in range(x.shape[1])]
+    assert_close(np.stack(ys, 1), golden.t["step/y"], "step y")
+    check_state(s, golden, "step")
+
+
+def test_step_equals_sequence(model, golden):
+    x = golden.t["seq/x"]
+    y, _ = model.forward(x)
+    s = model.init_state(batch=x.shape[0])
+    ys = [np.from_dlpack(model.step(x[:, t], s)[0]) for t in range(x.shape[1])]
+    assert_close(np.stack(ys, 1), np.from_dlpack(y), "step == sequence")
+
+
+def test_resets_sequence(model, golden):
+    s = warm_state(model, golden)
+    y, s = model.forward(golden.t["resets_seq/x"], s, resets=golden.t["resets_seq/resets"])
+    assert_close(np.from_dlpack(y), golden.t["resets_seq/y"], "resets seq y")
+    check_state(s, golden, "resets_seq")
+
+
+def test_resets_step(model, golden):
+    s = warm_state(model, golden)
+    x, r = golden.t["resets_step/x"], golden.t["resets_step/resets"]
+    ys = [np.from_dlpack(model.step(x[:, t], s, resets=r[:, t])[0]) for t in range(x.shape[1])]
+    assert_close(np.stack(ys, 1), golden.t["resets_step/y"], "resets step y")
+    check_state(s, golden, "resets_step")
+
+
+def test_row_resets_in_sequence_mode(model, golden):
+    s = warm_state(model, golden)
+    y, s = model.forward(golden.t["rows_seq/x"], s, resets=golden.t["rows_seq/resets"])
+    assert_close(np.from_dlpack(y), golden.t["rows_seq/y"], "[B] resets seq y")
+    check_state(s, golden, "rows_seq")
+
+
+def test_state_carried_across_calls(model, golden):
+    ya, s = model.forward(golden.t["carry/xa"])
+    yb, s = model.forward(golden.t["carry/xb"], s)
+    assert_close(np.from_dlpack(ya), golden.t["carry/ya"], "carry first call")
+    assert_close(np.from_dlpack(yb), golden.t["carry/yb"], "carry second call")
+    check_state(s, golden, "carry")
+
+
+def test_batch_one(model, golden):
+    y, s = model.forward(golden.t["b1/x"])
+    assert_close(np.from_dlpack(y), golden.t["b1/y"], "batch 1 y")
+    check_state(s, golden, "b1")
