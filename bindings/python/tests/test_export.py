@@ -1,0 +1,31 @@
+"""cx.export from a live cortexcore module (needs torch and cortexcore: skipped in CI,
+run in the reference venv)."""
+import numpy as np
+import pytest
+
+import cortex_swift as cx
+
+
+def test_export_then_load_matches_the_module(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("cortex")
+    from cortex.config import CortexStackConfig, LSTMCellConfig, PassThroughBlockConfig
+    from cortex.stacks import CortexStack
+
+    torch.manual_seed(3)
+    stack = CortexStack(CortexStackConfig(d_hidden=16, blocks=[PassThroughBlockConfig(cell=LSTMCellConfig())] * 2)).eval()
+    cx.export(stack, tmp_path / "m")
+    x = torch.randn(2, 7, 16)
+    with torch.no_grad():
+        want, _ = stack(x, None)
+    with cx.load(tmp_path / "m") as m:
+        y, _ = m.forward(x)
+    err = float(np.abs(np.from_dlpack(y) - want.numpy()).max())
+    print(f"[golden] export round trip: max abs error {err:.3e}")
+    assert err <= 1e-5 * max(1.0, float(want.abs().max()))
+
+
+def test_export_refuses_what_cortex_cannot_represent(tmp_path):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="Linear"):
+        cx.export(torch.nn.Linear(2, 2), tmp_path / "x")
