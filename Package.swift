@@ -10,8 +10,7 @@ let package = Package(
         .library(name: "Cortex", targets: ["Cortex"]),
     ],
     targets: [
-        // C kernels: OpenBLAS loaded with dlopen at first use (Debian: libopenblas0), and
-        // packed small-M products with run-time ISA dispatch.
+        // OpenBLAS, loaded with dlopen at first use (Debian: libopenblas0); see blas_loader.c.
         .target(name: "CKernels", path: "Sources/CKernels"),
         // The public header (symlinked from include/) and the thread-local error buffer.
         .target(name: "CCortex", path: "Sources/CCortex"),

@@ -16,9 +16,9 @@ for c in Sources/CKernels/*.c; do
   clang -O1 -fsanitize=address -c "$c" -I Sources/CKernels/include -o "$out/$(basename "$c" .c).o"
 done
 swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Cortex \
-  -I "$out/cmod" "$out"/blas_loader.o "$out"/packed_gemm.o \
+  -I "$out/cmod" "$out"/blas_loader.o \
   $(find Sources/Cortex -name '*.swift' | sort) Tests/Fuzz/FuzzLoaders.swift \
-  -o "$out/fuzz-loaders"
+  -o "$out/fuzz-loaders" 2>&1 | { grep -v "Cannot export local symbol" || true; }
 # Seeds: the golden weights and configs, one per target byte.
 python3 - "$out/corpus" <<'PY'
 import os, sys, glob

@@ -7,8 +7,8 @@
 /// layer axis of size num_layers = 1).
 public struct LSTMCore: RecurrentModule {
     public let hidden: Int
-    let weightIH: LinearWeight
-    let weightHH: LinearWeight
+    let weightIH: Tensor
+    let weightHH: Tensor
     /// b_ih + b_hh, folded once at load (nil when bias=False).
     let bias: Tensor?
 
@@ -20,8 +20,8 @@ public struct LSTMCore: RecurrentModule {
     public init(config: Config, weights: WeightSource, prefix: String) throws {
         let h = config.hiddenSize
         hidden = h
-        weightIH = try LinearWeight(weights.tensor(prefix + "weight_ih_l0", shape: [4 * h, h]))
-        weightHH = try LinearWeight(weights.tensor(prefix + "weight_hh_l0", shape: [4 * h, h]))
+        weightIH = try weights.tensor(prefix + "weight_ih_l0", shape: [4 * h, h])
+        weightHH = try weights.tensor(prefix + "weight_hh_l0", shape: [4 * h, h])
         if config.bias {
             let bi = try weights.tensor(prefix + "bias_ih_l0", shape: [4 * h])
             let bh = try weights.tensor(prefix + "bias_hh_l0", shape: [4 * h])
@@ -49,7 +49,7 @@ public struct LSTMCore: RecurrentModule {
 
         // Input projections for every step at once: xg[b, t] = W_ih x[b, t] + b.
         let xg = try arena.take(batch * time * G)
-        weightIH.apply(m: batch * time, a: x, lda: H, c: xg, ldc: G)
+        BLAS.linear(m: batch * time, n: G, k: H, a: x, lda: H, weight: weightIH.data, c: xg, ldc: G)
         if let bias {
             for r in 0..<(batch * time) { Vec.add(xg + r * G, bias.data, G) }
         }
@@ -66,7 +66,7 @@ public struct LSTMCore: RecurrentModule {
                 for b in 0..<batch { (gates + b * G).update(from: xg + (b * time + t) * G, count: G) }
             }
             // gates += W_hh h
-            weightHH.apply(m: batch, a: h, lda: H, c: gates, ldc: G, accumulate: true, hot: time > 1)
+            BLAS.linear(m: batch, n: G, k: H, a: h, lda: H, weight: weightHH.data, c: gates, ldc: G, beta: 1)
             for b in 0..<batch {
                 let g = gates + b * G
                 Kernels.sigmoid(g, 2 * H)          // i, f
