@@ -5,5 +5,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 [ -x .venv/bin/python ] || python3 -m venv --system-site-packages .venv
-lib="$(scripts/build_lib.sh)"
+log="$(mktemp)"
+lib="$(scripts/build_lib.sh 2>"$log")" || { cat "$log"; exit 1; }
 CORTEX_PREBUILT_LIB="$lib" .venv/bin/pip install -q --force-reinstall --no-deps ./bindings/python
