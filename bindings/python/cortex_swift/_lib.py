@@ -75,6 +75,42 @@ def size_query(fn, *args) -> bytes:
     return buf.raw[: needed.value]
 
 
+class Handle:
+    """An owned C handle with idempotent close(), `with` support and a shutdown-safe __del__."""
+
+    _free = None  # name of the cx_*_free function
+
+    def __init__(self, handle: ctypes.c_void_p):
+        self._handle = handle
+
+    @property
+    def handle(self) -> ctypes.c_void_p:
+        if not self._handle:
+            raise ValueError(f"{type(self).__name__} is closed")
+        return self._handle
+
+    @property
+    def closed(self) -> bool:
+        return not self._handle
+
+    def close(self) -> None:
+        h, self._handle = self._handle, None
+        if h and lib is not None:
+            getattr(lib, self._free)(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
 # ---------------------------------------------------------------- capsules --
 # Prototypes take the capsule as c_void_p where a destructor calls them: typing a
 # destructor argument as py_object crashes (the object is being destroyed).

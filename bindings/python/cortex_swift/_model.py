@@ -6,49 +6,13 @@ import json
 import os
 
 from . import _ffi
-from ._lib import check, lib, size_query
+from ._lib import Handle, check, lib, size_query
 from ._tensor import Input, NoInput, Tensor
 
 _NAN_POLICIES = {"propagate": _ffi.CX_NAN_PROPAGATE, "reject": _ffi.CX_NAN_REJECT}
 
 
-class _Handle:
-    """An owned C handle with idempotent close(), `with` support and a shutdown-safe __del__."""
-
-    _free = None  # name of the cx_*_free function
-
-    def __init__(self, handle: ctypes.c_void_p):
-        self._handle = handle
-
-    @property
-    def handle(self) -> ctypes.c_void_p:
-        if not self._handle:
-            raise ValueError(f"{type(self).__name__} is closed")
-        return self._handle
-
-    @property
-    def closed(self) -> bool:
-        return not self._handle
-
-    def close(self) -> None:
-        h, self._handle = self._handle, None
-        if h and lib is not None:
-            getattr(lib, self._free)(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
-
-
-class State(_Handle):
+class State(Handle):
     """Recurrent state of `batch` streams. Used by one thread at a time (a concurrent
     call raises Busy); forward/step advance it in place."""
 
@@ -92,7 +56,7 @@ class State(_Handle):
         return "cortex_swift.State(closed)" if self.closed else f"cortex_swift.State(batch={self.batch})"
 
 
-class Model(_Handle):
+class Model(Handle):
     """A loaded model: immutable, shareable across threads."""
 
     _free = "cx_model_free"

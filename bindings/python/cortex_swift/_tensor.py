@@ -6,26 +6,21 @@ import ctypes
 import numpy as np
 
 from . import _ffi
-from ._lib import (CAPSULE_DESTRUCTOR, LEGACY, USED_LEGACY, USED_VERSIONED, VERSIONED, capsule_get_name,
+from ._lib import (CAPSULE_DESTRUCTOR, LEGACY, USED_LEGACY, USED_VERSIONED, VERSIONED, Handle, capsule_get_name,
                    capsule_get_pointer, capsule_new, capsule_set_name, check, lib)
 
 
-class Tensor:
+class Tensor(Handle):
     """A float32 tensor produced by Cortex (immutable). Zero-copy to numpy, torch or
     any DLPack consumer: ``np.from_dlpack(t)``, ``torch.from_dlpack(t)``. Every export
     keeps the memory alive on its own, so exports outlive this object, the state and
     the model."""
 
-    __slots__ = ("_handle",)
-
-    def __init__(self, handle: int):
-        self._handle = handle
+    _free = "cx_tensor_free"
 
     def _view(self) -> _ffi.DLTensor:
-        if not self._handle:
-            raise ValueError("cortex_swift.Tensor is closed")
         view = ctypes.POINTER(_ffi.DLTensor)()
-        check(lib.cx_tensor_view(self._handle, ctypes.byref(view)))
+        check(lib.cx_tensor_view(self.handle, ctypes.byref(view)))
         return view.contents
 
     @property
@@ -75,24 +70,6 @@ class Tensor:
 
     def __repr__(self):
         return f"cortex_swift.Tensor(shape={self.shape}, dtype=float32)" if self._handle else "cortex_swift.Tensor(closed)"
-
-    def close(self) -> None:
-        """Release the handle (idempotent). Existing exports stay valid."""
-        h, self._handle = self._handle, None
-        if h and lib is not None:
-            lib.cx_tensor_free(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
 
 class Input:
