@@ -79,8 +79,11 @@ uint32_t cx_abi_version(void);
 /* Library version, e.g. "0.1.0". Static string, never NULL. */
 const char *cx_version_string(void);
 
-/* Threads used by matrix kernels (OpenBLAS). n <= 0 means "all cores".
- * Not thread-safe: call before starting worker threads. */
+/* Threads Cortex splits matrix work over: 1, or 2 (the default; n <= 0 or n >= 2).
+ * Cortex runs its own persistent worker thread and calls OpenBLAS single-threaded
+ * inside each part, so the process never has two thread pools fighting for cores.
+ * A call made while another thread's call holds the worker runs on its own thread
+ * alone (same results). Not thread-safe: call before starting worker threads. */
 cx_status cx_set_num_threads(int32_t n);
 int32_t cx_get_num_threads(void);
 

@@ -15,8 +15,8 @@ echo "== ABI drift: cortex.h vs the Swift exports =="
 swift build --target CortexABI --scratch-path .build-abi \
   -Xswiftc -emit-clang-header-path -Xswiftc "$root/.build-abi/cortexabi-generated.h" >/dev/null
 python3 scripts/check_abi.py .build-abi/cortexabi-generated.h
-echo "== ThreadSanitizer: ConcurrencyTests =="
-swift test --sanitize=thread --filter ConcurrencyTests --scratch-path .build-tsan >"$log" 2>&1 || { tail -n 60 "$log"; exit 1; }
+echo "== ThreadSanitizer: ConcurrencyTests, ThreadCountTests =="
+swift test --sanitize=thread --filter "ConcurrencyTests|ThreadCountTests" --scratch-path .build-tsan >"$log" 2>&1 || { tail -n 60 "$log"; exit 1; }
 grep -E '^\[threads\]|Executed [0-9]+ tests' "$log" | tail -n 2
 echo "== fuzz (libFuzzer + ASan, bounded) =="
 scripts/fuzz.sh "${CORTEX_FUZZ_RUNS:-20000}"

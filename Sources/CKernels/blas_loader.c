@@ -20,7 +20,6 @@ typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int
 typedef void (*sgemv_fn)(int, int, int, int, float, const float *, int, const float *, int, float,
                          float *, int);
 typedef void (*set_threads_fn)(int);
-typedef int (*get_threads_fn)(void);
 typedef char *(*corename_fn)(void);
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -28,7 +27,6 @@ static const char *load_error = "OpenBLAS not loaded";
 static sgemm_fn p_sgemm;
 static sgemv_fn p_sgemv;
 static set_threads_fn p_set_threads;
-static get_threads_fn p_get_threads;
 static corename_fn p_corename;
 
 static const char *preferred_core(void) {
@@ -54,12 +52,14 @@ static void load(void) {
   p_sgemm = (sgemm_fn)dlsym(h, "cblas_sgemm");
   p_sgemv = (sgemv_fn)dlsym(h, "cblas_sgemv");
   p_set_threads = (set_threads_fn)dlsym(h, "openblas_set_num_threads");
-  p_get_threads = (get_threads_fn)dlsym(h, "openblas_get_num_threads");
   p_corename = (corename_fn)dlsym(h, "openblas_get_corename");
   if (p_sgemm == NULL || p_sgemv == NULL) {
     load_error = "the loaded OpenBLAS lacks cblas_sgemm/cblas_sgemv";
     return;
   }
+  /* Cortex owns the threads (parallel.c splits products across its own two): a second
+   * pool of spinning OpenBLAS workers would fight it for the cores. */
+  if (p_set_threads != NULL) p_set_threads(1);
   load_error = NULL;
 }
 
@@ -77,14 +77,15 @@ void cx_blas_sgemv_n(int n, int k, float alpha, const float *w, int ldw, const f
   p_sgemv(101, 111, n, k, alpha, w, ldw, x, 1, beta, y, 1);
 }
 
+/* Threads Cortex uses for matrix work (parallel.c): 1 or 2. */
+static int cortex_threads = 2;
+
 void cx_blas_set_threads(int n) {
-  if (cx_blas_load() == NULL && p_set_threads != NULL) p_set_threads(n);
+  (void)cx_blas_load();
+  cortex_threads = n == 1 ? 1 : 2; /* n <= 0: the default, both cores */
 }
 
-int cx_blas_get_threads(void) {
-  if (cx_blas_load() == NULL && p_get_threads != NULL) return p_get_threads();
-  return 1;
-}
+int cx_blas_get_threads(void) { return cortex_threads; }
 
 const char *cx_blas_corename(void) {
   if (p_corename == NULL) return "";

@@ -79,3 +79,22 @@ final class LockedArray: @unchecked Sendable {
     func append(_ v: Bool) { pthread_mutex_lock(&lock); items.append(v); pthread_mutex_unlock(&lock) }
     var values: [Bool] { pthread_mutex_lock(&lock); defer { pthread_mutex_unlock(&lock) }; return items }
 }
+
+/// Cortex splits matrix work over up to two threads of its own; the split must not
+/// change results.
+final class ThreadCountTests: XCTestCase {
+    func testOneAndTwoThreadsAgree() throws {
+        let g = try Golden("lstm_stack")
+        let x = try g.tensor("seq/x")
+        defer { BLAS.setThreads(0) }
+        BLAS.setThreads(1)
+        XCTAssertEqual(BLAS.threads, 1)
+        let one = try g.model.forward(x, state: try g.model.makeState(batch: 3)).toArray()
+        BLAS.setThreads(2)
+        let two = try g.model.forward(x, state: try g.model.makeState(batch: 3)).toArray()
+        let diff = zip(one, two).map { abs($0 - $1) }.max() ?? 0
+        print("[threads] 1 vs 2 threads: max abs difference \(diff)")
+        XCTAssertLessThanOrEqual(diff, 1e-6)
+        assertClose(try Tensor(shape: x.shape, values: two), try g.tensor("seq/y"), "seq y with 2 threads")
+    }
+}

@@ -1,8 +1,11 @@
-/* C kernels: OpenBLAS, loaded at first use (blas_loader.c). */
+/* C kernels: OpenBLAS loaded at first use (blas_loader.c), packed small-M products
+ * (packed_gemm.c) and a two-thread runner with a spin barrier (parallel.c). */
 #ifndef CORTEX_KERNELS_H
 #define CORTEX_KERNELS_H
 
 #include <stddef.h>
+
+/* ---- OpenBLAS (blas_loader.c) ---- */
 
 /* Load libopenblas.so.0 once (thread-safe). Returns NULL on success, otherwise a
  * static message saying what is missing. */
@@ -15,9 +18,45 @@ void cx_blas_sgemm_nt(int m, int n, int k, float alpha, const float *a, int lda,
 void cx_blas_sgemv_n(int n, int k, float alpha, const float *w, int ldw,
                      const float *x, float beta, float *y);
 
+/* Threads Cortex splits matrix work over (1 or 2; n <= 0 means 2). OpenBLAS itself
+ * always runs single-threaded inside each part. */
 void cx_blas_set_threads(int n);
 int cx_blas_get_threads(void);
 /* The kernel family OpenBLAS chose, e.g. "SkylakeX"; "" before loading. */
 const char *cx_blas_corename(void);
+
+/* ---- packed small-M products (packed_gemm.c) ---- */
+
+/* Floats needed to pack a weight W [n, k]. */
+size_t cx_packed_size(int n, int k);
+/* Pack W [n, k] (row-major, nn.Linear layout) into `packed` (64-byte aligned). */
+void cx_pack_weights(const float *w, int n, int k, float *packed);
+/* C[m, n] = A[m, k] · Wᵀ (accumulate = 0) or C += A · Wᵀ (accumulate = 1). */
+void cx_packed_gemm(int m, int n, int k, const float *a, int lda, const float *packed, float *c, int ldc,
+                    int accumulate);
+/* ISA in use: 2 = AVX-512F, 1 = AVX2+FMA, 0 = portable C. */
+int cx_packed_level(void);
+/* Tests: force a level (<= the detected one; -1 = automatic). Returns 0 if refused. */
+int cx_packed_force_level(int level);
+
+/* ---- two-thread runner (parallel.c) ---- */
+
+/* A task body: part in [0, parts). */
+typedef void (*cx_task_fn)(void *ctx, int part, int parts);
+
+/* Run `fn` as `parts` parts (1 or 2): part 0 on the caller, part 1 on a persistent
+ * worker thread; returns when both are done. Asking for 1 part, or calling while
+ * another thread's task is running, runs everything on the caller with parts = 1
+ * (same results: tasks split work, never change it). Returns the parts used. */
+int cx_parallel_run(cx_task_fn fn, void *ctx, int parts);
+
+/* Inside a 2-part task: wait until both parts reach this point (spin barrier).
+ * A no-op when parts == 1. */
+void cx_parallel_barrier(int parts);
+
+/* C[m, n] = A[m, k] · W[n, k]ᵀ + beta·C through OpenBLAS, with W's rows (C's columns)
+ * split between cx_blas_get_threads() parts. */
+void cx_parallel_linear(int m, int n, int k, const float *a, int lda, const float *w, float *c, int ldc,
+                        float beta);
 
 #endif

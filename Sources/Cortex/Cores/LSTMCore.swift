@@ -11,6 +11,8 @@ public struct LSTMCore: RecurrentModule {
     let weightHH: Tensor
     /// b_ih + b_hh, folded once at load (nil when bias=False).
     let bias: Tensor?
+    /// W_hh split by hidden units for the two-thread recurrence (nil when H is odd).
+    let split: SplitRecurrentWeight?
 
     public struct Config: Sendable, Equatable {
         public var hiddenSize: Int
@@ -31,6 +33,7 @@ public struct LSTMCore: RecurrentModule {
         } else {
             bias = nil
         }
+        split = try SplitRecurrentWeight(weightHH: weightHH, hidden: h)
     }
 
     public var inputSize: Int { hidden }
@@ -52,6 +55,14 @@ public struct LSTMCore: RecurrentModule {
         BLAS.linear(m: batch * time, n: G, k: H, a: x, lda: H, weight: weightIH.data, c: xg, ldc: G)
         if let bias {
             for r in 0..<(batch * time) { Vec.add(xg + r * G, bias.data, G) }
+        }
+        // Sequence mode: the two-thread recurrence (see ParallelRecurrence.swift).
+        if time > 1, let split {
+            let job = RecurrenceJob(
+                weight: split, xg: xg, y: y, c: c, hA: h, hB: try arena.take(batch * H),
+                gates: try arena.take(2 * batch * G), resets: resets, batch: batch, time: time)
+            job.runParallel(parts: min(BLAS.threads, 2))
+            return
         }
         let gates = time == 1 ? xg : try arena.take(batch * G)
 

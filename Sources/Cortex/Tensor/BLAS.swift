@@ -20,15 +20,11 @@ public enum BLAS {
         beta: Float = 0
     ) {
         if m == 0 || n == 0 { return }
-        if m == 1 {
-            // One row: a matrix-vector product is what OpenBLAS does best here.
-            cx_blas_sgemv_n(Int32(n), Int32(k), 1, weight, Int32(k), a, beta, c)
-        } else {
-            cx_blas_sgemm_nt(Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), weight, Int32(k), beta, c, Int32(ldc))
-        }
+        // OpenBLAS runs single-threaded inside each of Cortex's (up to) two parts.
+        cx_parallel_linear(Int32(m), Int32(n), Int32(k), a, Int32(lda), weight, c, Int32(ldc), beta)
     }
 
-    /// Threads OpenBLAS may use; n <= 0 restores the default (all cores).
+    /// Threads Cortex splits matrix work over (1 or 2); n <= 0 restores the default (2).
     public static func setThreads(_ n: Int) {
         cx_blas_set_threads(n <= 0 ? Int32(0) : Int32(clamping: n))
     }

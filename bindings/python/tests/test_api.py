@@ -238,3 +238,26 @@ def test_generated_declarations_are_fresh():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_ctypes.py"), "--check"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _child_forward(model_dir, x, queue):
+    import cortex_swift as cxc
+    with cxc.load(model_dir) as m:
+        y, _ = m.forward(x)
+        queue.put(np.from_dlpack(y).copy())
+
+
+def test_forked_child_runs_without_the_worker_thread(model, golden):
+    """Cortex's worker thread does not survive fork(); a child must still compute (alone)."""
+    import multiprocessing as mp
+
+    x = golden.t["seq/x"]
+    want = np.from_dlpack(model.forward(x)[0])  # starts the worker in the parent
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_forward, args=(golden.model_dir, x, q))
+    p.start()
+    got = q.get(timeout=60)
+    p.join(timeout=60)
+    assert p.exitcode == 0
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
