@@ -12,11 +12,14 @@ cd "$root"
 # loader (C) beside it.
 mkdir -p "$out/cmod"
 printf 'module CKernels {\n  header "%s"\n  export *\n}\n' "$root/Sources/CKernels/include/cortex_kernels.h" > "$out/cmod/module.modulemap"
+objs=()
 for c in Sources/CKernels/*.c; do
-  clang -O1 -fsanitize=address -c "$c" -I Sources/CKernels/include -o "$out/$(basename "$c" .c).o"
+  o="$out/$(basename "$c" .c).o"
+  clang -O1 -fsanitize=address -c "$c" -I Sources/CKernels/include -o "$o"
+  objs+=("$o")
 done
 swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Cortex \
-  -I "$out/cmod" "$out"/blas_loader.o \
+  -I "$out/cmod" "${objs[@]}" \
   $(find Sources/Cortex -name '*.swift' | sort) Tests/Fuzz/FuzzLoaders.swift \
   -o "$out/fuzz-loaders" 2>&1 | { grep -v "Cannot export local symbol" || true; }
 # Seeds: the golden weights and configs, one per target byte.
