@@ -19,6 +19,12 @@ Cases:
                  equivalent [B, T] mask with only t = 0 set — Cortex's documented meaning)
   b1             batch 1
 Every case stores the final state under "<case>/state/<path>".
+
+Models: lstm_stack (two LSTM blocks, biased and not), cconv_depthwise (CausalConv1d,
+kernel 4 with bias and kernel 2 without), cconv_mixing (channel mixing, kernels 3 and 5,
+and a kernel-0 identity). For the CausalConv1d models every sequence call passes an
+explicit [B, T] reset mask (zeros where none is wanted): cortexcore's fast path drops
+the carried window otherwise (REFERENCE_NOTES bug 2); Cortex always honours it.
 """
 from __future__ import annotations
 
@@ -49,16 +55,13 @@ def flat_state(td, prefix=""):
     return out
 
 
-def build_lstm_stack(d_hidden: int, biases: list[bool], seed: int):
-    from cortex.config import CortexStackConfig, LSTMCellConfig, PassThroughBlockConfig
+def build_stack(d_hidden: int, cells: list, seed: int):
+    """A CortexStack of PassThrough blocks around `cells` (cortexcore cell configs)."""
+    from cortex.config import CortexStackConfig, PassThroughBlockConfig
     from cortex.stacks import CortexStack
 
     torch.manual_seed(seed)
-    cfg = CortexStackConfig(
-        d_hidden=d_hidden,
-        blocks=[PassThroughBlockConfig(cell=LSTMCellConfig(bias=b)) for b in biases],
-        post_norm=True,
-    )
+    cfg = CortexStackConfig(d_hidden=d_hidden, blocks=[PassThroughBlockConfig(cell=c) for c in cells], post_norm=True)
     stack = CortexStack(cfg).eval()
     # Non-trivial LayerNorm parameters, so the test sees them.
     with torch.no_grad():
@@ -67,7 +70,15 @@ def build_lstm_stack(d_hidden: int, biases: list[bool], seed: int):
     return stack
 
 
+# Set per model: pass explicit all-zero [B, T] resets in sequence calls, because some
+# reference cells (CausalConv1d) ignore the carried state on their fast path otherwise
+# (REFERENCE_NOTES, bug 2); with a mask they take the exact per-step path.
+EXPLICIT_RESETS = False
+
+
 def run_seq(stack, x, state, resets=None):
+    if resets is None and EXPLICIT_RESETS:
+        resets = torch.zeros(x.shape[0], x.shape[1])
     with torch.no_grad():
         return stack(x, state, resets=resets)
 
@@ -159,11 +170,25 @@ def write_golden(name: str, stack, d: int, seed: int):
 
 
 def main():
+    global EXPLICIT_RESETS
+    from cortex.config import CausalConv1dConfig, LSTMCellConfig
+
     torch.set_num_threads(1)
-    stack = build_lstm_stack(d_hidden=24, biases=[True, False], seed=1234)
+    stack = build_stack(24, [LSTMCellConfig(bias=True), LSTMCellConfig(bias=False)], seed=1234)
     write_golden("lstm_stack", stack, 24, seed=99)
+
+    EXPLICIT_RESETS = True
+    stack = build_stack(24, [CausalConv1dConfig(kernel_size=4), CausalConv1dConfig(kernel_size=2, causal_conv_bias=False)],
+                        seed=21)
+    write_golden("cconv_depthwise", stack, 24, seed=22)
+    stack = build_stack(16, [CausalConv1dConfig(kernel_size=3, channel_mixing=True),
+                             CausalConv1dConfig(kernel_size=5, channel_mixing=True, causal_conv_bias=False),
+                             CausalConv1dConfig(kernel_size=0)], seed=23)
+    write_golden("cconv_mixing", stack, 16, seed=24)
+    EXPLICIT_RESETS = False
+
     # The small stack the README example streams (not a golden; just a bundled model).
-    ex = build_lstm_stack(d_hidden=64, biases=[True, True], seed=7)
+    ex = build_stack(64, [LSTMCellConfig(), LSTMCellConfig()], seed=7)
     cx_export.export(ex, os.path.join(ROOT, "examples", "models", "lstm_stack"))
     print("wrote examples/models/lstm_stack")
 

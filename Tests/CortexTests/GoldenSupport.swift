@@ -10,11 +10,13 @@ let repoRoot: String = {
 
 /// One golden folder: Tests/goldens/<name>/{model/, cases.safetensors, manifest.json}.
 struct Golden {
+    let name: String
     let dir: String
     let model: Model
     let cases: SafetensorsFile
 
     init(_ name: String) throws {
+        self.name = name
         dir = repoRoot + "/Tests/goldens/" + name
         model = try Model.load(directory: dir + "/model")
         cases = try SafetensorsFile(path: dir + "/cases.safetensors")

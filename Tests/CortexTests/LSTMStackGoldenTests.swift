@@ -4,115 +4,26 @@ import XCTest
 /// Parity with cortexcore 0.1.6 on the LSTM stack goldens (scripts/make_goldens.py).
 /// Tolerance: max abs error ≤ 1e-5 · max(1, max |reference|), fp32.
 final class LSTMStackGoldenTests: XCTestCase {
-    var g: Golden!
+    var run: GoldenRunner!
 
-    override func setUpWithError() throws { g = try Golden("lstm_stack") }
+    override func setUpWithError() throws { run = try GoldenRunner("lstm_stack") }
 
-    func checkState(_ state: RecurrentState, _ caseName: String) throws {
-        let want = g.stateTensors("\(caseName)/state/")
-        XCTAssertEqual(Set(want.keys), Set(g.model.stateSpecs.map(\.name)), "state names mirror the reference TensorDict")
-        for (name, t) in want { assertClose(try state.tensor(named: name), t, "\(caseName) state \(name)") }
-    }
-
-    func stateFrom(_ caseName: String, batch: Int) throws -> RecurrentState {
-        let s = try g.model.makeState(batch: batch)
-        return try load(g.stateTensors("\(caseName)/init/"), into: s)
-    }
-
-    /// A state holding `values`, built as a state blob (so the codec's decoder is exercised too).
-    func load(_ values: [String: Tensor], into s: RecurrentState) throws -> RecurrentState {
-        let specs = g.model.stateSpecs
-        let payload = try SafetensorsFile.write(specs.map { ($0.name, values[$0.name]!) }, metadata: ["format": "cortex-state"])
-        var blob = StateCodec.magic
-        func put(_ v: UInt64) { for k in 0..<8 { blob.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(k)))) } }
-        put(1); put(g.model.fingerprint); put(UInt64(s.batch)); put(UInt64(payload.count))
-        blob += payload
-        put(FNV1a64.hash(Array(blob[8...])))
-        return try StateCodec.decode(blob, model: g.model)
-    }
-
-    func testSequenceMode() throws {
-        let x = try g.tensor("seq/x")
-        let s = try g.model.makeState(batch: 3)
-        assertClose(try g.model.forward(x, state: s), try g.tensor("seq/y"), "seq y")
-        try checkState(s, "seq")
-    }
-
-    func testStepMode() throws {
-        let x = try g.tensor("step/x")
-        let s = try g.model.makeState(batch: 3)
-        var ys: [Tensor] = []
-        for t in 0..<x.shape[1] { ys.append(try g.model.forward(try timeSlice(x, t), state: s)) }
-        assertClose(try stackTime(ys), try g.tensor("step/y"), "step y")
-        try checkState(s, "step")
-    }
-
-    func testStepEqualsSequence() throws {
-        let x = try g.tensor("seq/x")
-        let a = try g.model.makeState(batch: 3), b = try g.model.makeState(batch: 3)
-        let ySeq = try g.model.forward(x, state: a)
-        var ys: [Tensor] = []
-        for t in 0..<x.shape[1] { ys.append(try g.model.forward(try timeSlice(x, t), state: b)) }
-        assertClose(try stackTime(ys), ySeq, "step == sequence")
-    }
-
-    func testResetsSequence() throws {
-        let s = try stateFrom("resets_seq", batch: 3)
-        let r = try g.tensor("resets_seq/resets").toArray().map { $0 != 0 }
-        assertClose(try g.model.forward(try g.tensor("resets_seq/x"), state: s, resets: r), try g.tensor("resets_seq/y"), "resets seq y")
-        try checkState(s, "resets_seq")
-    }
-
-    func testResetsStep() throws {
-        let s = try stateFrom("resets_step", batch: 3)
-        let x = try g.tensor("resets_step/x")
-        let r = try g.tensor("resets_step/resets")
-        let T = x.shape[1]
-        let mask = r.toArray()
-        var ys: [Tensor] = []
-        for t in 0..<T {
-            let rows = (0..<3).map { mask[$0 * T + t] != 0 }
-            ys.append(try g.model.forward(try timeSlice(x, t), state: s, resets: rows))
-        }
-        assertClose(try stackTime(ys), try g.tensor("resets_step/y"), "resets step y")
-        try checkState(s, "resets_step")
-    }
-
-    func testStateCarriedAcrossCalls() throws {
-        let s = try g.model.makeState(batch: 3)
-        assertClose(try g.model.forward(try g.tensor("carry/xa"), state: s), try g.tensor("carry/ya"), "carry first call")
-        assertClose(try g.model.forward(try g.tensor("carry/xb"), state: s), try g.tensor("carry/yb"), "carry second call")
-        try checkState(s, "carry")
-    }
-
-    func testRowResetsInSequenceMode() throws {
-        let s = try stateFrom("rows_seq", batch: 3)
-        let rows = try g.tensor("rows_seq/resets").toArray().map { $0 != 0 }
-        assertClose(try g.model.forward(try g.tensor("rows_seq/x"), state: s, resets: rows), try g.tensor("rows_seq/y"), "[B] resets seq y")
-        try checkState(s, "rows_seq")
-    }
-
-    func testBatchOne() throws {
-        let s = try g.model.makeState(batch: 1)
-        assertClose(try g.model.forward(try g.tensor("b1/x"), state: s), try g.tensor("b1/y"), "batch 1 y")
-        try checkState(s, "b1")
-    }
-
-    func testStateBytesRoundTripContinuesIdentically() throws {
-        let x = try g.tensor("carry/xa"), x2 = try g.tensor("carry/xb")
-        let s = try g.model.makeState(batch: 3)
-        _ = try g.model.forward(x, state: s)
-        let restored = try StateCodec.decode(try StateCodec.encode(s), model: g.model)
-        let a = try g.model.forward(x2, state: s), b = try g.model.forward(x2, state: restored)
-        XCTAssertEqual(a.toArray(), b.toArray(), "a restored state continues bit-identically")
-    }
+    func testSequenceMode() throws { try run.sequenceMode() }
+    func testStepMode() throws { try run.stepMode() }
+    func testStepEqualsSequence() throws { try run.stepEqualsSequence() }
+    func testResetsSequence() throws { try run.resetsSequence() }
+    func testResetsStep() throws { try run.resetsStep() }
+    func testStateCarriedAcrossCalls() throws { try run.stateCarriedAcrossCalls() }
+    func testRowResetsInSequenceMode() throws { try run.rowResetsInSequenceMode() }
+    func testBatchOne() throws { try run.batchOne() }
+    func testStateBytesRoundTripContinuesIdentically() throws { try run.stateBytesRoundTripContinuesIdentically() }
 
     func testArenaStopsGrowingInStepMode() throws {
-        let s = try g.model.makeState(batch: 2)
+        let s = try run.g.model.makeState(batch: 2)
         let x = try Tensor(zeros: [2, 24])
-        _ = try g.model.forward(x, state: s)
+        _ = try run.g.model.forward(x, state: s)
         let cap = s.arena.capacity
-        for _ in 0..<50 { _ = try g.model.forward(x, state: s) }
+        for _ in 0..<50 { _ = try run.g.model.forward(x, state: s) }
         XCTAssertEqual(s.arena.capacity, cap, "step scratch is sized once")
     }
 }

@@ -155,6 +155,9 @@ final class ConfigTests: XCTestCase {
         assertError(#"{"d_hidden":4}"#, contains: "blocks")
         assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"lstm"}}]}"#, contains: "missing")
         assertError(#"{"d_hidden":4,"blocks":[],"routed_adapter":{"enabled":true}}"#, contains: "routed_adapter")
+        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"cconv","kernel_size":-1}}]}"#, contains: "kernel_size -1")
+        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"cconv","channel_mixing":"yes"}}]}"#, contains: "channel_mixing must be a boolean")
+        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"cconv","kernel_size":2}}]}"#, contains: "conv.weight")
     }
 
     func testDocumentChecks() {

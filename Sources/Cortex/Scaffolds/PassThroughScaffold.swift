@@ -29,5 +29,7 @@ func makeCore(_ config: CoreConfig, weights: WeightSource, prefix: String) throw
     switch config {
     case .lstm(let c):
         return try LSTMCore(config: c, weights: weights, prefix: prefix + "net.")
+    case .causalConv1d(let c):
+        return try CausalConv1dCore(config: c, weights: weights, prefix: prefix)
     }
 }

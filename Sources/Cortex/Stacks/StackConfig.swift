@@ -89,13 +89,15 @@ public struct ScaffoldConfig: Sendable {
 /// The core inside a scaffold.
 public enum CoreConfig: Sendable, Equatable {
     case lstm(LSTMCore.Config)
+    case causalConv1d(CausalConv1dCore.Config)
 
-    public static let supportedTypes = ["lstm"]
+    public static let supportedTypes = ["lstm", "cconv"]
 
     /// Class names, used as state keys: (0.1.6, seed).
     var classNames: (String, String) {
         switch self {
         case .lstm: return ("LSTMCell", "LSTMCore")
+        case .causalConv1d: return ("CausalConv1d", "CausalConv1dCore")
         }
     }
 
@@ -113,14 +115,35 @@ public enum CoreConfig: Sendable, Equatable {
             if let p = json["proj_size"], !p.isNull, p.int != 0 {
                 throw CortexError.unsupported("lstm cell: proj_size > 0 is not supported (as in cortexcore 0.1.6)")
             }
-            var bias = true
-            if let b = json["bias"], !b.isNull {
-                guard let v = b.bool else { throw CortexError.parse("lstm cell: bias must be a boolean") }
-                bias = v
-            }
+            let bias = try json.boolField("bias", default: true, core: tag)
             return .lstm(LSTMCore.Config(hiddenSize: hiddenSize, bias: bias))
+        case "cconv":
+            let k = try json.intField("kernel_size", default: 4, in: 0...1024, core: tag)
+            return .causalConv1d(CausalConv1dCore.Config(
+                hiddenSize: hiddenSize, kernelSize: k,
+                bias: try json.boolField("causal_conv_bias", default: true, core: tag),
+                channelMixing: try json.boolField("channel_mixing", default: false, core: tag)))
         default:
             throw CortexError.unsupported("unknown cell type '\(tag)' (supported: \(supportedTypes.joined(separator: ", ")))")
         }
+    }
+}
+
+extension JSON {
+    /// Optional boolean field of a core config (absent or null: `default`).
+    func boolField(_ name: String, default value: Bool, core: String) throws -> Bool {
+        guard let v = self[name], !v.isNull else { return value }
+        guard let b = v.bool else { throw CortexError.parse("\(core) cell: \(name) must be a boolean") }
+        return b
+    }
+
+    /// Optional integer field of a core config, required to lie in `range`.
+    func intField(_ name: String, default value: Int, in range: ClosedRange<Int>, core: String) throws -> Int {
+        guard let v = self[name], !v.isNull else { return value }
+        guard let i = v.int else { throw CortexError.parse("\(core) cell: \(name) must be an integer") }
+        guard range.contains(i) else {
+            throw CortexError.unsupported("\(core) cell: \(name) \(i) is outside [\(range.lowerBound), \(range.upperBound)]")
+        }
+        return i
     }
 }

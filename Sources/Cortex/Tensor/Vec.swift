@@ -15,6 +15,13 @@ public enum Vec {
         while i < n { a[i] += b[i]; i += 1 }
     }
 
+    /// y += a · b (elementwise)
+    public static func multiplyAdd(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        while i + 8 <= n { store(load(y + i) + load(a + i) * load(b + i), y + i); i += 8 }
+        while i < n { y[i] += a[i] * b[i]; i += 1 }
+    }
+
     /// The LSTM cell update on activated gates: c ← f·c + i·g, h ← o·tanh(c).
     public static func lstmCell(
         i: UnsafePointer<Float>, f: UnsafePointer<Float>, g: UnsafePointer<Float>, o: UnsafePointer<Float>,

@@ -51,6 +51,16 @@ def assert_close(got, want, what):
     assert err <= tol, f"{what}: max abs error {err} > {tol}"
 
 
+GOLDEN_NAMES = sorted(n for n in os.listdir(GOLDENS) if os.path.isdir(os.path.join(GOLDENS, n)))
+
+
 @pytest.fixture(scope="session")
 def golden():
+    """The LSTM stack golden (the API tests are written against its sizes)."""
     return Golden("lstm_stack")
+
+
+@pytest.fixture(scope="session", params=GOLDEN_NAMES)
+def any_golden(request):
+    """Every model folder under Tests/goldens."""
+    return Golden(request.param)

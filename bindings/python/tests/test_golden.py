@@ -7,7 +7,12 @@ import cortex_swift as cx
 from conftest import assert_close
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
+def golden(any_golden):
+    return any_golden
+
+
+@pytest.fixture()
 def model(golden):
     with cx.load(golden.model_dir) as m:
         yield m

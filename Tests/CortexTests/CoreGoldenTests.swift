@@ -1,0 +1,10 @@
+import Cortex
+import XCTest
+
+/// Every golden case of each core's model folders (cortexcore 0.1.6 reference).
+final class CausalConv1dGoldenTests: XCTestCase {
+    /// Depthwise, kernel 4 with bias and kernel 2 without.
+    func testDepthwise() throws { try GoldenRunner("cconv_depthwise").all() }
+    /// Channel mixing, kernels 3 and 5 (with and without bias), and a kernel-0 identity.
+    func testChannelMixing() throws { try GoldenRunner("cconv_mixing").all() }
+}
