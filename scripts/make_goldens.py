@@ -22,7 +22,7 @@ Every case stores the final state under "<case>/state/<path>".
 
 Models: lstm_stack (two LSTM blocks, biased and not), cconv_depthwise (CausalConv1d,
 kernel 4 with bias and kernel 2 without), cconv_mixing (channel mixing, kernels 3 and 5,
-and a kernel-0 identity). For the CausalConv1d models every sequence call passes an
+and a kernel-0 identity), agalite (2 heads/eta 3/r 2, and 3 heads/eta 2/r 1/eps 1e-4). For the CausalConv1d models every sequence call passes an
 explicit [B, T] reset mask (zeros where none is wanted): cortexcore's fast path drops
 the carried window otherwise (REFERENCE_NOTES bug 2); Cortex always honours it.
 """
@@ -33,7 +33,11 @@ import json
 import os
 import sys
 
-import torch
+# AGaLiTe's discounted sum is always torch.compile'd; eager mode gives identical output
+# without a ~17 s compile (REFERENCE_NOTES).
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+
+import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN_FORMAT = 1
@@ -171,7 +175,7 @@ def write_golden(name: str, stack, d: int, seed: int):
 
 def main():
     global EXPLICIT_RESETS
-    from cortex.config import CausalConv1dConfig, LSTMCellConfig
+    from cortex.config import AGaLiTeCellConfig, CausalConv1dConfig, LSTMCellConfig
 
     torch.set_num_threads(1)
     stack = build_stack(24, [LSTMCellConfig(bias=True), LSTMCellConfig(bias=False)], seed=1234)
@@ -186,6 +190,10 @@ def main():
                              CausalConv1dConfig(kernel_size=0)], seed=23)
     write_golden("cconv_mixing", stack, 16, seed=24)
     EXPLICIT_RESETS = False
+
+    stack = build_stack(24, [AGaLiTeCellConfig(n_heads=2, eta=3, r=2),
+                             AGaLiTeCellConfig(n_heads=3, eta=2, r=1, eps=1e-4)], seed=25)
+    write_golden("agalite", stack, 24, seed=26)
 
     # The small stack the README example streams (not a golden; just a bundled model).
     ex = build_stack(64, [LSTMCellConfig(), LSTMCellConfig()], seed=7)

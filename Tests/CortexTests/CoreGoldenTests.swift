@@ -8,3 +8,8 @@ final class CausalConv1dGoldenTests: XCTestCase {
     /// Channel mixing, kernels 3 and 5 (with and without bias), and a kernel-0 identity.
     func testChannelMixing() throws { try GoldenRunner("cconv_mixing").all() }
 }
+
+final class AGaLiTeGoldenTests: XCTestCase {
+    /// Two blocks: 2 heads, eta 3, r 2; and 3 heads, eta 2, r 1, eps 1e-4.
+    func testAGaLiTe() throws { try GoldenRunner("agalite").all() }
+}

@@ -158,6 +158,8 @@ final class ConfigTests: XCTestCase {
         assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"cconv","kernel_size":-1}}]}"#, contains: "kernel_size -1")
         assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"cconv","channel_mixing":"yes"}}]}"#, contains: "channel_mixing must be a boolean")
         assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"cconv","kernel_size":2}}]}"#, contains: "conv.weight")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"agalite","n_heads":4}}]}"#, contains: "n_heads must divide hidden_size")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"agalite","n_heads":2,"r":0}}]}"#, contains: "r 0")
     }
 
     func testDocumentChecks() {

@@ -2,17 +2,21 @@
 public struct StateSpec: Sendable, Equatable {
     public let name: String
     public let perRow: [Int]
+    /// Value of a fresh state (AGaLiTe's tick starts at 1; everything else at 0).
+    /// Resets always zero, as the reference's reset_state does.
+    public let initial: Float
 
-    public init(name: String, perRow: [Int]) {
+    public init(name: String, perRow: [Int], initial: Float = 0) {
         self.name = name
         self.perRow = perRow
+        self.initial = initial
     }
 
     public var rowCount: Int { perRow.reduce(1, *) }
 
     /// The same spec under `prefix` ("LSTMCell" + "h" → "LSTMCell.h").
     public func prefixed(_ prefix: String) -> StateSpec {
-        StateSpec(name: prefix + "." + name, perRow: perRow)
+        StateSpec(name: prefix + "." + name, perRow: perRow, initial: initial)
     }
 }
 

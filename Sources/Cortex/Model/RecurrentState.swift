@@ -26,7 +26,13 @@ public final class RecurrentState: @unchecked Sendable {
         }
         self.model = model
         self.batch = batch
-        let make = { try model.stateSpecs.map { try Tensor(zeros: [batch] + $0.perRow) } }
+        let make = {
+            try model.stateSpecs.map { spec -> Tensor in
+                let t = try Tensor(zeros: [batch] + spec.perRow)
+                if spec.initial != 0 { t.data.update(repeating: spec.initial, count: t.count) }
+                return t
+            }
+        }
         tensors = try make()
         shadow = try make()
         slots = tensors.map(\.data)

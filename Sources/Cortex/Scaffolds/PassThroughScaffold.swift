@@ -31,5 +31,7 @@ func makeCore(_ config: CoreConfig, weights: WeightSource, prefix: String) throw
         return try LSTMCore(config: c, weights: weights, prefix: prefix + "net.")
     case .causalConv1d(let c):
         return try CausalConv1dCore(config: c, weights: weights, prefix: prefix)
+    case .agalite(let c):
+        return try AGaLiTeCore(config: c, weights: weights, prefix: prefix)
     }
 }

@@ -90,14 +90,16 @@ public struct ScaffoldConfig: Sendable {
 public enum CoreConfig: Sendable, Equatable {
     case lstm(LSTMCore.Config)
     case causalConv1d(CausalConv1dCore.Config)
+    case agalite(AGaLiTeCore.Config)
 
-    public static let supportedTypes = ["lstm", "cconv"]
+    public static let supportedTypes = ["lstm", "cconv", "agalite"]
 
     /// Class names, used as state keys: (0.1.6, seed).
     var classNames: (String, String) {
         switch self {
         case .lstm: return ("LSTMCell", "LSTMCore")
         case .causalConv1d: return ("CausalConv1d", "CausalConv1dCore")
+        case .agalite: return ("AGaLiTeCell", "AGaLiTeCore")
         }
     }
 
@@ -123,6 +125,17 @@ public enum CoreConfig: Sendable, Equatable {
                 hiddenSize: hiddenSize, kernelSize: k,
                 bias: try json.boolField("causal_conv_bias", default: true, core: tag),
                 channelMixing: try json.boolField("channel_mixing", default: false, core: tag)))
+        case "agalite":
+            var c = AGaLiTeCore.Config(hiddenSize: hiddenSize)
+            c.heads = try json.intField("n_heads", default: 8, in: 1...4096, core: tag)
+            if let hd = json["head_dim"], !hd.isNull { c.headDim = try json.intField("head_dim", default: 0, in: 1...65536, core: tag) }
+            c.eta = try json.intField("eta", default: 6, in: 1...4096, core: tag)
+            c.r = try json.intField("r", default: 2, in: 1...4096, core: tag)
+            if let e = json["eps"], !e.isNull {
+                guard let v = e.double, v >= 0 else { throw CortexError.parse("agalite cell: eps must be a number >= 0") }
+                c.eps = Float(v)
+            }
+            return .agalite(c)
         default:
             throw CortexError.unsupported("unknown cell type '\(tag)' (supported: \(supportedTypes.joined(separator: ", ")))")
         }
