@@ -22,7 +22,9 @@ Every case stores the final state under "<case>/state/<path>".
 
 Models: lstm_stack (two LSTM blocks, biased and not), cconv_depthwise (CausalConv1d,
 kernel 4 with bias and kernel 2 without), cconv_mixing (channel mixing, kernels 3 and 5,
-and a kernel-0 identity), agalite (2 heads/eta 3/r 2, and 3 heads/eta 2/r 1/eps 1e-4). For the CausalConv1d models every sequence call passes an
+and a kernel-0 identity), agalite (2 heads/eta 3/r 2, and 3 heads/eta 2/r 1/eps 1e-4),
+slstm (2 heads with a kernel-4 conv, 3 heads without; recurrence, biases and norm
+weights perturbed, since the reference initialises the recurrence to zero). For the CausalConv1d models every sequence call passes an
 explicit [B, T] reset mask (zeros where none is wanted): cortexcore's fast path drops
 the carried window otherwise (REFERENCE_NOTES bug 2); Cortex always honours it.
 """
@@ -175,7 +177,7 @@ def write_golden(name: str, stack, d: int, seed: int):
 
 def main():
     global EXPLICIT_RESETS
-    from cortex.config import AGaLiTeCellConfig, CausalConv1dConfig, LSTMCellConfig
+    from cortex.config import AGaLiTeCellConfig, CausalConv1dConfig, LSTMCellConfig, sLSTMCellConfig
 
     torch.set_num_threads(1)
     stack = build_stack(24, [LSTMCellConfig(bias=True), LSTMCellConfig(bias=False)], seed=1234)
@@ -194,6 +196,16 @@ def main():
     stack = build_stack(24, [AGaLiTeCellConfig(n_heads=2, eta=3, r=2),
                              AGaLiTeCellConfig(n_heads=3, eta=2, r=1, eps=1e-4)], seed=25)
     write_golden("agalite", stack, 24, seed=26)
+
+    EXPLICIT_RESETS = True  # sLSTM's conv drops its carried window on the fast path too
+    stack = build_stack(24, [sLSTMCellConfig(num_heads=2, conv1d_kernel_size=4),
+                             sLSTMCellConfig(num_heads=3, conv1d_kernel_size=0)], seed=27)
+    with torch.no_grad():  # the init zeroes the recurrence: make every weight matter
+        for name, p in stack.named_parameters():
+            if "recurrent_kernel" in name or name.endswith("cell.bias") or "outnorm" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    write_golden("slstm", stack, 24, seed=28)
+    EXPLICIT_RESETS = False
 
     # The small stack the README example streams (not a golden; just a bundled model).
     ex = build_stack(64, [LSTMCellConfig(), LSTMCellConfig()], seed=7)

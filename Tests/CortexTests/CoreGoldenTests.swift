@@ -13,3 +13,8 @@ final class AGaLiTeGoldenTests: XCTestCase {
     /// Two blocks: 2 heads, eta 3, r 2; and 3 heads, eta 2, r 1, eps 1e-4.
     func testAGaLiTe() throws { try GoldenRunner("agalite").all() }
 }
+
+final class SLSTMGoldenTests: XCTestCase {
+    /// Two blocks: 2 heads with a kernel-4 conv; 3 heads without conv.
+    func testSLSTM() throws { try GoldenRunner("slstm").all() }
+}

@@ -160,6 +160,8 @@ final class ConfigTests: XCTestCase {
         assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"cconv","kernel_size":2}}]}"#, contains: "conv.weight")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"agalite","n_heads":4}}]}"#, contains: "n_heads must divide hidden_size")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"agalite","n_heads":2,"r":0}}]}"#, contains: "r 0")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"slstm","num_heads":4}}]}"#, contains: "num_heads 4 must divide hidden_size 6")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"slstm","use_axon_layer":true}}]}"#, contains: "use_axon_layer")
     }
 
     func testDocumentChecks() {

@@ -33,5 +33,7 @@ func makeCore(_ config: CoreConfig, weights: WeightSource, prefix: String) throw
         return try CausalConv1dCore(config: c, weights: weights, prefix: prefix)
     case .agalite(let c):
         return try AGaLiTeCore(config: c, weights: weights, prefix: prefix)
+    case .slstm(let c):
+        return try SLSTMCore(config: c, weights: weights, prefix: prefix)
     }
 }

@@ -91,8 +91,9 @@ public enum CoreConfig: Sendable, Equatable {
     case lstm(LSTMCore.Config)
     case causalConv1d(CausalConv1dCore.Config)
     case agalite(AGaLiTeCore.Config)
+    case slstm(SLSTMCore.Config)
 
-    public static let supportedTypes = ["lstm", "cconv", "agalite"]
+    public static let supportedTypes = ["lstm", "cconv", "agalite", "slstm"]
 
     /// Class names, used as state keys: (0.1.6, seed).
     var classNames: (String, String) {
@@ -100,6 +101,7 @@ public enum CoreConfig: Sendable, Equatable {
         case .lstm: return ("LSTMCell", "LSTMCore")
         case .causalConv1d: return ("CausalConv1d", "CausalConv1dCore")
         case .agalite: return ("AGaLiTeCell", "AGaLiTeCore")
+        case .slstm: return ("sLSTMCell", "sLSTMCore")
         }
     }
 
@@ -136,6 +138,14 @@ public enum CoreConfig: Sendable, Equatable {
                 c.eps = Float(v)
             }
             return .agalite(c)
+        case "slstm":
+            if try json.boolField("use_axon_layer", default: false, core: tag) {
+                throw CortexError.unsupported("slstm cell: use_axon_layer is not supported yet (the Axon core is not implemented)")
+            }
+            return .slstm(SLSTMCore.Config(
+                hiddenSize: hiddenSize,
+                heads: try json.intField("num_heads", default: 4, in: 1...4096, core: tag),
+                convKernel: try json.intField("conv1d_kernel_size", default: 4, in: 0...1024, core: tag)))
         default:
             throw CortexError.unsupported("unknown cell type '\(tag)' (supported: \(supportedTypes.joined(separator: ", ")))")
         }

@@ -1,0 +1,145 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Mirrors cortexcore 0.1.6 `cortex.cells.slstm.sLSTMCell` (seed: `sLSTMCore`) with its
+/// kernel `kernels/pytorch/slstm.py::slstm_sequence_pytorch`.
+///
+/// Input path: an optional depthwise causal conv + SiLU (`conv1d_kernel_size`) feeds the
+/// i and f gates; z and o see the raw input. Each gate is a per-head `[DH, DH]` map
+/// (block-diagonal over heads), the recurrence `recurrent_kernel [NH, 4·DH, DH]` is
+/// block-diagonal too. Stabilised exponential gating per element:
+///
+///     m' = (n == 0) ? i_raw : max(i_raw, m + logσ(f_raw))
+///     i = min(e^{i_raw − m'}, 1),  f = min(e^{m + logσ(f_raw) − m'}, 1)
+///     c' = f·c + i·tanh(z_raw),  n' = f·n + i,  y' = σ(o_raw)·c'/(n' + 1e-6)
+///
+/// The output is y' after a per-head LayerNorm (group norm, weight only, eps 1e-5);
+/// the state keeps y' before it. State: `y, c, n, m [B, H]` and the conv's `conv`.
+/// `use_axon_layer` is refused until the Axon core lands.
+public struct SLSTMCore: RecurrentModule {
+    public struct Config: Sendable, Equatable {
+        public var hiddenSize: Int
+        public var heads: Int = 4
+        public var convKernel: Int = 4
+    }
+
+    let hidden: Int, heads: Int, headDim: Int
+    let conv: CausalConv1dCore?
+    /// i and f gates over the conv output, z and o over the input: block-diagonal `[2H, H]`.
+    let weightIF: Tensor, weightZO: Tensor
+    /// Recurrence, block-diagonal `[4H, H]`, rows gate-major like the kernel's pre-activations.
+    let recurrent: Tensor
+    let bias: Tensor        // [4H], gate-major
+    let normWeight: Tensor  // [H]
+
+    public init(config: Config, weights: WeightSource, prefix: String) throws {
+        let H = config.hiddenSize, NH = config.heads
+        guard NH >= 1, H % NH == 0 else {
+            throw CortexError.unsupported("slstm cell: num_heads \(NH) must divide hidden_size \(H)")
+        }
+        hidden = H; heads = NH; headDim = H / NH
+        let DH = headDim
+        if config.convKernel > 0 {
+            conv = try CausalConv1dCore(
+                config: .init(hiddenSize: H, kernelSize: config.convKernel, bias: true, channelMixing: false),
+                weights: weights, prefix: prefix + "conv1d_cell.")
+        } else {
+            conv = nil
+        }
+        // Headwise maps y[n, f] = Σ_d x[n, d]·W[n, d, f] as rows of a block-diagonal matrix.
+        func blockRows(_ names: [String]) throws -> Tensor {
+            let out = try Tensor(zeros: [names.count * H, H])
+            for (g, name) in names.enumerated() {
+                let w = try weights.tensor(prefix + name + ".weight", shape: [NH, DH, DH])
+                for n in 0..<NH { for d in 0..<DH { for f in 0..<DH {
+                    out.data[(g * H + n * DH + f) * H + n * DH + d] = w.data[(n * DH + d) * DH + f]
+                } } }
+            }
+            return out
+        }
+        weightIF = try blockRows(["igate", "fgate"])
+        weightZO = try blockRows(["zgate", "ogate"])
+        let rk = try weights.tensor(prefix + "recurrent_kernel", shape: [NH, 4 * DH, DH])
+        let r = try Tensor(zeros: [4 * H, H])
+        for n in 0..<NH { for g in 0..<4 { for o in 0..<DH { for i in 0..<DH {
+            r.data[(g * H + n * DH + o) * H + n * DH + i] = rk.data[(n * 4 * DH + g * DH + o) * DH + i]
+        } } } }
+        recurrent = r
+        let b = try weights.tensor(prefix + "bias", shape: [NH, 4, DH])
+        let flat = try Tensor(zeros: [4 * H])
+        for n in 0..<NH { for g in 0..<4 { for d in 0..<DH { flat.data[g * H + n * DH + d] = b.data[(n * 4 + g) * DH + d] } } }
+        bias = flat
+        normWeight = try weights.tensor(prefix + "outnorm.weight", shape: [H])
+    }
+
+    public var inputSize: Int { hidden }
+    public var outputSize: Int { hidden }
+    public var stateSpecs: [StateSpec] {
+        ["y", "c", "n", "m"].map { StateSpec(name: $0, perRow: [hidden]) } + (conv?.stateSpecs ?? [])
+    }
+    public var parameterCount: Int {
+        let perGate = heads * headDim * headDim
+        return 4 * perGate + 4 * perGate + bias.count + normWeight.count + (conv?.parameterCount ?? 0)
+    }
+
+    public func run(
+        x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+        batch: Int, time: Int,
+        state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena
+    ) throws {
+        let B = batch, T = time, H = hidden, G = 4 * H, DH = headDim
+        guard B > 0, T > 0 else { return }
+        let i0 = state.startIndex
+        let ys = state[i0], cs = state[i0 + 1], ns = state[i0 + 2], ms = state[i0 + 3]
+        // Conv + SiLU for the i/f path (its window state is the last slot).
+        var xif = x
+        if let conv {
+            let xc = try arena.take(B * T * H)
+            try conv.run(x: x, y: xc, batch: B, time: T, state: state[(i0 + 4)...], resets: resets, arena: arena)
+            Kernels.silu(xc, B * T * H)
+            xif = UnsafePointer(xc)
+        }
+        // Feed-forward pre-activations of every step, gate-major [i, f, z, o] per row.
+        let wx = try arena.take(B * T * G)
+        BLAS.linear(m: B * T, n: 2 * H, k: H, a: xif, lda: H, weight: weightIF.data, c: wx, ldc: G)
+        BLAS.linear(m: B * T, n: 2 * H, k: H, a: x, lda: H, weight: weightZO.data, c: wx + 2 * H, ldc: G)
+        let raw = try arena.take(B * G)
+        for t in 0..<T {
+            if let resets {
+                for b in 0..<B where resets[b * T + t] != 0 {
+                    for s in [ys, cs, ns, ms] { (s + b * H).update(repeating: 0, count: H) }
+                }
+            }
+            for b in 0..<B {
+                (raw + b * G).update(from: wx + (b * T + t) * G, count: G)
+                Vec.add(raw + b * G, bias.data, G)
+            }
+            BLAS.linear(m: B, n: G, k: H, a: ys, lda: H, weight: recurrent.data, c: raw, ldc: G, beta: 1)
+            for b in 0..<B {
+                let r = raw + b * G
+                let yb = ys + b * H, cb = cs + b * H, nb = ns + b * H, mb = ms + b * H
+                for j in 0..<H {
+                    let iraw = r[j], fraw = r[H + j], zraw = r[2 * H + j], oraw = r[3 * H + j]
+                    let logsig = min(fraw, 0) - log1pf(expf(-abs(fraw)))
+                    let logfplusm = mb[j] + logsig
+                    let mnew = nb[j] == 0 ? iraw : max(iraw, logfplusm)
+                    let og = 1 / (1 + expf(-oraw))
+                    let ig = min(expf(iraw - mnew), 1)
+                    let fg = min(expf(logfplusm - mnew), 1)
+                    let cnew = fg * cb[j] + ig * tanhf(zraw)
+                    let nnew = fg * nb[j] + ig
+                    yb[j] = og * cnew / (nnew + 1e-6)
+                    cb[j] = cnew; nb[j] = nnew; mb[j] = mnew
+                }
+                (y + (b * T + t) * H).update(from: yb, count: H)
+            }
+        }
+        // Per-head LayerNorm of the outputs (group norm, weight only).
+        for row in 0..<(B * T) {
+            for n in 0..<heads {
+                Kernels.layerNorm(y + row * H + n * DH, rows: 1, n: DH, weight: normWeight.data + n * DH, bias: nil, eps: 1e-5)
+            }
+        }
+    }
+}
