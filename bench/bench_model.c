@@ -1,10 +1,10 @@
 /* Native timing of a Cortex model through the C ABI (no Python in the loop).
  *
- *   bench_model MODEL_DIR THREADS
+ *   bench_model MODEL_DIR THREADS [T]
  *
  * Prints one JSON object: step latency (cx_model_step_into, caller buffers, the
  * allocation-free path) at B=1 and B=32, and sequence-mode throughput
- * (cx_model_forward_into) at T=128 for B=1 and B=32. Used by scripts/bench.py. */
+ * (cx_model_forward_into) at T (default 128) for B=1 and B=32. Used by scripts/bench.py. */
 #define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,7 +83,7 @@ static double time_sequence(cx_model_t *m, int64_t B, int64_t T, int64_t D) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s MODEL_DIR THREADS\n", argv[0]);
+    fprintf(stderr, "usage: %s MODEL_DIR THREADS [T]\n", argv[0]);
     return 2;
   }
   check(cx_set_num_threads(atoi(argv[2])), "threads");
@@ -91,9 +91,10 @@ int main(int argc, char **argv) {
   check(cx_model_load(argv[1], NULL, &m), "load");
   int64_t din, dout;
   check(cx_model_dims(m, &din, &dout), "dims");
+  const int64_t T = argc > 3 ? atoi(argv[3]) : 128;
   printf("{\"step_b1_ms\": %.5f, \"step_b32_ms\": %.5f, \"seq_b1_tok_s\": %.0f, \"seq_b32_tok_s\": %.0f}\n",
          1e3 * time_steps(m, 1, din), 1e3 * time_steps(m, 32, din),
-         time_sequence(m, 1, 128, din), time_sequence(m, 32, 128, din));
+         time_sequence(m, 1, T, din), time_sequence(m, 32, T, din));
   cx_model_free(m);
   return 0;
 }

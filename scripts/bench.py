@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Benchmark Cortex against the PyTorch reference (cortexcore 0.1.6) on this machine.
 
-    .venv-ref/bin/python scripts/bench.py [--threads 2] [--d-hidden 256] [--layers 2]
+    .venv-ref/bin/python scripts/bench.py [--core lstm|cconv|agalite|slstm] [--threads 2]
+                                          [--d-hidden 256] [--layers 2] [--seq-len 128]
 
 Both sides use the same thread count (torch.set_num_threads / cx_set_num_threads)
-and the same model: a CortexStack of PassThrough(LSTM) blocks exported from the live
-PyTorch module. Cortex is timed natively through the C ABI (bench/bench_model.c,
+and the same model: a CortexStack of PassThrough(<core>) blocks exported from the live
+PyTorch module (cortexcore's default options per core). PyTorch runs eagerly
+(TORCHDYNAMO_DISABLE=1: AGaLiTe would otherwise torch.compile per shape). Cortex is timed natively through the C ABI (bench/bench_model.c,
 cx_model_step_into: no Python in the loop) and, when the cortex_swift package is
 importable, through the Python wrapper. Not a test: it prints a Markdown table for
 BENCHMARKS.md.
@@ -22,7 +24,9 @@ import sys
 import tempfile
 import time
 
-import torch
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+
+import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +43,7 @@ def timeit(fn, min_time=0.5, warmup=20):
             return (t - t0) / n
 
 
-def torch_numbers(stack, d):
+def torch_numbers(stack, d, seq_len):
     out = {}
     with torch.no_grad():
         for B in (1, 32):
@@ -51,9 +55,9 @@ def torch_numbers(stack, d):
 
             out[f"step_b{B}_ms"] = 1e3 * timeit(step)
         for B in (1, 32):
-            x = torch.randn(B, 128, d)
+            x = torch.randn(B, seq_len, d)
             s = timeit(lambda: stack(x, None), min_time=1.0, warmup=3)
-            out[f"seq_b{B}_tok_s"] = B * 128 / s
+            out[f"seq_b{B}_tok_s"] = B * seq_len / s
     return out
 
 
@@ -67,8 +71,8 @@ def build_native():
     return exe
 
 
-def cortex_native(exe, model_dir, threads):
-    res = subprocess.run([exe, model_dir, str(threads)], check=True, capture_output=True, text=True)
+def cortex_native(exe, model_dir, threads, seq_len):
+    res = subprocess.run([exe, model_dir, str(threads), str(seq_len)], check=True, capture_output=True, text=True)
     return json.loads(res.stdout)
 
 
@@ -97,12 +101,18 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--d-hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--core", default="lstm", choices=["lstm", "cconv", "agalite", "slstm"])
+    ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from cortex.config import CortexStackConfig, LSTMCellConfig, PassThroughBlockConfig
+    from cortex.config import (AGaLiTeCellConfig, CausalConv1dConfig, CortexStackConfig, LSTMCellConfig,
+                               PassThroughBlockConfig, sLSTMCellConfig)
     from cortex.stacks import CortexStack
+
+    cell = {"lstm": LSTMCellConfig, "cconv": CausalConv1dConfig, "agalite": AGaLiTeCellConfig,
+            "slstm": sLSTMCellConfig}[args.core]
 
     spec = importlib.util.spec_from_file_location("cx_export", os.path.join(ROOT, "bindings/python/cortex_swift/export.py"))
     cx_export = importlib.util.module_from_spec(spec)
@@ -110,23 +120,23 @@ def main():
 
     torch.manual_seed(0)
     d = args.d_hidden
-    cfg = CortexStackConfig(d_hidden=d, blocks=[PassThroughBlockConfig(cell=LSTMCellConfig()) for _ in range(args.layers)])
+    cfg = CortexStackConfig(d_hidden=d, blocks=[PassThroughBlockConfig(cell=cell()) for _ in range(args.layers)])
     stack = CortexStack(cfg).eval()
     exe = build_native()
     with tempfile.TemporaryDirectory() as tmp:
         cx_export.export(stack, tmp)
         natives, refs, wraps = [], [], []
         for _ in range(args.rounds):  # alternate, so both sides see the same machine
-            natives.append(cortex_native(exe, tmp, args.threads))
-            refs.append(torch_numbers(stack, d))
+            natives.append(cortex_native(exe, tmp, args.threads, args.seq_len))
+            refs.append(torch_numbers(stack, d, args.seq_len))
             w = cortex_python(tmp, d)
             if w:
                 wraps.append(w)
     native, ref = median_of(natives), median_of(refs)
     wrapped = median_of(wraps) if wraps else None
 
-    print(f"LSTM stack d_hidden={d}, {args.layers} layers, {args.threads} threads, torch {torch.__version__}, "
-          f"median of {args.rounds} alternating rounds\n")
+    print(f"{args.core} stack d_hidden={d}, {args.layers} layers, T={args.seq_len}, {args.threads} threads, "
+          f"torch {torch.__version__}, median of {args.rounds} alternating rounds\n")
     print("| measure | PyTorch (cortexcore) | Cortex (C ABI) | Cortex speed-up | Cortex (Python wrapper) |")
     print("|---|---|---|---|---|")
     for k, unit, better in (("step_b1_ms", "ms/step", "lower"), ("step_b32_ms", "ms/step", "lower"),
