@@ -24,7 +24,9 @@ Models: lstm_stack (two LSTM blocks, biased and not), cconv_depthwise (CausalCon
 kernel 4 with bias and kernel 2 without), cconv_mixing (channel mixing, kernels 3 and 5,
 and a kernel-0 identity), agalite (2 heads/eta 3/r 2, and 3 heads/eta 2/r 1/eps 1e-4),
 slstm (2 heads with a kernel-4 conv, 3 heads without; recurrence, biases and norm
-weights perturbed, since the reference initialises the recurrence to zero). For the CausalConv1d models every sequence call passes an
+weights perturbed, since the reference initialises the recurrence to zero), mlstm
+(chunk 4 so T=9 runs chunkwise with resets inside chunks, and a chunk-64 block; the
+'resets_seq' and 'resets_step' cases then differ in the reference itself). For the CausalConv1d models every sequence call passes an
 explicit [B, T] reset mask (zeros where none is wanted): cortexcore's fast path drops
 the carried window otherwise (REFERENCE_NOTES bug 2); Cortex always honours it.
 """
@@ -177,7 +179,7 @@ def write_golden(name: str, stack, d: int, seed: int):
 
 def main():
     global EXPLICIT_RESETS
-    from cortex.config import AGaLiTeCellConfig, CausalConv1dConfig, LSTMCellConfig, sLSTMCellConfig
+    from cortex.config import AGaLiTeCellConfig, CausalConv1dConfig, LSTMCellConfig, mLSTMCellConfig, sLSTMCellConfig
 
     torch.set_num_threads(1)
     stack = build_stack(24, [LSTMCellConfig(bias=True), LSTMCellConfig(bias=False)], seed=1234)
@@ -205,6 +207,16 @@ def main():
             if "recurrent_kernel" in name or name.endswith("cell.bias") or "outnorm" in name:
                 p.add_(0.3 * torch.randn_like(p))
     write_golden("slstm", stack, 24, seed=28)
+
+    # mLSTM: chunk_size 4, so the 9-step cases take the chunkwise path (2 chunks + 1
+    # step) with resets inside chunks; a second block (chunk 64) takes the stepwise path.
+    stack = build_stack(24, [mLSTMCellConfig(num_heads=2, chunk_size=4, conv1d_kernel_size=4),
+                             mLSTMCellConfig(num_heads=3, chunk_size=64, conv1d_kernel_size=2)], seed=29)
+    with torch.no_grad():  # gate weights start at zero: make them matter
+        for name, p in stack.named_parameters():
+            if "gate" in name or "outnorm" in name:
+                p.add_(0.3 * torch.randn_like(p))
+    write_golden("mlstm", stack, 24, seed=30)
     EXPLICIT_RESETS = False
 
     # The small stack the README example streams (not a golden; just a bundled model).

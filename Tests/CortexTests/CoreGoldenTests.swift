@@ -18,3 +18,8 @@ final class SLSTMGoldenTests: XCTestCase {
     /// Two blocks: 2 heads with a kernel-4 conv; 3 heads without conv.
     func testSLSTM() throws { try GoldenRunner("slstm").all() }
 }
+
+final class MLSTMGoldenTests: XCTestCase {
+    /// Chunk 4 (chunkwise path over 9 steps, resets inside chunks) and a chunk-64 block.
+    func testMLSTM() throws { try GoldenRunner("mlstm").all() }
+}

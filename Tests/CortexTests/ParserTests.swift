@@ -162,6 +162,9 @@ final class ConfigTests: XCTestCase {
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"agalite","n_heads":2,"r":0}}]}"#, contains: "r 0")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"slstm","num_heads":4}}]}"#, contains: "num_heads 4 must divide hidden_size 6")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"slstm","use_axon_layer":true}}]}"#, contains: "use_axon_layer")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"mlstm","num_heads":4}}]}"#, contains: "num_heads 4 must divide hidden_size 6")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"mlstm","num_heads":2,"use_axon_qkv":true}}]}"#, contains: "use_axon_qkv")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"mlstm","num_heads":2,"chunk_size":0}}]}"#, contains: "chunk_size 0")
     }
 
     func testDocumentChecks() {

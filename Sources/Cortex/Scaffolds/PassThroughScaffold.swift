@@ -35,5 +35,7 @@ func makeCore(_ config: CoreConfig, weights: WeightSource, prefix: String) throw
         return try AGaLiTeCore(config: c, weights: weights, prefix: prefix)
     case .slstm(let c):
         return try SLSTMCore(config: c, weights: weights, prefix: prefix)
+    case .mlstm(let c):
+        return try MLSTMCore(config: c, weights: weights, prefix: prefix)
     }
 }

@@ -92,8 +92,9 @@ public enum CoreConfig: Sendable, Equatable {
     case causalConv1d(CausalConv1dCore.Config)
     case agalite(AGaLiTeCore.Config)
     case slstm(SLSTMCore.Config)
+    case mlstm(MLSTMCore.Config)
 
-    public static let supportedTypes = ["lstm", "cconv", "agalite", "slstm"]
+    public static let supportedTypes = ["lstm", "cconv", "agalite", "slstm", "mlstm"]
 
     /// Class names, used as state keys: (0.1.6, seed).
     var classNames: (String, String) {
@@ -102,6 +103,7 @@ public enum CoreConfig: Sendable, Equatable {
         case .causalConv1d: return ("CausalConv1d", "CausalConv1dCore")
         case .agalite: return ("AGaLiTeCell", "AGaLiTeCore")
         case .slstm: return ("sLSTMCell", "sLSTMCore")
+        case .mlstm: return ("mLSTMCell", "mLSTMCore")
         }
     }
 
@@ -146,6 +148,15 @@ public enum CoreConfig: Sendable, Equatable {
                 hiddenSize: hiddenSize,
                 heads: try json.intField("num_heads", default: 4, in: 1...4096, core: tag),
                 convKernel: try json.intField("conv1d_kernel_size", default: 4, in: 0...1024, core: tag)))
+        case "mlstm":
+            for option in ["use_axon_layer", "use_axon_qkv"] where try json.boolField(option, default: false, core: tag) {
+                throw CortexError.unsupported("mlstm cell: \(option) is not supported yet (the Axon core is not implemented)")
+            }
+            return .mlstm(MLSTMCore.Config(
+                hiddenSize: hiddenSize,
+                heads: try json.intField("num_heads", default: 4, in: 1...4096, core: tag),
+                chunkSize: try json.intField("chunk_size", default: 64, in: 1...65536, core: tag),
+                convKernel: try json.intField("conv1d_kernel_size", default: 4, in: 1...1024, core: tag)))
         default:
             throw CortexError.unsupported("unknown cell type '\(tag)' (supported: \(supportedTypes.joined(separator: ", ")))")
         }

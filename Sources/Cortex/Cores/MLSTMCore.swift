@@ -1,0 +1,253 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Mirrors cortexcore 0.1.6 `cortex.cells.mlstm.mLSTMCell` (seed: `mLSTMCore`) and its
+/// kernels `kernels/pytorch/mlstm.py`: `mlstm_recurrent_step_stabilized_simple` (step
+/// mode, and sequences no longer than `chunk_size`) and `mlstm_chunkwise_simple`
+/// (longer sequences: full chunks in the parallel closed form, the remainder stepwise).
+///
+/// Cell: depthwise causal conv + SiLU gives q = k; v is the raw input; the input and
+/// forget gate pre-activations are linear maps of [q, k, v] (one per head). Per head,
+/// matrix memory C [DH, DH], normaliser n [DH], stabiliser m:
+///
+///     m' = max(logσ(f) + m, i),  C' = e^{logσ(f)+m−m'}·C + e^{i−m'}·(k/√DH) vᵀ
+///     h  = qᵀC' / (max(|qᵀn'|, e^{−m'}) + 1e-6)
+///
+/// then a per-head LayerNorm (group norm, weight only). The chunkwise form is the same
+/// recurrence regrouped per chunk — except where the reference's own two paths differ:
+/// a reset strictly inside a chunk masks that chunk's pre-reset tokens but the carried C
+/// is only reset at chunk starts (README "differences from the reference"). Cortex
+/// reproduces each path exactly, as the trained model saw it.
+/// State: `c [B, NH, DH, DH]`, `n [B, NH, DH, 1]`, `m [B, NH, 1, 1]`, conv's `conv`.
+public struct MLSTMCore: RecurrentModule {
+    public struct Config: Sendable, Equatable {
+        public var hiddenSize: Int
+        public var heads: Int = 4
+        public var chunkSize: Int = 64
+        public var convKernel: Int = 4
+    }
+
+    let hidden: Int, heads: Int, headDim: Int, chunkSize: Int
+    let conv: CausalConv1dCore
+    let gateWeight: Tensor  // [2·NH, 3H]: igate rows, then fgate rows
+    let gateBias: Tensor    // [2·NH]
+    let normWeight: Tensor  // [H]
+
+    public init(config: Config, weights: WeightSource, prefix: String) throws {
+        let H = config.hiddenSize, NH = config.heads
+        guard NH >= 1, H % NH == 0 else {
+            throw CortexError.unsupported("mlstm cell: num_heads \(NH) must divide hidden_size \(H)")
+        }
+        hidden = H; heads = NH; headDim = H / NH; chunkSize = config.chunkSize
+        conv = try CausalConv1dCore(
+            config: .init(hiddenSize: H, kernelSize: config.convKernel, bias: true, channelMixing: false),
+            weights: weights, prefix: prefix + "conv1d_cell.")
+        let gw = try Tensor(zeros: [2 * NH, 3 * H]), gb = try Tensor(zeros: [2 * NH])
+        for (g, name) in ["igate", "fgate"].enumerated() {
+            let w = try weights.tensor(prefix + name + ".weight", shape: [NH, 3 * H])
+            let b = try weights.tensor(prefix + name + ".bias", shape: [NH])
+            (gw.data + g * NH * 3 * H).update(from: w.data, count: NH * 3 * H)
+            (gb.data + g * NH).update(from: b.data, count: NH)
+        }
+        gateWeight = gw; gateBias = gb
+        normWeight = try weights.tensor(prefix + "outnorm.weight", shape: [H])
+    }
+
+    public var inputSize: Int { hidden }
+    public var outputSize: Int { hidden }
+    public var stateSpecs: [StateSpec] {
+        [StateSpec(name: "c", perRow: [heads, headDim, headDim]),
+         StateSpec(name: "n", perRow: [heads, headDim, 1]),
+         StateSpec(name: "m", perRow: [heads, 1, 1])] + conv.stateSpecs
+    }
+    public var parameterCount: Int { gateWeight.count + gateBias.count + normWeight.count + conv.parameterCount }
+
+    @inline(__always) static func logSigmoid(_ x: Float) -> Float { min(x, 0) - log1pf(expf(-abs(x))) }
+
+    public func run(
+        x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+        batch: Int, time: Int,
+        state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena
+    ) throws {
+        let B = batch, T = time, H = hidden, NH = heads, DH = headDim
+        guard B > 0, T > 0 else { return }
+        let i0 = state.startIndex
+        let cS = state[i0], nS = state[i0 + 1], mS = state[i0 + 2]
+        // q = k = SiLU(conv(x)); gate input per row is [q, k, v].
+        let qk = try arena.take(B * T * H)
+        try conv.run(x: x, y: qk, batch: B, time: T, state: state[(i0 + 3)...], resets: resets, arena: arena)
+        Kernels.silu(qk, B * T * H)
+        let gin = try arena.take(B * T * 3 * H)
+        for r in 0..<(B * T) {
+            (gin + r * 3 * H).update(from: qk + r * H, count: H)
+            (gin + r * 3 * H + H).update(from: qk + r * H, count: H)
+            (gin + r * 3 * H + 2 * H).update(from: x + r * H, count: H)
+        }
+        let gates = try arena.take(B * T * 2 * NH)
+        BLAS.linear(m: B * T, n: 2 * NH, k: 3 * H, a: gin, lda: 3 * H, weight: gateWeight.data, c: gates, ldc: 2 * NH)
+        for r in 0..<(B * T) { Vec.add(gates + r * 2 * NH, gateBias.data, 2 * NH) }
+
+        let scratch = try HeadScratch(arena: arena, dh: DH, cs: min(chunkSize, T))
+        for b in 0..<B {
+            for n in 0..<NH {
+                let head = HeadSeries(
+                    q: UnsafePointer(qk + b * T * H + n * DH), v: x + b * T * H + n * DH, stride: H,
+                    i: UnsafePointer(gates + b * T * 2 * NH + n), f: UnsafePointer(gates + b * T * 2 * NH + NH + n),
+                    gateStride: 2 * NH, resets: resets.map { $0 + b * T }, out: y + b * T * H + n * DH)
+                let c = cS + (b * NH + n) * DH * DH, nn = nS + (b * NH + n) * DH, m = mS + b * NH + n
+                if T <= chunkSize {
+                    for t in 0..<T { recurrentStep(head, t, c: c, n: nn, m: m, s: scratch) }
+                } else {
+                    chunkwise(head, T, c: c, n: nn, m: m, s: scratch)
+                }
+            }
+        }
+        for row in 0..<(B * T) {
+            for n in 0..<NH {
+                Kernels.layerNorm(y + row * H + n * DH, rows: 1, n: DH, weight: normWeight.data + n * DH, bias: nil, eps: 1e-5)
+            }
+        }
+    }
+
+    /// One head's inputs over time (row t at `stride`·t).
+    struct HeadSeries {
+        let q: UnsafePointer<Float>, v: UnsafePointer<Float>, stride: Int
+        let i: UnsafePointer<Float>, f: UnsafePointer<Float>, gateStride: Int
+        let resets: UnsafePointer<UInt8>?
+        let out: UnsafeMutablePointer<Float>
+
+        func reset(_ t: Int) -> Bool { resets.map { $0[t] != 0 } ?? false }
+    }
+
+    /// Per-call scratch, reused by every head.
+    struct HeadScratch {
+        let ks: UnsafeMutablePointer<Float>     // [CS, DH] scaled keys of a chunk
+        let A: UnsafeMutablePointer<Float>      // [CS] cumulative log forget gates
+        let e: UnsafeMutablePointer<Float>      // [CS] exp(loggates)
+        let pre: UnsafeMutablePointer<Float>    // [CS] resets up to and including s
+        let kv: UnsafeMutablePointer<Float>     // [DH, DH]
+        let ksum: UnsafeMutablePointer<Float>   // [DH]
+        let row: UnsafeMutablePointer<Float>    // [CS] E row
+        let vec: UnsafeMutablePointer<Float>    // [DH]
+
+        init(arena: Arena, dh: Int, cs: Int) throws {
+            ks = try arena.take(cs * dh); A = try arena.take(cs); e = try arena.take(cs); pre = try arena.take(cs)
+            kv = try arena.take(dh * dh); ksum = try arena.take(dh); row = try arena.take(cs); vec = try arena.take(dh)
+        }
+    }
+
+    /// `mlstm_recurrent_step_stabilized_simple` for step t (resets applied first).
+    func recurrentStep(_ h: HeadSeries, _ t: Int, c: UnsafeMutablePointer<Float>, n: UnsafeMutablePointer<Float>,
+                       m: UnsafeMutablePointer<Float>, s: HeadScratch) {
+        let DH = headDim
+        if h.reset(t) { c.update(repeating: 0, count: DH * DH); n.update(repeating: 0, count: DH); m.pointee = 0 }
+        let q = h.q + t * h.stride, k = q, v = h.v + t * h.stride
+        let ig = h.i[t * h.gateStride], logf = MLSTMCore.logSigmoid(h.f[t * h.gateStride])
+        let mNew = max(logf + m.pointee, ig)
+        let fg = expf(logf + m.pointee - mNew), iAct = expf(ig - mNew)
+        let scale = Float(Double(DH).squareRoot())
+        let ks = s.vec
+        for a in 0..<DH { ks[a] = k[a] / scale }
+        for a in 0..<DH {
+            let row = c + a * DH, w = iAct * ks[a]
+            for b in 0..<DH { row[b] = fg * row[b] + w * v[b] }
+            n[a] = fg * n[a] + iAct * ks[a]
+        }
+        var qn: Float = 0
+        for a in 0..<DH { qn += q[a] * n[a] }
+        let denom = max(abs(qn), expf(-mNew)) + 1e-6
+        let out = h.out + t * h.stride
+        for b in 0..<DH { out[b] = 0 }
+        for a in 0..<DH { let qa = q[a]; let row = c + a * DH; for b in 0..<DH { out[b] += qa * row[b] } }
+        for b in 0..<DH { out[b] /= denom }
+        m.pointee = mNew
+    }
+
+    /// `mlstm_chunkwise_simple`: full chunks in closed form, then the remainder stepwise.
+    func chunkwise(_ h: HeadSeries, _ T: Int, c: UnsafeMutablePointer<Float>, n: UnsafeMutablePointer<Float>,
+                   m: UnsafeMutablePointer<Float>, s: HeadScratch) {
+        let DH = headDim, CS = chunkSize
+        let chunks = T / CS
+        let scale = Float(Double(DH).squareRoot())
+        let hasResets = h.resets != nil
+        for j in 0..<chunks {
+            let t0 = j * CS
+            // The carried state is reset only at the chunk's first step (reference behaviour).
+            if h.reset(t0) { c.update(repeating: 0, count: DH * DH); n.update(repeating: 0, count: DH); m.pointee = 0 }
+            var acc: Float = 0, count: Float = 0
+            for u in 0..<CS {
+                let t = t0 + u
+                acc = u == 0 ? MLSTMCore.logSigmoid(h.f[t * h.gateStride]) : acc + MLSTMCore.logSigmoid(h.f[t * h.gateStride])
+                s.A[u] = acc
+                if h.reset(t) { count += 1 }
+                s.pre[u] = count
+                let k = h.q + t * h.stride
+                for a in 0..<DH { s.ks[u * DH + a] = k[a] / scale }
+            }
+            let L = s.A[CS - 1], total = count
+            // Chunk-local gate weights; tokens followed by a reset in this chunk drop out.
+            var mLoc = -Float.infinity
+            for u in 0..<CS {
+                var lg = (h.i[(t0 + u) * h.gateStride] - s.A[u]) + L
+                if hasResets && total - s.pre[u] > 0 { lg = -.infinity }
+                s.e[u] = lg
+                mLoc = max(mLoc, lg)
+            }
+            for u in 0..<CS { s.e[u] = expf(s.e[u] - mLoc) }
+            // Outputs of this chunk from the carried (C, n, m) and the chunk's own tokens.
+            let mj = m.pointee
+            for u in 0..<CS {
+                let t = t0 + u
+                let q = h.q + t * h.stride
+                var dMax = -Float.infinity
+                for w in 0...u where !hasResets || s.pre[w] == s.pre[u] {
+                    dMax = max(dMax, (s.A[u] - s.A[w]) + h.i[(t0 + w) * h.gateStride])
+                }
+                let stab = max(dMax, mj + s.A[u])
+                let interFactor = (hasResets && s.pre[u] != 0) ? 0 : expf(mj + s.A[u] - stab)
+                var eSum: Float = 0
+                for w in 0..<CS {
+                    var ev: Float = 0
+                    if w <= u && (!hasResets || s.pre[w] == s.pre[u]) {
+                        let d = expf((s.A[u] - s.A[w]) + h.i[(t0 + w) * h.gateStride] - stab)
+                        var qk: Float = 0
+                        for a in 0..<DH { qk += q[a] * s.ks[w * DH + a] }
+                        ev = qk * d
+                    }
+                    s.row[w] = ev
+                    eSum += ev
+                }
+                var interN: Float = 0
+                for a in 0..<DH { interN += (q[a] * interFactor) * n[a] }
+                let norm = max(abs(eSum + interN), expf(-stab)) + 1e-6
+                let out = h.out + t * h.stride
+                for b in 0..<DH { out[b] = 0 }
+                for w in 0...u where s.row[w] != 0 {
+                    let coef = s.row[w] / norm, v = h.v + (t0 + w) * h.stride
+                    for b in 0..<DH { out[b] += coef * v[b] }
+                }
+                for a in 0..<DH {
+                    let qa = (q[a] * interFactor) / norm, row = c + a * DH
+                    if qa != 0 { for b in 0..<DH { out[b] += qa * row[b] } }
+                }
+            }
+            // Carry (C, n, m) to the next chunk.
+            for a in 0..<DH { s.ksum[a] = 0; for b in 0..<DH { s.kv[a * DH + b] = 0 } }
+            for u in 0..<CS where s.e[u] != 0 {
+                let v = h.v + (t0 + u) * h.stride
+                for a in 0..<DH {
+                    let ka = s.ks[u * DH + a]
+                    s.ksum[a] += ka * s.e[u]
+                    for b in 0..<DH { s.kv[a * DH + b] += ka * (v[b] * s.e[u]) }
+                }
+            }
+            let mNew = max(L + mj, mLoc)
+            let decay = expf(L + mj - mNew), fresh = expf(mLoc - mNew)
+            for a in 0..<(DH * DH) { c[a] = c[a] * decay + s.kv[a] * fresh }
+            for a in 0..<DH { n[a] = n[a] * decay + s.ksum[a] * fresh }
+            m.pointee = mNew
+        }
+        for t in (chunks * CS)..<T { recurrentStep(h, t, c: c, n: n, m: m, s: s) }
+    }
+}
