@@ -73,6 +73,11 @@ void cx_blas_sgemm_nt(int m, int n, int k, float alpha, const float *a, int lda,
   p_sgemm(101, 111, 112, m, n, k, alpha, a, lda, w, ldw, beta, c, ldc);
 }
 
+void cx_blas_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                   const float *b, int ldb, float beta, float *c, int ldc) {
+  p_sgemm(101, trans_a ? 112 : 111, trans_b ? 112 : 111, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
 void cx_blas_sgemv_n(int n, int k, float alpha, const float *w, int ldw, const float *x, float beta, float *y) {
   p_sgemv(101, 111, n, k, alpha, w, ldw, x, 1, beta, y, 1);
 }

@@ -14,6 +14,10 @@ const char *cx_blas_load(void);
 /* Row-major C = alpha * A[m,k] * W[n,k]^T + beta * C (an nn.Linear product). */
 void cx_blas_sgemm_nt(int m, int n, int k, float alpha, const float *a, int lda,
                       const float *w, int ldw, float beta, float *c, int ldc);
+/* Row-major C[m,n] = alpha * op(A) op(B) + beta * C, op = transpose when trans_* != 0
+ * (single-threaded, on the calling thread). */
+void cx_blas_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                   const float *b, int ldb, float beta, float *c, int ldc);
 /* Row-major y = alpha * W[n,k] x + beta * y. */
 void cx_blas_sgemv_n(int n, int k, float alpha, const float *w, int ldw,
                      const float *x, float beta, float *y);

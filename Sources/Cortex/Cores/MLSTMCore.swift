@@ -128,12 +128,15 @@ public struct MLSTMCore: RecurrentModule {
         let pre: UnsafeMutablePointer<Float>    // [CS] resets up to and including s
         let kv: UnsafeMutablePointer<Float>     // [DH, DH]
         let ksum: UnsafeMutablePointer<Float>   // [DH]
-        let row: UnsafeMutablePointer<Float>    // [CS] E row
+        let E: UnsafeMutablePointer<Float>      // [CS, CS] q·ksᵀ, then the normalised decay-weighted scores
+        let qs: UnsafeMutablePointer<Float>     // [CS, DH] q rows scaled by inter factor / normaliser
+        let ve: UnsafeMutablePointer<Float>     // [CS, DH] v rows scaled by exp(loggates)
         let vec: UnsafeMutablePointer<Float>    // [DH]
 
         init(arena: Arena, dh: Int, cs: Int) throws {
             ks = try arena.take(cs * dh); A = try arena.take(cs); e = try arena.take(cs); pre = try arena.take(cs)
-            kv = try arena.take(dh * dh); ksum = try arena.take(dh); row = try arena.take(cs); vec = try arena.take(dh)
+            kv = try arena.take(dh * dh); ksum = try arena.take(dh); E = try arena.take(cs * cs)
+            qs = try arena.take(cs * dh); ve = try arena.take(cs * dh); vec = try arena.take(dh)
         }
     }
 
@@ -195,11 +198,13 @@ public struct MLSTMCore: RecurrentModule {
                 mLoc = max(mLoc, lg)
             }
             for u in 0..<CS { s.e[u] = expf(s.e[u] - mLoc) }
-            // Outputs of this chunk from the carried (C, n, m) and the chunk's own tokens.
+            // Outputs of this chunk from the carried (C, n, m) and the chunk's own tokens:
+            // scores q·ksᵀ for the whole chunk at once, then decay, mask and normalise.
             let mj = m.pointee
+            BLAS.gemm(transB: true, m: CS, n: CS, k: DH, a: h.q + t0 * h.stride, lda: h.stride, b: s.ks, ldb: DH, c: s.E, ldc: CS)
             for u in 0..<CS {
-                let t = t0 + u
-                let q = h.q + t * h.stride
+                let q = h.q + (t0 + u) * h.stride
+                let er = s.E + u * CS
                 var dMax = -Float.infinity
                 for w in 0...u where !hasResets || s.pre[w] == s.pre[u] {
                     dMax = max(dMax, (s.A[u] - s.A[w]) + h.i[(t0 + w) * h.gateStride])
@@ -208,39 +213,34 @@ public struct MLSTMCore: RecurrentModule {
                 let interFactor = (hasResets && s.pre[u] != 0) ? 0 : expf(mj + s.A[u] - stab)
                 var eSum: Float = 0
                 for w in 0..<CS {
-                    var ev: Float = 0
                     if w <= u && (!hasResets || s.pre[w] == s.pre[u]) {
-                        let d = expf((s.A[u] - s.A[w]) + h.i[(t0 + w) * h.gateStride] - stab)
-                        var qk: Float = 0
-                        for a in 0..<DH { qk += q[a] * s.ks[w * DH + a] }
-                        ev = qk * d
+                        er[w] *= expf((s.A[u] - s.A[w]) + h.i[(t0 + w) * h.gateStride] - stab)
+                        eSum += er[w]
+                    } else {
+                        er[w] = 0
                     }
-                    s.row[w] = ev
-                    eSum += ev
                 }
                 var interN: Float = 0
                 for a in 0..<DH { interN += (q[a] * interFactor) * n[a] }
-                let norm = max(abs(eSum + interN), expf(-stab)) + 1e-6
-                let out = h.out + t * h.stride
-                for b in 0..<DH { out[b] = 0 }
-                for w in 0...u where s.row[w] != 0 {
-                    let coef = s.row[w] / norm, v = h.v + (t0 + w) * h.stride
-                    for b in 0..<DH { out[b] += coef * v[b] }
-                }
-                for a in 0..<DH {
-                    let qa = (q[a] * interFactor) / norm, row = c + a * DH
-                    if qa != 0 { for b in 0..<DH { out[b] += qa * row[b] } }
-                }
+                let inv = 1 / (max(abs(eSum + interN), expf(-stab)) + 1e-6)
+                for w in 0...u { er[w] *= inv }
+                let qsr = s.qs + u * DH
+                for a in 0..<DH { qsr[a] = (q[a] * interFactor) * inv }
             }
-            // Carry (C, n, m) to the next chunk.
-            for a in 0..<DH { s.ksum[a] = 0; for b in 0..<DH { s.kv[a * DH + b] = 0 } }
-            for u in 0..<CS where s.e[u] != 0 {
-                let v = h.v + (t0 + u) * h.stride
-                for a in 0..<DH {
-                    let ka = s.ks[u * DH + a]
-                    s.ksum[a] += ka * s.e[u]
-                    for b in 0..<DH { s.kv[a * DH + b] += ka * (v[b] * s.e[u]) }
-                }
+            // out = E·V (intra-chunk) + Qs·C (carried memory).
+            let out = h.out + t0 * h.stride
+            BLAS.gemm(m: CS, n: DH, k: CS, a: s.E, lda: CS, b: h.v + t0 * h.stride, ldb: h.stride, c: out, ldc: h.stride)
+            BLAS.gemm(m: CS, n: DH, k: DH, a: s.qs, lda: DH, b: c, ldb: DH, c: out, ldc: h.stride, beta: 1)
+            // Carry (C, n, m) to the next chunk: kv = ksᵀ·(v∘e), ksum = ksᵀ·e.
+            for u in 0..<CS {
+                let v = h.v + (t0 + u) * h.stride, dst = s.ve + u * DH
+                for b in 0..<DH { dst[b] = v[b] * s.e[u] }
+            }
+            BLAS.gemm(transA: true, m: DH, n: DH, k: CS, a: s.ks, lda: DH, b: s.ve, ldb: DH, c: s.kv, ldc: DH)
+            for a in 0..<DH {
+                var acc: Float = 0
+                for u in 0..<CS { acc += s.ks[u * DH + a] * s.e[u] }
+                s.ksum[a] = acc
             }
             let mNew = max(L + mj, mLoc)
             let decay = expf(L + mj - mNew), fresh = expf(mLoc - mNew)
