@@ -26,7 +26,9 @@ and a kernel-0 identity), agalite (2 heads/eta 3/r 2, and 3 heads/eta 2/r 1/eps 
 slstm (2 heads with a kernel-4 conv, 3 heads without; recurrence, biases and norm
 weights perturbed, since the reference initialises the recurrence to zero), mlstm
 (chunk 4 so T=9 runs chunkwise with resets inside chunks, and a chunk-64 block; the
-'resets_seq' and 'resets_step' cases then differ in the reference itself). For the CausalConv1d models every sequence call passes an
+'resets_seq' and 'resets_step' cases then differ in the reference itself), xl (mem_len 3
+and 6, head_dim 5, with and without biases; its step and sequence paths differ in the
+reference even without resets, so 'step' and 'seq' hold different outputs). For the CausalConv1d models every sequence call passes an
 explicit [B, T] reset mask (zeros where none is wanted): cortexcore's fast path drops
 the carried window otherwise (REFERENCE_NOTES bug 2); Cortex always honours it.
 """
@@ -179,7 +181,8 @@ def write_golden(name: str, stack, d: int, seed: int):
 
 def main():
     global EXPLICIT_RESETS
-    from cortex.config import AGaLiTeCellConfig, CausalConv1dConfig, LSTMCellConfig, mLSTMCellConfig, sLSTMCellConfig
+    from cortex.config import (AGaLiTeCellConfig, CausalConv1dConfig, LSTMCellConfig, XLCellConfig, mLSTMCellConfig,
+                               sLSTMCellConfig)
 
     torch.set_num_threads(1)
     stack = build_stack(24, [LSTMCellConfig(bias=True), LSTMCellConfig(bias=False)], seed=1234)
@@ -217,6 +220,16 @@ def main():
             if "gate" in name or "outnorm" in name:
                 p.add_(0.3 * torch.randn_like(p))
     write_golden("mlstm", stack, 24, seed=30)
+
+    # XL: memory shorter than the sequences (it rolls), and a block whose heads do not
+    # tile d_model (head_dim 5) without biases; u and v start at zero, so perturb them.
+    stack = build_stack(24, [XLCellConfig(n_heads=2, mem_len=3),
+                             XLCellConfig(n_heads=3, head_dim=5, mem_len=6, use_bias=False)], seed=31)
+    with torch.no_grad():
+        for name, p in stack.named_parameters():
+            if name.endswith(".u") or name.endswith(".v") or name.endswith("proj.bias"):
+                p.add_(0.3 * torch.randn_like(p))
+    write_golden("xl", stack, 24, seed=32)
     EXPLICIT_RESETS = False
 
     # The small stack the README example streams (not a golden; just a bundled model).

@@ -23,3 +23,8 @@ final class MLSTMGoldenTests: XCTestCase {
     /// Chunk 4 (chunkwise path over 9 steps, resets inside chunks) and a chunk-64 block.
     func testMLSTM() throws { try GoldenRunner("mlstm").all() }
 }
+
+final class XLGoldenTests: XCTestCase {
+    /// mem_len 3 (rolling) with biases; 3 heads of 5 with mem_len 6, no biases.
+    func testXL() throws { try GoldenRunner("xl").all() }
+}

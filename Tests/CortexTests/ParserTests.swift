@@ -165,6 +165,8 @@ final class ConfigTests: XCTestCase {
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"mlstm","num_heads":4}}]}"#, contains: "num_heads 4 must divide hidden_size 6")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"mlstm","num_heads":2,"use_axon_qkv":true}}]}"#, contains: "use_axon_qkv")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"mlstm","num_heads":2,"chunk_size":0}}]}"#, contains: "chunk_size 0")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"xl","n_heads":4}}]}"#, contains: "n_heads 4 must divide hidden_size 6")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"xl","n_heads":2,"use_axon_qkv":true}}]}"#, contains: "use_axon_qkv")
     }
 
     func testDocumentChecks() {

@@ -37,5 +37,7 @@ func makeCore(_ config: CoreConfig, weights: WeightSource, prefix: String) throw
         return try SLSTMCore(config: c, weights: weights, prefix: prefix)
     case .mlstm(let c):
         return try MLSTMCore(config: c, weights: weights, prefix: prefix)
+    case .xl(let c):
+        return try XLCore(config: c, weights: weights, prefix: prefix)
     }
 }

@@ -93,8 +93,9 @@ public enum CoreConfig: Sendable, Equatable {
     case agalite(AGaLiTeCore.Config)
     case slstm(SLSTMCore.Config)
     case mlstm(MLSTMCore.Config)
+    case xl(XLCore.Config)
 
-    public static let supportedTypes = ["lstm", "cconv", "agalite", "slstm", "mlstm"]
+    public static let supportedTypes = ["lstm", "cconv", "agalite", "slstm", "mlstm", "xl"]
 
     /// Class names, used as state keys: (0.1.6, seed).
     var classNames: (String, String) {
@@ -104,6 +105,7 @@ public enum CoreConfig: Sendable, Equatable {
         case .agalite: return ("AGaLiTeCell", "AGaLiTeCore")
         case .slstm: return ("sLSTMCell", "sLSTMCore")
         case .mlstm: return ("mLSTMCell", "mLSTMCore")
+        case .xl: return ("XLCell", "XLCore")
         }
     }
 
@@ -157,6 +159,16 @@ public enum CoreConfig: Sendable, Equatable {
                 heads: try json.intField("num_heads", default: 4, in: 1...4096, core: tag),
                 chunkSize: try json.intField("chunk_size", default: 64, in: 1...65536, core: tag),
                 convKernel: try json.intField("conv1d_kernel_size", default: 4, in: 1...1024, core: tag)))
+        case "xl":
+            if try json.boolField("use_axon_qkv", default: false, core: tag) {
+                throw CortexError.unsupported("xl cell: use_axon_qkv is not supported yet (the Axon core is not implemented)")
+            }
+            var c = XLCore.Config(hiddenSize: hiddenSize)
+            c.heads = try json.intField("n_heads", default: 4, in: 1...4096, core: tag)
+            if let hd = json["head_dim"], !hd.isNull { c.headDim = try json.intField("head_dim", default: 0, in: 1...65536, core: tag) }
+            c.memLen = try json.intField("mem_len", default: 128, in: 0...1_000_000, core: tag)
+            c.useBias = try json.boolField("use_bias", default: true, core: tag)
+            return .xl(c)
         default:
             throw CortexError.unsupported("unknown cell type '\(tag)' (supported: \(supportedTypes.joined(separator: ", ")))")
         }

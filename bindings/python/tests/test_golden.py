@@ -48,11 +48,19 @@ def test_step(model, golden):
 
 
 def test_step_equals_sequence(model, golden):
+    """Step == sequence where the reference's own paths agree; where they do not (XL),
+    Cortex must reproduce the reference's gap (each path has its own golden)."""
     x = golden.t["seq/x"]
     y, _ = model.forward(x)
     s = model.init_state(batch=x.shape[0])
-    ys = [np.from_dlpack(model.step(x[:, t], s)[0]) for t in range(x.shape[1])]
-    assert_close(np.stack(ys, 1), np.from_dlpack(y), "step == sequence")
+    ys = np.stack([np.from_dlpack(model.step(x[:, t], s)[0]) for t in range(x.shape[1])], 1)
+    ref_gap = float(np.abs(golden.t["step/y"] - golden.t["seq/y"]).max())
+    if ref_gap <= 1e-5 * max(1.0, float(np.abs(golden.t["seq/y"]).max())):
+        assert_close(ys, np.from_dlpack(y), "step == sequence")
+    else:
+        gap = float(np.abs(ys - np.from_dlpack(y)).max())
+        print(f"[golden] reference step/sequence gap {ref_gap:.4f}, Cortex's {gap:.4f}")
+        assert abs(gap - ref_gap) <= 1e-4 * max(1.0, ref_gap)
 
 
 def test_resets_sequence(model, golden):

@@ -1,0 +1,165 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Mirrors cortexcore 0.1.6 `cortex.cells.xl.XLCell` (seed: `XLCore`) with its kernel
+/// `kernels/pytorch/txl.py::txl_pytorch`: Transformer-XL attention over
+/// `[memory; inputs]` with relative positions and segment masks.
+///
+/// Keys/values cover the `M = mem_len` remembered inputs and the T new ones; query t may
+/// see key l when `l ≤ M + t` and both carry the same segment id. Segment ids continue
+/// from the memory's last one and advance at every reset, so a reset hides the past
+/// without erasing it. Logits `((q+u)·k + shift((q+v)·r)) · d_head^-½`, masked with the
+/// float minimum, softmax, then `o_proj`. `r = r_proj(sinusoid(L−1 … 0))`.
+///
+/// State: `mem [B, mem_len, d_model]` and `mem_seg [B, mem_len]`. A fresh state holds
+/// `mem_len` zero slots with segment −1 — the same id new tokens get before any reset,
+/// so they are attended; this is why the reference's step and sequence paths differ
+/// (README). cortexcore keeps `mem_seg` as int64; Cortex stores the ids as float32,
+/// exact for |id| < 2^24.
+public struct XLCore: RecurrentModule {
+    public struct Config: Sendable, Equatable {
+        public var hiddenSize: Int
+        public var heads: Int = 4
+        public var headDim: Int? = nil
+        public var memLen: Int = 128
+        public var useBias: Bool = true
+    }
+
+    let model: Int, heads: Int, headDim: Int, memLen: Int
+    let wq: Tensor, wk: Tensor, wv: Tensor, wr: Tensor, wo: Tensor
+    let bq: Tensor?, bk: Tensor?, bv: Tensor?, bo: Tensor?
+    let u: Tensor, vBias: Tensor  // [heads, headDim]
+
+    public init(config: Config, weights: WeightSource, prefix: String) throws {
+        model = config.hiddenSize
+        heads = config.heads
+        headDim = config.headDim ?? model / heads
+        guard config.headDim != nil || headDim * heads == model else {
+            throw CortexError.unsupported("xl cell: n_heads \(heads) must divide hidden_size \(model) when head_dim is not set")
+        }
+        memLen = config.memLen
+        let HD = heads * headDim
+        wq = try weights.tensor(prefix + "q_proj.weight", shape: [HD, model])
+        wk = try weights.tensor(prefix + "k_proj.weight", shape: [HD, model])
+        wv = try weights.tensor(prefix + "v_proj.weight", shape: [HD, model])
+        wr = try weights.tensor(prefix + "r_proj.weight", shape: [HD, model])
+        wo = try weights.tensor(prefix + "o_proj.weight", shape: [model, HD])
+        if config.useBias {
+            bq = try weights.tensor(prefix + "q_proj.bias", shape: [HD])
+            bk = try weights.tensor(prefix + "k_proj.bias", shape: [HD])
+            bv = try weights.tensor(prefix + "v_proj.bias", shape: [HD])
+            bo = try weights.tensor(prefix + "o_proj.bias", shape: [model])
+        } else {
+            bq = nil; bk = nil; bv = nil; bo = nil
+        }
+        u = try weights.tensor(prefix + "u", shape: [heads, headDim])
+        vBias = try weights.tensor(prefix + "v", shape: [heads, headDim])
+    }
+
+    public var inputSize: Int { model }
+    public var outputSize: Int { model }
+    public var stateSpecs: [StateSpec] {
+        [StateSpec(name: "mem", perRow: [memLen, model]), StateSpec(name: "mem_seg", perRow: [memLen], initial: -1)]
+    }
+    public var parameterCount: Int {
+        [wq, wk, wv, wr, wo, u, vBias].reduce(0) { $0 + $1.count } + [bq, bk, bv, bo].reduce(0) { $0 + ($1?.count ?? 0) }
+    }
+
+    /// `_relative_positions(L)`: sinusoids of positions L−1 … 0, [L, d_model].
+    func relativePositions(_ L: Int, into p: UnsafeMutablePointer<Float>) {
+        let d = model, half = (d + 1) / 2
+        for l in 0..<L {
+            let pos = Float(L - 1 - l)
+            for j in 0..<half {
+                let invFreq = 1 / powf(10000, Float(2 * j) / Float(d))
+                let a = pos * invFreq
+                if j < d { p[l * d + j] = sinf(a) }
+                if half + j < d { p[l * d + half + j] = cosf(a) }
+            }
+        }
+    }
+
+    public func run(
+        x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+        batch: Int, time: Int,
+        state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena
+    ) throws {
+        let B = batch, T = time, d = model, NH = heads, D = headDim, HD = NH * D, M = memLen, L = M + T
+        guard B > 0, T > 0 else { return }
+        let mem = state[state.startIndex], memSeg = state[state.startIndex + 1]
+        let q = try arena.take(B * T * HD)
+        BLAS.linear(m: B * T, n: HD, k: d, a: x, lda: d, weight: wq.data, c: q, ldc: HD)
+        if let bq { for r in 0..<(B * T) { Vec.add(q + r * HD, bq.data, HD) } }
+        // Relative position projections, shared by the batch.
+        let pos = try arena.take(L * d), r = try arena.take(L * HD)
+        relativePositions(L, into: pos)
+        BLAS.linear(m: L, n: HD, k: d, a: pos, lda: d, weight: wr.data, c: r, ldc: HD)
+        let xkv = try arena.take(L * d), k = try arena.take(L * HD), v = try arena.take(L * HD)
+        let seg = try arena.take(L), bd = try arena.take(T * L), logits = try arena.take(L)
+        let ctx = try arena.take(B * T * HD)
+        let scale = Float(pow(Double(D), -0.5))
+        let qv = try arena.take(D)
+        for b in 0..<B {
+            // Keys and values over [memory; inputs]; segment ids continue from memory.
+            xkv.update(from: mem + b * M * d, count: M * d)
+            (xkv + M * d).update(from: x + b * T * d, count: T * d)
+            BLAS.linear(m: L, n: HD, k: d, a: xkv, lda: d, weight: wk.data, c: k, ldc: HD)
+            BLAS.linear(m: L, n: HD, k: d, a: xkv, lda: d, weight: wv.data, c: v, ldc: HD)
+            if let bk { for l in 0..<L { Vec.add(k + l * HD, bk.data, HD) } }
+            if let bv { for l in 0..<L { Vec.add(v + l * HD, bv.data, HD) } }
+            seg.update(from: memSeg + b * M, count: M)
+            var id: Float = M > 0 ? memSeg[b * M + M - 1] : 0
+            for t in 0..<T {
+                if let resets, resets[b * T + t] != 0 { id += 1 }
+                seg[M + t] = id
+            }
+            for h in 0..<NH {
+                let uh = u.data + h * D, vh = vBias.data + h * D
+                // (q + v)·r for every (t, l), then the relative shift.
+                for t in 0..<T {
+                    let qt = q + (b * T + t) * HD + h * D
+                    for j in 0..<D { qv[j] = qt[j] + vh[j] }
+                    for l in 0..<L {
+                        var s: Float = 0
+                        let rl = r + l * HD + h * D
+                        for j in 0..<D { s += qv[j] * rl[j] }
+                        bd[t * L + l] = s
+                    }
+                }
+                for t in 0..<T {
+                    let qt = q + (b * T + t) * HD + h * D
+                    var mx = -Float.greatestFiniteMagnitude
+                    for l in 0..<L {
+                        // _rel_shift: element (t, l) of the shifted matrix comes from the
+                        // zero-padded [T, L+1] matrix at flat index T + t·L + l.
+                        let idx = T + t * L + l, row = idx / (L + 1), col = idx % (L + 1)
+                        let shifted: Float = col == 0 ? 0 : bd[row * L + col - 1]
+                        var ac: Float = 0
+                        let kl = k + l * HD + h * D
+                        for j in 0..<D { ac += (qt[j] + uh[j]) * kl[j] }
+                        let allowed = l <= M + t && seg[l] == seg[M + t]
+                        let logit = allowed ? (ac + shifted) * scale : -Float.greatestFiniteMagnitude
+                        logits[l] = logit
+                        mx = max(mx, logit)
+                    }
+                    var sum: Float = 0
+                    for l in 0..<L { logits[l] = expf(logits[l] - mx); sum += logits[l] }
+                    let out = ctx + (b * T + t) * HD + h * D
+                    for j in 0..<D { out[j] = 0 }
+                    for l in 0..<L where logits[l] != 0 {
+                        let w = logits[l] / sum, vl = v + l * HD + h * D
+                        for j in 0..<D { out[j] += w * vl[j] }
+                    }
+                }
+            }
+            // Roll the memory: the last mem_len of [memory; inputs] and their segment ids.
+            if M > 0 {
+                (mem + b * M * d).update(from: xkv + (L - M) * d, count: M * d)
+                (memSeg + b * M).update(from: seg + (L - M), count: M)
+            }
+        }
+        BLAS.linear(m: B * T, n: d, k: HD, a: ctx, lda: HD, weight: wo.data, c: y, ldc: d)
+        if let bo { for r in 0..<(B * T) { Vec.add(y + r * d, bo.data, d) } }
+    }
+}
