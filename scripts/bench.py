@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark Cortex against the PyTorch reference (cortexcore 0.1.6) on this machine.
 
-    .venv-ref/bin/python scripts/bench.py [--core lstm|cconv|agalite|slstm|mlstm] [--threads 2]
+    .venv-ref/bin/python scripts/bench.py [--core lstm|cconv|agalite|slstm|mlstm|xl] [--threads 2]
                                           [--d-hidden 256] [--layers 2] [--seq-len 128]
 
 Both sides use the same thread count (torch.set_num_threads / cx_set_num_threads)
@@ -101,18 +101,18 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--d-hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--core", default="lstm", choices=["lstm", "cconv", "agalite", "slstm", "mlstm"])
+    ap.add_argument("--core", default="lstm", choices=["lstm", "cconv", "agalite", "slstm", "mlstm", "xl"])
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from cortex.config import (AGaLiTeCellConfig, CausalConv1dConfig, CortexStackConfig, LSTMCellConfig,
-                               PassThroughBlockConfig, mLSTMCellConfig, sLSTMCellConfig)
+                               PassThroughBlockConfig, XLCellConfig, mLSTMCellConfig, sLSTMCellConfig)
     from cortex.stacks import CortexStack
 
     cell = {"lstm": LSTMCellConfig, "cconv": CausalConv1dConfig, "agalite": AGaLiTeCellConfig,
-            "slstm": sLSTMCellConfig, "mlstm": mLSTMCellConfig}[args.core]
+            "slstm": sLSTMCellConfig, "mlstm": mLSTMCellConfig, "xl": XLCellConfig}[args.core]
 
     spec = importlib.util.spec_from_file_location("cx_export", os.path.join(ROOT, "bindings/python/cortex_swift/export.py"))
     cx_export = importlib.util.module_from_spec(spec)

@@ -96,10 +96,10 @@ public struct XLCore: RecurrentModule {
         relativePositions(L, into: pos)
         BLAS.linear(m: L, n: HD, k: d, a: pos, lda: d, weight: wr.data, c: r, ldc: HD)
         let xkv = try arena.take(L * d), k = try arena.take(L * HD), v = try arena.take(L * HD)
-        let seg = try arena.take(L), bd = try arena.take(T * L), logits = try arena.take(L)
+        let seg = try arena.take(L), ac = try arena.take(T * L), bd = try arena.take(T * L)
         let ctx = try arena.take(B * T * HD)
         let scale = Float(pow(Double(D), -0.5))
-        let qv = try arena.take(D)
+        let qu = try arena.take(T * D), qv = try arena.take(T * D)
         for b in 0..<B {
             // Keys and values over [memory; inputs]; segment ids continue from memory.
             xkv.update(from: mem + b * M * d, count: M * d)
@@ -116,42 +116,34 @@ public struct XLCore: RecurrentModule {
             }
             for h in 0..<NH {
                 let uh = u.data + h * D, vh = vBias.data + h * D
-                // (q + v)·r for every (t, l), then the relative shift.
                 for t in 0..<T {
                     let qt = q + (b * T + t) * HD + h * D
-                    for j in 0..<D { qv[j] = qt[j] + vh[j] }
-                    for l in 0..<L {
-                        var s: Float = 0
-                        let rl = r + l * HD + h * D
-                        for j in 0..<D { s += qv[j] * rl[j] }
-                        bd[t * L + l] = s
-                    }
+                    for j in 0..<D { qu[t * D + j] = qt[j] + uh[j]; qv[t * D + j] = qt[j] + vh[j] }
                 }
+                // (q+u)·kᵀ and (q+v)·rᵀ for every (t, l): two small GEMMs per head.
+                BLAS.gemm(transB: true, m: T, n: L, k: D, a: qu, lda: D, b: k + h * D, ldb: HD, c: ac, ldc: L)
+                BLAS.gemm(transB: true, m: T, n: L, k: D, a: qv, lda: D, b: r + h * D, ldb: HD, c: bd, ldc: L)
                 for t in 0..<T {
-                    let qt = q + (b * T + t) * HD + h * D
+                    let row = ac + t * L  // becomes this query's attention weights
                     var mx = -Float.greatestFiniteMagnitude
                     for l in 0..<L {
                         // _rel_shift: element (t, l) of the shifted matrix comes from the
                         // zero-padded [T, L+1] matrix at flat index T + t·L + l.
-                        let idx = T + t * L + l, row = idx / (L + 1), col = idx % (L + 1)
-                        let shifted: Float = col == 0 ? 0 : bd[row * L + col - 1]
-                        var ac: Float = 0
-                        let kl = k + l * HD + h * D
-                        for j in 0..<D { ac += (qt[j] + uh[j]) * kl[j] }
+                        let idx = T + t * L + l, src = idx / (L + 1), col = idx % (L + 1)
+                        let shifted: Float = col == 0 ? 0 : bd[src * L + col - 1]
                         let allowed = l <= M + t && seg[l] == seg[M + t]
-                        let logit = allowed ? (ac + shifted) * scale : -Float.greatestFiniteMagnitude
-                        logits[l] = logit
+                        let logit = allowed ? (row[l] + shifted) * scale : -Float.greatestFiniteMagnitude
+                        row[l] = logit
                         mx = max(mx, logit)
                     }
                     var sum: Float = 0
-                    for l in 0..<L { logits[l] = expf(logits[l] - mx); sum += logits[l] }
-                    let out = ctx + (b * T + t) * HD + h * D
-                    for j in 0..<D { out[j] = 0 }
-                    for l in 0..<L where logits[l] != 0 {
-                        let w = logits[l] / sum, vl = v + l * HD + h * D
-                        for j in 0..<D { out[j] += w * vl[j] }
-                    }
+                    for l in 0..<L { row[l] = expf(row[l] - mx); sum += row[l] }
+                    let inv = 1 / sum
+                    for l in 0..<L { row[l] *= inv }
                 }
+                // Context = attention · V for this head.
+                BLAS.gemm(m: T, n: D, k: L, a: ac, lda: L, b: v + h * D, ldb: HD,
+                          c: ctx + b * T * HD + h * D, ldc: HD)
             }
             // Roll the memory: the last mem_len of [memory; inputs] and their segment ids.
             if M > 0 {
