@@ -158,6 +158,12 @@ cx_status cx_state_reset(cx_state_t *state, const DLTensor *mask);
  * listed by cx_model_info_json), shape [B, ...]. Caller-owned: cx_tensor_free. */
 cx_status cx_state_get_tensor(const cx_state_t *state, const char *path, cx_tensor_t **out);
 
+/* Overwrite the state tensor at `path` with `value`, which must have exactly its shape
+ * [B, ...] (any accepted float dtype and strides; converted to float32). This is how a
+ * PyTorch state (the reference's TensorDict, flattened to these paths) is imported, or
+ * memory is spliced between streams. On failure the state is unchanged. */
+cx_status cx_state_set_tensor(cx_state_t *state, const char *path, const DLTensor *value);
+
 /* Serialize: magic "CXSTATE1", format version, model fingerprint, batch, then the
  * tensors. Size-query pattern as cx_model_info_json (buf may be NULL when cap is 0). */
 cx_status cx_state_to_bytes(const cx_state_t *state, void *buf, size_t cap, size_t *needed);

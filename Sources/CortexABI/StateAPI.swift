@@ -59,6 +59,21 @@ public func cx_state_get_tensor(_ state: OpaquePointer?, _ path: UnsafePointer<C
     }
 }
 
+@_cdecl("cx_state_set_tensor")
+public func cx_state_set_tensor(_ state: OpaquePointer?, _ path: UnsafePointer<CChar>?, _ value: UnsafePointer<DLTensor>?) -> Int32 {
+    entry("cx_state_set_tensor") {
+        let s = try resolve(state, .state, "state", as: RecurrentState.self)
+        let name = try string(path, "path")
+        let i = try s.index(of: name)
+        let v = try InputTensor(value, name: "value")
+        let want = s.shape(of: i)
+        guard v.shape.array == want else {
+            throw CortexError.shapeMismatch("value: '\(name)' is \(shapeText(want)) float32, got \(v.description)")
+        }
+        try s.write(index: i) { v.readFloats(into: $0) }
+    }
+}
+
 @_cdecl("cx_state_to_bytes")
 public func cx_state_to_bytes(_ state: OpaquePointer?, _ buf: UnsafeMutableRawPointer?, _ cap: Int,
                               _ needed: UnsafeMutablePointer<Int>?) -> Int32 {

@@ -78,12 +78,27 @@ public final class RecurrentState: @unchecked Sendable {
 
     /// A copy of the state tensor named `path` (e.g. "PassThroughBlock_0.LSTMCell.h").
     public func tensor(named path: String) throws -> Tensor {
+        let i = try index(of: path)
+        return try exclusive { try tensors[i].copy() }
+    }
+
+    /// Index of the state tensor named `path`.
+    public func index(of path: String) throws -> Int {
         guard let i = model.stateSpecs.firstIndex(where: { $0.name == path }) else {
             let known = model.stateSpecs.map(\.name).joined(separator: ", ")
             throw CortexError.invalidArgument("no state tensor named '\(path)' (known: \(known))")
         }
-        return try exclusive { try tensors[i].copy() }
+        return i
     }
+
+    /// Overwrite tensor `index` with `count` floats produced by `fill` (called with
+    /// exclusive access; the count is checked by the caller against `shape(of:)`).
+    public func write(index i: Int, _ fill: (UnsafeMutablePointer<Float>) -> Void) throws {
+        try exclusive { fill(tensors[i].data) }
+    }
+
+    /// Full shape `[B] + perRow` of tensor `index`.
+    public func shape(of i: Int) -> [Int] { [batch] + model.stateSpecs[i].perRow }
 
     /// A deep copy.
     public func clone() throws -> RecurrentState {

@@ -45,6 +45,20 @@ class State(Handle):
         check(lib.cx_state_get_tensor(self.handle, path.encode(), ctypes.byref(out)))
         return Tensor(out)
 
+    def set(self, path: str, value) -> "State":
+        """Overwrite one state tensor (exact shape [B, ...]; numpy, torch or any DLPack
+        producer). Use it to import a PyTorch state: flatten the reference's TensorDict
+        to these paths (see model.info["state"])."""
+        with Input(value) as v:
+            check(lib.cx_state_set_tensor(self.handle, path.encode(), v.view))
+        return self
+
+    def to_dict(self) -> dict:
+        """Every state tensor as a numpy array, by path."""
+        import numpy as np
+
+        return {s["name"]: np.from_dlpack(self.get(s["name"])) for s in self.model.info["state"]}
+
     def to_bytes(self) -> bytes:
         """Serialise (magic, version, model fingerprint, checksum, tensors)."""
         return size_query(lib.cx_state_to_bytes, self.handle)

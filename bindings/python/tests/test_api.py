@@ -261,3 +261,20 @@ def test_forked_child_runs_without_the_worker_thread(model, golden):
     p.join(timeout=60)
     assert p.exitcode == 0
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_state_set_imports_a_reference_state(model, golden):
+    """Importing the reference's 'seq' final state by path continues exactly like the
+    reference ('resets_seq' starts from that state)."""
+    s = model.init_state(batch=3)
+    for path, value in golden.state("resets_seq", "init").items():
+        s.set(path, value.astype(np.float64))  # any float dtype converts
+    y, _ = model.forward(golden.t["resets_seq/x"], s, resets=golden.t["resets_seq/resets"])
+    np.testing.assert_allclose(np.from_dlpack(y), golden.t["resets_seq/y"], rtol=0, atol=1e-5)
+    assert set(s.to_dict()) == {st["name"] for st in model.info["state"]}
+    before = s.to_bytes()
+    with pytest.raises(cx.ShapeError):
+        s.set("PassThroughBlock_0.LSTMCell.h", np.zeros((3, 24), np.float32))  # missing the layer axis
+    with pytest.raises(cx.InvalidArgument, match="no state tensor"):
+        s.set("nope", np.zeros(3, np.float32))
+    assert s.to_bytes() == before
