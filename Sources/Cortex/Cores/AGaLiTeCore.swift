@@ -138,6 +138,6 @@ public struct AGaLiTeCore: RecurrentModule {
             tick[b] = tick0 + Float(T)
         }
         BLAS.linear(m: B * T, n: hidden, k: A, a: attn, lda: A, weight: outWeight.data, c: y, ldc: hidden)
-        for row in 0..<(B * T) { Vec.add(y + row * hidden, outBias.data, hidden) }
+        Vec.addRows(y, rows: B * T, outBias.data, hidden)
     }
 }

@@ -79,7 +79,7 @@ public struct CausalConv1dCore: RecurrentModule {
         }
         if let windows, let mixing {
             BLAS.linear(m: batch * time, n: F, k: W, a: windows, lda: W, weight: mixing.data, c: y, ldc: F)
-            if let bias { for r in 0..<(batch * time) { Vec.add(y + r * F, bias.data, F) } }
+            if let bias { Vec.addRows(y, rows: batch * time, bias.data, F) }
         }
     }
 }

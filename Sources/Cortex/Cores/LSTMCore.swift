@@ -53,9 +53,7 @@ public struct LSTMCore: RecurrentModule {
         // Input projections for every step at once: xg[b, t] = W_ih x[b, t] + b.
         let xg = try arena.take(batch * time * G)
         BLAS.linear(m: batch * time, n: G, k: H, a: x, lda: H, weight: weightIH.data, c: xg, ldc: G)
-        if let bias {
-            for r in 0..<(batch * time) { Vec.add(xg + r * G, bias.data, G) }
-        }
+        if let bias { Vec.addRows(xg, rows: batch * time, bias.data, G) }
         // Sequence mode: the two-thread recurrence (see ParallelRecurrence.swift).
         if time > 1, let split {
             let job = RecurrenceJob(

@@ -86,7 +86,7 @@ public struct MLSTMCore: RecurrentModule {
         }
         let gates = try arena.take(B * T * 2 * NH)
         BLAS.linear(m: B * T, n: 2 * NH, k: 3 * H, a: gin, lda: 3 * H, weight: gateWeight.data, c: gates, ldc: 2 * NH)
-        for r in 0..<(B * T) { Vec.add(gates + r * 2 * NH, gateBias.data, 2 * NH) }
+        Vec.addRows(gates, rows: B * T, gateBias.data, 2 * NH)
 
         let scratch = try HeadScratch(arena: arena, dh: DH, cs: min(chunkSize, T))
         for b in 0..<B {
@@ -103,11 +103,7 @@ public struct MLSTMCore: RecurrentModule {
                 }
             }
         }
-        for row in 0..<(B * T) {
-            for n in 0..<NH {
-                Kernels.layerNorm(y + row * H + n * DH, rows: 1, n: DH, weight: normWeight.data + n * DH, bias: nil, eps: 1e-5)
-            }
-        }
+        Kernels.headNorm(y, rows: B * T, heads: NH, headDim: DH, weight: normWeight.data, eps: 1e-5)
     }
 
     /// One head's inputs over time (row t at `stride`·t).

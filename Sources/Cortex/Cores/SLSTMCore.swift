@@ -136,10 +136,6 @@ public struct SLSTMCore: RecurrentModule {
             }
         }
         // Per-head LayerNorm of the outputs (group norm, weight only).
-        for row in 0..<(B * T) {
-            for n in 0..<heads {
-                Kernels.layerNorm(y + row * H + n * DH, rows: 1, n: DH, weight: normWeight.data + n * DH, bias: nil, eps: 1e-5)
-            }
-        }
+        Kernels.headNorm(y, rows: B * T, heads: heads, headDim: DH, weight: normWeight.data, eps: 1e-5)
     }
 }

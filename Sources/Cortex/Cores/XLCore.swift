@@ -90,7 +90,7 @@ public struct XLCore: RecurrentModule {
         let mem = state[state.startIndex], memSeg = state[state.startIndex + 1]
         let q = try arena.take(B * T * HD)
         BLAS.linear(m: B * T, n: HD, k: d, a: x, lda: d, weight: wq.data, c: q, ldc: HD)
-        if let bq { for r in 0..<(B * T) { Vec.add(q + r * HD, bq.data, HD) } }
+        if let bq { Vec.addRows(q, rows: B * T, bq.data, HD) }
         // Relative position projections, shared by the batch.
         let pos = try arena.take(L * d), r = try arena.take(L * HD)
         relativePositions(L, into: pos)
@@ -106,8 +106,8 @@ public struct XLCore: RecurrentModule {
             (xkv + M * d).update(from: x + b * T * d, count: T * d)
             BLAS.linear(m: L, n: HD, k: d, a: xkv, lda: d, weight: wk.data, c: k, ldc: HD)
             BLAS.linear(m: L, n: HD, k: d, a: xkv, lda: d, weight: wv.data, c: v, ldc: HD)
-            if let bk { for l in 0..<L { Vec.add(k + l * HD, bk.data, HD) } }
-            if let bv { for l in 0..<L { Vec.add(v + l * HD, bv.data, HD) } }
+            if let bk { Vec.addRows(k, rows: L, bk.data, HD) }
+            if let bv { Vec.addRows(v, rows: L, bv.data, HD) }
             seg.update(from: memSeg + b * M, count: M)
             var id: Float = M > 0 ? memSeg[b * M + M - 1] : 0
             for t in 0..<T {
@@ -152,6 +152,6 @@ public struct XLCore: RecurrentModule {
             }
         }
         BLAS.linear(m: B * T, n: d, k: HD, a: ctx, lda: HD, weight: wo.data, c: y, ldc: d)
-        if let bo { for r in 0..<(B * T) { Vec.add(y + r * d, bo.data, d) } }
+        if let bo { Vec.addRows(y, rows: B * T, bo.data, d) }
     }
 }

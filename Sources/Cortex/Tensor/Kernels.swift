@@ -129,6 +129,18 @@ public enum Kernels {
         }
     }
 
+    /// Per-head LayerNorm (`MultiHeadLayerNorm`: group norm with `heads` groups of the
+    /// last dimension, weight only), in place on `rows` rows of `heads·headDim`.
+    public static func headNorm(
+        _ p: UnsafeMutablePointer<Float>, rows: Int, heads: Int, headDim: Int, weight: UnsafePointer<Float>, eps: Float
+    ) {
+        for r in 0..<rows {
+            for n in 0..<heads {
+                layerNorm(p + (r * heads + n) * headDim, rows: 1, n: headDim, weight: weight + n * headDim, bias: nil, eps: eps)
+            }
+        }
+    }
+
     /// RMSNorm over the last dimension: x / sqrt(mean(x²) + eps) · weight, in place.
     public static func rmsNorm(
         _ p: UnsafeMutablePointer<Float>, rows: Int, n: Int,

@@ -15,6 +15,11 @@ public enum Vec {
         while i < n { a[i] += b[i]; i += 1 }
     }
 
+    /// Add `bias` [n] to each of `rows` contiguous rows of length n (a Linear's bias).
+    public static func addRows(_ p: UnsafeMutablePointer<Float>, rows: Int, _ bias: UnsafePointer<Float>, _ n: Int) {
+        for r in 0..<rows { add(p + r * n, bias, n) }
+    }
+
     /// y += a · b (elementwise)
     public static func multiplyAdd(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
         var i = 0
