@@ -50,7 +50,7 @@ func copyOut(_ text: String, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ 
         throw CortexError.bufferTooSmall(needed: bytes.count)
     }
     bytes.withUnsafeBufferPointer { src in
-        UnsafeMutableRawPointer(buf).copyMemory(from: src.baseAddress!, byteCount: bytes.count)
+        if let base = src.baseAddress { UnsafeMutableRawPointer(buf).copyMemory(from: base, byteCount: bytes.count) }
     }
     needed.pointee = bytes.count
 }

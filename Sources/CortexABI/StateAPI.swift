@@ -85,7 +85,9 @@ public func cx_state_to_bytes(_ state: OpaquePointer?, _ buf: UnsafeMutableRawPo
             needed.pointee = bytes.count
             throw CortexError.bufferTooSmall(needed: bytes.count)
         }
-        bytes.withUnsafeBytes { src in buf.copyMemory(from: src.baseAddress!, byteCount: bytes.count) }
+        bytes.withUnsafeBytes { src in
+            if let base = src.baseAddress { buf.copyMemory(from: base, byteCount: bytes.count) }
+        }
         needed.pointee = bytes.count
     }
 }

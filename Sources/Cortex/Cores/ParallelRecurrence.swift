@@ -87,7 +87,8 @@ struct RecurrenceJob {
     func runParallel(parts: Int) {
         withUnsafePointer(to: self) { job in
             _ = cx_parallel_run({ ctx, part, parts in
-                ctx!.assumingMemoryBound(to: RecurrenceJob.self).pointee.run(part: Int(part), parts: Int(parts))
+                guard let ctx else { return }
+                ctx.assumingMemoryBound(to: RecurrenceJob.self).pointee.run(part: Int(part), parts: Int(parts))
             }, UnsafeMutableRawPointer(mutating: job), Int32(parts))
         }
         if time % 2 == 1 { hA.update(from: hB, count: batch * weight.hidden) }
