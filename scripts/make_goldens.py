@@ -28,7 +28,18 @@ weights perturbed, since the reference initialises the recurrence to zero), mlst
 (chunk 4 so T=9 runs chunkwise with resets inside chunks, and a chunk-64 block; the
 'resets_seq' and 'resets_step' cases then differ in the reference itself), xl (mem_len 3
 and 6, head_dim 5, with and without biases; its step and sequence paths differ in the
-reference even without resets, so 'step' and 'seq' hold different outputs). For the CausalConv1d models every sequence call passes an
+reference even without resets, so 'step' and 'seq' hold different outputs); axon (five
+AxonCell blocks: the default untraced linear input map, SRHT with and without permutation,
+full rank, no mixing; identity/SiLU/tanh/ReLU), axon_srht_cpu (the SRHT through
+cortexcore's CPU butterfly, loaded with "cortex_srht": "cpu_reference"), slstm_axon,
+mlstm_axon and xl_axon (use_axon_layer / use_axon_qkv with AxonLayer's defaults and
+with an explicit axon config).
+
+SRHT: cortexcore's CPU `_fwht_` computes [a+b, a] instead of [a+b, a-b] (REFERENCE_NOTES
+bug 1). Every golden except axon_srht_cpu is made with `_fwht_` patched to the true
+Walsh-Hadamard butterfly below (what the CUDA kernel computes, and Cortex's default).
+
+For the CausalConv1d models every sequence call passes an
 explicit [B, T] reset mask (zeros where none is wanted): cortexcore's fast path drops
 the carried window otherwise (REFERENCE_NOTES bug 2); Cortex always honours it.
 """
@@ -179,8 +190,105 @@ def write_golden(name: str, stack, d: int, seed: int):
     print(f"wrote {out}: {len(cases)} cases, {len(tensors)} tensors")
 
 
+def _true_fwht_(x_2d):
+    """The Walsh-Hadamard butterfly cortexcore's CPU `_fwht_` means to compute."""
+    N, H = x_2d.shape
+    h = 1
+    while h < H:
+        v = x_2d.view(N, -1, 2, h)
+        a, b = v[:, :, 0, :].clone(), v[:, :, 1, :].clone()
+        v[:, :, 0, :] = a + b
+        v[:, :, 1, :] = a - b
+        h *= 2
+    return x_2d
+
+
+def use_true_fwht(enabled: bool):
+    import cortex.kernels.pytorch.srht as srht
+    if not hasattr(srht, "_cpu_fwht_"):
+        srht._cpu_fwht_ = srht._fwht_
+    srht._fwht_ = _true_fwht_ if enabled else srht._cpu_fwht_
+
+
+def perturb(stack, names, suffixes=(), scale=0.3):
+    """Add noise to parameters whose name contains any of `names` or ends with one of
+    `suffixes` (the reference zeroes several at init, which would hide them from the test)."""
+    with torch.no_grad():
+        for name, p in stack.named_parameters():
+            if any(n in name for n in names) or name.endswith(tuple(suffixes)):
+                p.add_(scale * torch.randn_like(p))
+
+
+def set_config_field(name: str, field: str, value):
+    """Add a Cortex-only field to every cell of an exported golden's config.json."""
+    path = os.path.join(ROOT, "Tests", "goldens", name, "model", "config.json")
+    with open(path) as f:
+        doc = json.load(f)
+    for block in doc["config"]["blocks"]:
+        block["cell"][field] = value
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
+def axon_goldens():
+    """Axon cores, and AxonLayer inside sLSTM, mLSTM and XL (d_hidden 16: a power of two,
+    so AxonLayer's defaults take the SRHT)."""
+    global EXPLICIT_RESETS
+    from cortex.config import AxonConfig, XLCellConfig, mLSTMCellConfig, sLSTMCellConfig
+
+    use_true_fwht(True)
+    stack = build_stack(16, [
+        AxonConfig(),
+        AxonConfig(activation="silu", use_untraced_linear=False, use_srht=True),
+        AxonConfig(activation="tanh", use_fullrank_rtu=True, r_min=0.4, r_max=0.99),
+        AxonConfig(activation="ReLU", use_untraced_linear=False, use_srht=True, srht_permute=False),
+        AxonConfig(activation="identity", use_untraced_linear=False, max_phase=3.0),
+    ], seed=41)
+    write_golden("axon", stack, 16, seed=42)
+
+    EXPLICIT_RESETS = True  # the sLSTM and mLSTM convs (REFERENCE_NOTES bug 2)
+    stack = build_stack(16, [
+        sLSTMCellConfig(num_heads=2, conv1d_kernel_size=4, use_axon_layer=True),
+        sLSTMCellConfig(num_heads=4, conv1d_kernel_size=0, use_axon_layer=True,
+                        axon_layer_config=AxonConfig(use_fullrank_rtu=True)),
+    ], seed=43)
+    perturb(stack, ["recurrent_kernel", "cell.bias", "outnorm"])
+    write_golden("slstm_axon", stack, 16, seed=44)
+
+    stack = build_stack(16, [
+        mLSTMCellConfig(num_heads=2, chunk_size=4, conv1d_kernel_size=4, use_axon_layer=True, use_axon_qkv=True),
+        mLSTMCellConfig(num_heads=4, chunk_size=64, conv1d_kernel_size=3, use_axon_qkv=True,
+                        axon_qkv_config=AxonConfig(use_untraced_linear=True)),
+    ], seed=45)
+    perturb(stack, ["gate", "outnorm"])
+    write_golden("mlstm_axon", stack, 16, seed=46)
+
+    stack = build_stack(16, [
+        XLCellConfig(n_heads=2, mem_len=3, use_axon_qkv=True),
+        XLCellConfig(n_heads=2, head_dim=6, mem_len=5, use_bias=False, use_axon_qkv=True,
+                     axon_qkv_config=AxonConfig(use_untraced_linear=False)),
+    ], seed=47)
+    perturb(stack, ["o_proj.bias"], suffixes=(".u", ".v"))
+    write_golden("xl_axon", stack, 16, seed=48)
+    EXPLICIT_RESETS = False
+
+    # The reference's CPU butterfly, reproduced by "cortex_srht": "cpu_reference".
+    use_true_fwht(False)
+    stack = build_stack(16, [AxonConfig(activation="silu", use_untraced_linear=False, use_srht=True),
+                             AxonConfig(use_untraced_linear=False, use_srht=True, srht_permute=False)], seed=49)
+    write_golden("axon_srht_cpu", stack, 16, seed=50)
+    set_config_field("axon_srht_cpu", "cortex_srht", "cpu_reference")
+    use_true_fwht(True)
+
+
 def main():
     global EXPLICIT_RESETS
+    only = set(sys.argv[1].split(",")) if len(sys.argv) > 1 else None
+    if only == {"axon"}:
+        torch.set_num_threads(1)
+        axon_goldens()
+        return 0
     from cortex.config import (AGaLiTeCellConfig, CausalConv1dConfig, LSTMCellConfig, XLCellConfig, mLSTMCellConfig,
                                sLSTMCellConfig)
 
@@ -231,6 +339,8 @@ def main():
                 p.add_(0.3 * torch.randn_like(p))
     write_golden("xl", stack, 24, seed=32)
     EXPLICIT_RESETS = False
+
+    axon_goldens()
 
     # The small stack the README example streams (not a golden; just a bundled model).
     ex = build_stack(64, [LSTMCellConfig(), LSTMCellConfig()], seed=7)

@@ -28,3 +28,17 @@ final class XLGoldenTests: XCTestCase {
     /// mem_len 3 (rolling) with biases; 3 heads of 5 with mem_len 6, no biases.
     func testXL() throws { try GoldenRunner("xl").all() }
 }
+
+final class AxonGoldenTests: XCTestCase {
+    /// Five AxonCell blocks: untraced linear map, SRHT (permuted, SiLU), full rank (tanh),
+    /// SRHT unpermuted (ReLU), no mixing. SRHT goldens use the true Walsh–Hadamard transform.
+    func testAxon() throws { try GoldenRunner("axon").all() }
+    /// The SRHT through cortexcore's CPU butterfly ([a+b, a]), via "cortex_srht": "cpu_reference".
+    func testSRHTCPUReference() throws { try GoldenRunner("axon_srht_cpu").all() }
+    /// sLSTM with use_axon_layer: AxonLayer defaults (SRHT) and an explicit full-rank config.
+    func testSLSTMAxonLayer() throws { try GoldenRunner("slstm_axon").all() }
+    /// mLSTM with use_axon_layer + use_axon_qkv (chunkwise), and use_axon_qkv with a config.
+    func testMLSTMAxon() throws { try GoldenRunner("mlstm_axon").all() }
+    /// XL with use_axon_qkv: defaults (SRHT) and a diagonal config without mixing.
+    func testXLAxonQKV() throws { try GoldenRunner("xl_axon").all() }
+}

@@ -161,12 +161,18 @@ final class ConfigTests: XCTestCase {
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"agalite","n_heads":4}}]}"#, contains: "n_heads must divide hidden_size")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"agalite","n_heads":2,"r":0}}]}"#, contains: "r 0")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"slstm","num_heads":4}}]}"#, contains: "num_heads 4 must divide hidden_size 6")
-        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"slstm","use_axon_layer":true}}]}"#, contains: "use_axon_layer")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"slstm","num_heads":2,"use_axon_layer":true,"axon_layer_config":{"activation":"gelu"}}}]}"#, contains: "slstm cell: axon_layer_config: activation 'gelu' is not supported")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"slstm","num_heads":2,"use_axon_layer":true,"axon_layer_config":[1]}}]}"#, contains: "axon_layer_config: not a JSON object")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"axon","use_srht":true,"use_untraced_linear":false}}]}"#, contains: "use_srht needs a power-of-two hidden_size (got 6)")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"axon","out_dim":3}}]}"#, contains: "out_dim 3 must equal hidden_size 6")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"axon","activation":7}}]}"#, contains: "activation must be a string")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"axon","cortex_srht":"fast"}}]}"#, contains: "cortex_srht must be")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"axon"}}]}"#, contains: "blocks.0.cell.nu_log")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"mlstm","num_heads":4}}]}"#, contains: "num_heads 4 must divide hidden_size 6")
-        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"mlstm","num_heads":2,"use_axon_qkv":true}}]}"#, contains: "use_axon_qkv")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"mlstm","num_heads":2,"cortex_math":"fast"}}]}"#, contains: "cortex_math must be")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"mlstm","num_heads":2,"chunk_size":0}}]}"#, contains: "chunk_size 0")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"xl","n_heads":4}}]}"#, contains: "n_heads 4 must divide hidden_size 6")
-        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"xl","n_heads":2,"use_axon_qkv":true}}]}"#, contains: "use_axon_qkv")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"xl","n_heads":2,"use_axon_qkv":true}}]}"#, contains: "q_proj.cell.nu_log")
     }
 
     func testDocumentChecks() {

@@ -20,18 +20,30 @@ import Glibc
 /// is only reset at chunk starts (README "differences from the reference"). Cortex
 /// reproduces each path exactly, as the trained model saw it.
 /// State: `c [B, NH, DH, DH]`, `n [B, NH, DH, 1]`, `m [B, NH, 1, 1]`, conv's `conv`.
+///
+/// Axon options: `use_axon_qkv` maps the conv output through an AxonLayer `qk` (then
+/// SiLU: q = k) and the input through an AxonLayer `v` (state `mlstm_qkv.{qk,v}.*`);
+/// `use_axon_layer` computes the gate pre-activations with AxonLayers `3H → NH`
+/// (state `mlstm.{igate,fgate}.*`).
 public struct MLSTMCore: RecurrentModule {
     public struct Config: Sendable, Equatable {
         public var hiddenSize: Int
         public var heads: Int = 4
         public var chunkSize: Int = 64
         public var convKernel: Int = 4
+        public var axonLayer: AxonLayerOption = .off
+        public var axonQKV: AxonLayerOption = .off
+        /// `cortex_math: "consistent"`: the chunkwise path clears the carried memory at a
+        /// reset inside a chunk, as the step path does (README).
+        public var consistent = false
     }
 
     let hidden: Int, heads: Int, headDim: Int, chunkSize: Int
     let conv: CausalConv1dCore
-    let gateWeight: Tensor  // [2·NH, 3H]: igate rows, then fgate rows
-    let gateBias: Tensor    // [2·NH]
+    let gateWeight: Tensor?  // [2·NH, 3H]: igate rows, then fgate rows (nil: Axon gates)
+    let gateBias: Tensor?    // [2·NH]
+    let axonQK: AxonLayer?, axonV: AxonLayer?, axonI: AxonLayer?, axonF: AxonLayer?
+    let consistent: Bool
     let normWeight: Tensor  // [H]
 
     public init(config: Config, weights: WeightSource, prefix: String) throws {
@@ -40,17 +52,30 @@ public struct MLSTMCore: RecurrentModule {
             throw CortexError.unsupported("mlstm cell: num_heads \(NH) must divide hidden_size \(H)")
         }
         hidden = H; heads = NH; headDim = H / NH; chunkSize = config.chunkSize
+        consistent = config.consistent
         conv = try CausalConv1dCore(
             config: .init(hiddenSize: H, kernelSize: config.convKernel, bias: true, channelMixing: false),
             weights: weights, prefix: prefix + "conv1d_cell.")
-        let gw = try Tensor(zeros: [2 * NH, 3 * H]), gb = try Tensor(zeros: [2 * NH])
-        for (g, name) in ["igate", "fgate"].enumerated() {
-            let w = try weights.tensor(prefix + name + ".weight", shape: [NH, 3 * H])
-            let b = try weights.tensor(prefix + name + ".bias", shape: [NH])
-            (gw.data + g * NH * 3 * H).update(from: w.data, count: NH * 3 * H)
-            (gb.data + g * NH).update(from: b.data, count: NH)
+        axonQK = try config.axonQKV.make(inFeatures: H, outFeatures: H, weights: weights,
+                                         prefix: prefix + "qk_layer.", statePath: "mlstm_qkv.qk")
+        axonV = try config.axonQKV.make(inFeatures: H, outFeatures: H, weights: weights,
+                                        prefix: prefix + "v_layer.", statePath: "mlstm_qkv.v")
+        axonI = try config.axonLayer.make(inFeatures: 3 * H, outFeatures: NH, weights: weights,
+                                          prefix: prefix + "igate.", statePath: "mlstm.igate")
+        axonF = try config.axonLayer.make(inFeatures: 3 * H, outFeatures: NH, weights: weights,
+                                          prefix: prefix + "fgate.", statePath: "mlstm.fgate")
+        if config.axonLayer.isOn {
+            gateWeight = nil; gateBias = nil
+        } else {
+            let gw = try Tensor(zeros: [2 * NH, 3 * H]), gb = try Tensor(zeros: [2 * NH])
+            for (g, name) in ["igate", "fgate"].enumerated() {
+                let w = try weights.tensor(prefix + name + ".weight", shape: [NH, 3 * H])
+                let b = try weights.tensor(prefix + name + ".bias", shape: [NH])
+                (gw.data + g * NH * 3 * H).update(from: w.data, count: NH * 3 * H)
+                (gb.data + g * NH).update(from: b.data, count: NH)
+            }
+            gateWeight = gw; gateBias = gb
         }
-        gateWeight = gw; gateBias = gb
         normWeight = try weights.tensor(prefix + "outnorm.weight", shape: [H])
     }
 
@@ -59,9 +84,14 @@ public struct MLSTMCore: RecurrentModule {
     public var stateSpecs: [StateSpec] {
         [StateSpec(name: "c", perRow: [heads, headDim, headDim]),
          StateSpec(name: "n", perRow: [heads, headDim, 1]),
-         StateSpec(name: "m", perRow: [heads, 1, 1])] + conv.stateSpecs
+         StateSpec(name: "m", perRow: [heads, 1, 1])] + conv.stateSpecs + axonLayers.flatMap(\.stateSpecs)
     }
-    public var parameterCount: Int { gateWeight.count + gateBias.count + normWeight.count + conv.parameterCount }
+    /// The Axon layers in use, in state order (the reference creates them in this order).
+    var axonLayers: [AxonLayer] { [axonQK, axonV, axonI, axonF].compactMap { $0 } }
+    public var parameterCount: Int {
+        (gateWeight?.count ?? 0) + (gateBias?.count ?? 0) + normWeight.count + conv.parameterCount
+            + axonLayers.reduce(0) { $0 + $1.parameterCount }
+    }
 
     @inline(__always) static func logSigmoid(_ x: Float) -> Float { min(x, 0) - log1pf(expf(-abs(x))) }
 
@@ -75,24 +105,47 @@ public struct MLSTMCore: RecurrentModule {
         let i0 = state.startIndex
         let cS = state[i0], nS = state[i0 + 1], mS = state[i0 + 2]
         // q = k = SiLU(conv(x)); gate input per row is [q, k, v].
-        let qk = try arena.take(B * T * H)
-        try conv.run(x: x, y: qk, batch: B, time: T, state: state[(i0 + 3)...], resets: resets, arena: arena)
+        var qk = try arena.take(B * T * H)
+        try conv.run(x: x, y: qk, batch: B, time: T, state: state[(i0 + 3)..<(i0 + 4)], resets: resets, arena: arena)
         Kernels.silu(qk, B * T * H)
+        var v = x
+        var slot = i0 + 4
+        /// Run one AxonLayer on its own state slots.
+        func axon(_ layer: AxonLayer, _ input: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>) throws {
+            let k = layer.stateSpecs.count
+            try layer.run(x: input, y: out, batch: B, time: T, state: state[slot..<(slot + k)], resets: resets, arena: arena)
+            slot += k
+        }
+        if let axonQK, let axonV {
+            let q2 = try arena.take(B * T * H), v2 = try arena.take(B * T * H)
+            try axon(axonQK, qk, q2)
+            Kernels.silu(q2, B * T * H)
+            try axon(axonV, x, v2)
+            qk = q2; v = UnsafePointer(v2)
+        }
         let gin = try arena.take(B * T * 3 * H)
         for r in 0..<(B * T) {
             (gin + r * 3 * H).update(from: qk + r * H, count: H)
             (gin + r * 3 * H + H).update(from: qk + r * H, count: H)
-            (gin + r * 3 * H + 2 * H).update(from: x + r * H, count: H)
+            (gin + r * 3 * H + 2 * H).update(from: v + r * H, count: H)
         }
         let gates = try arena.take(B * T * 2 * NH)
-        BLAS.linear(m: B * T, n: 2 * NH, k: 3 * H, a: gin, lda: 3 * H, weight: gateWeight.data, c: gates, ldc: 2 * NH)
-        Vec.addRows(gates, rows: B * T, gateBias.data, 2 * NH)
+        if let gateWeight, let gateBias {
+            BLAS.linear(m: B * T, n: 2 * NH, k: 3 * H, a: gin, lda: 3 * H, weight: gateWeight.data, c: gates, ldc: 2 * NH)
+            Vec.addRows(gates, rows: B * T, gateBias.data, 2 * NH)
+        } else if let axonI, let axonF {
+            let g = try arena.take(B * T * NH)
+            for (layer, column) in [(axonI, 0), (axonF, NH)] {
+                try axon(layer, gin, g)
+                for r in 0..<(B * T) { (gates + r * 2 * NH + column).update(from: g + r * NH, count: NH) }
+            }
+        }
 
         let scratch = try HeadScratch(arena: arena, dh: DH, cs: min(chunkSize, T))
         for b in 0..<B {
             for n in 0..<NH {
                 let head = HeadSeries(
-                    q: UnsafePointer(qk + b * T * H + n * DH), v: x + b * T * H + n * DH, stride: H,
+                    q: UnsafePointer(qk + b * T * H + n * DH), v: v + b * T * H + n * DH, stride: H,
                     i: UnsafePointer(gates + b * T * 2 * NH + n), f: UnsafePointer(gates + b * T * 2 * NH + NH + n),
                     gateStride: 2 * NH, resets: resets.map { $0 + b * T }, out: y + b * T * H + n * DH)
                 let c = cS + (b * NH + n) * DH * DH, nn = nS + (b * NH + n) * DH, m = mS + b * NH + n
@@ -122,6 +175,7 @@ public struct MLSTMCore: RecurrentModule {
         let A: UnsafeMutablePointer<Float>      // [CS] cumulative log forget gates
         let e: UnsafeMutablePointer<Float>      // [CS] exp(loggates)
         let pre: UnsafeMutablePointer<Float>    // [CS] resets up to and including s
+        let base: UnsafeMutablePointer<Float>   // [CS] A just before the last reset ≤ s (consistent math)
         let kv: UnsafeMutablePointer<Float>     // [DH, DH]
         let ksum: UnsafeMutablePointer<Float>   // [DH]
         let E: UnsafeMutablePointer<Float>      // [CS, CS] q·ksᵀ, then the normalised decay-weighted scores
@@ -130,7 +184,7 @@ public struct MLSTMCore: RecurrentModule {
         let vec: UnsafeMutablePointer<Float>    // [DH]
 
         init(arena: Arena, dh: Int, cs: Int) throws {
-            ks = try arena.take(cs * dh); A = try arena.take(cs); e = try arena.take(cs); pre = try arena.take(cs)
+            ks = try arena.take(cs * dh); A = try arena.take(cs); e = try arena.take(cs); pre = try arena.take(cs); base = try arena.take(cs)
             kv = try arena.take(dh * dh); ksum = try arena.take(dh); E = try arena.take(cs * cs)
             qs = try arena.take(cs * dh); ve = try arena.take(cs * dh); vec = try arena.take(dh)
         }
@@ -174,13 +228,14 @@ public struct MLSTMCore: RecurrentModule {
             let t0 = j * CS
             // The carried state is reset only at the chunk's first step (reference behaviour).
             if h.reset(t0) { c.update(repeating: 0, count: DH * DH); n.update(repeating: 0, count: DH); m.pointee = 0 }
-            var acc: Float = 0, count: Float = 0
+            var acc: Float = 0, count: Float = 0, base: Float = 0
             for u in 0..<CS {
                 let t = t0 + u
+                if h.reset(t) { count += 1; base = acc }
                 acc = u == 0 ? MLSTMCore.logSigmoid(h.f[t * h.gateStride]) : acc + MLSTMCore.logSigmoid(h.f[t * h.gateStride])
                 s.A[u] = acc
-                if h.reset(t) { count += 1 }
                 s.pre[u] = count
+                s.base[u] = base
                 let k = h.q + t * h.stride
                 for a in 0..<DH { s.ks[u * DH + a] = k[a] / scale }
             }
@@ -205,7 +260,10 @@ public struct MLSTMCore: RecurrentModule {
                 for w in 0...u where !hasResets || s.pre[w] == s.pre[u] {
                     dMax = max(dMax, (s.A[u] - s.A[w]) + h.i[(t0 + w) * h.gateStride])
                 }
-                let stab = max(dMax, mj + s.A[u])
+                // The step path restarts its stabiliser at 0 on a reset; the reference's
+                // chunkwise form keeps the carried one (differences only via exp(−m)).
+                let restarted = consistent && hasResets && s.pre[u] != 0
+                let stab = max(dMax, restarted ? s.A[u] - s.base[u] : mj + s.A[u])
                 let interFactor = (hasResets && s.pre[u] != 0) ? 0 : expf(mj + s.A[u] - stab)
                 var eSum: Float = 0
                 for w in 0..<CS {
@@ -237,6 +295,15 @@ public struct MLSTMCore: RecurrentModule {
                 var acc: Float = 0
                 for u in 0..<CS { acc += s.ks[u * DH + a] * s.e[u] }
                 s.ksum[a] = acc
+            }
+            if consistent && total > 0 {
+                // Consistent math: a reset anywhere in the chunk clears the carried memory,
+                // as the step path does; the stabiliser restarts from 0 at the last reset.
+                let mNew = max(L - s.base[CS - 1], mLoc), fresh = expf(mLoc - mNew)
+                for a in 0..<(DH * DH) { c[a] = s.kv[a] * fresh }
+                for a in 0..<DH { n[a] = s.ksum[a] * fresh }
+                m.pointee = mNew
+                continue
             }
             let mNew = max(L + mj, mLoc)
             let decay = expf(L + mj - mNew), fresh = expf(mLoc - mNew)

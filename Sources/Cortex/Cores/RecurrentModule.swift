@@ -5,18 +5,22 @@ public struct StateSpec: Sendable, Equatable {
     /// Value of a fresh state (AGaLiTe's tick starts at 1; everything else at 0).
     /// Resets always zero, as the reference's reset_state does.
     public let initial: Float
+    /// Value a reset row takes (`cx_state_reset`): 0, as the reference's reset_state,
+    /// except where a core's consistent math needs the fresh value.
+    public let resetValue: Float
 
-    public init(name: String, perRow: [Int], initial: Float = 0) {
+    public init(name: String, perRow: [Int], initial: Float = 0, resetValue: Float = 0) {
         self.name = name
         self.perRow = perRow
         self.initial = initial
+        self.resetValue = resetValue
     }
 
     public var rowCount: Int { perRow.reduce(1, *) }
 
     /// The same spec under `prefix` ("LSTMCell" + "h" → "LSTMCell.h").
     public func prefixed(_ prefix: String) -> StateSpec {
-        StateSpec(name: prefix + "." + name, perRow: perRow, initial: initial)
+        StateSpec(name: prefix + "." + name, perRow: perRow, initial: initial, resetValue: resetValue)
     }
 }
 
@@ -60,6 +64,22 @@ public final class WeightSource {
     }
 
     public func has(_ name: String) -> Bool { file.contains(name) }
+
+    /// An integer buffer (e.g. a permutation) stored as integers or integral floats.
+    public func integers(_ name: String, shape: [Int]) throws -> [Int] {
+        used.insert(name)
+        return try file.integers(name, shape: shape)
+    }
+
+    /// Consume a buffer the reference registers empty when a feature is off (so the
+    /// unused-tensor check accepts it); absent is fine, non-empty is an error.
+    public func emptyBuffer(_ name: String) throws {
+        guard file.contains(name) else { return }
+        used.insert(name)
+        if let e = file.entries[name], e.shape.reduce(1, *) != 0 {
+            throw CortexError.shapeMismatch("tensor '\(name)' has shape \(e.shape), expected an empty buffer (the feature is off in the config)")
+        }
+    }
 
     /// Names in the file that no module asked for.
     public var unused: [String] { file.names.filter { !used.contains($0) } }

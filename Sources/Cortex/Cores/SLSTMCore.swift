@@ -16,18 +16,23 @@ import Glibc
 ///
 /// The output is y' after a per-head LayerNorm (group norm, weight only, eps 1e-5);
 /// the state keeps y' before it. State: `y, c, n, m [B, H]` and the conv's `conv`.
-/// `use_axon_layer` is refused until the Axon core lands.
+/// With `use_axon_layer`, two AxonLayers `H → 2H` replace the headwise gate maps
+/// (`if_fused` on the conv path, `zo_fused` on the input), their state under
+/// `slstm.if_fused.*` and `slstm.zo_fused.*`.
 public struct SLSTMCore: RecurrentModule {
     public struct Config: Sendable, Equatable {
         public var hiddenSize: Int
         public var heads: Int = 4
         public var convKernel: Int = 4
+        public var axonLayer: AxonLayerOption = .off
     }
 
     let hidden: Int, heads: Int, headDim: Int
     let conv: CausalConv1dCore?
-    /// i and f gates over the conv output, z and o over the input: block-diagonal `[2H, H]`.
-    let weightIF: Tensor, weightZO: Tensor
+    /// i and f gates over the conv output, z and o over the input: block-diagonal `[2H, H]`
+    /// (nil with `use_axon_layer`, where the AxonLayers compute them).
+    let weightIF: Tensor?, weightZO: Tensor?
+    let axonIF: AxonLayer?, axonZO: AxonLayer?
     /// Recurrence, block-diagonal `[4H, H]`, rows gate-major like the kernel's pre-activations.
     let recurrent: Tensor
     let bias: Tensor        // [4H], gate-major
@@ -58,8 +63,12 @@ public struct SLSTMCore: RecurrentModule {
             }
             return out
         }
-        weightIF = try blockRows(["igate", "fgate"])
-        weightZO = try blockRows(["zgate", "ogate"])
+        axonIF = try config.axonLayer.make(inFeatures: H, outFeatures: 2 * H, weights: weights,
+                                           prefix: prefix + "if_fused.", statePath: "slstm.if_fused")
+        axonZO = try config.axonLayer.make(inFeatures: H, outFeatures: 2 * H, weights: weights,
+                                           prefix: prefix + "zo_fused.", statePath: "slstm.zo_fused")
+        weightIF = config.axonLayer.isOn ? nil : try blockRows(["igate", "fgate"])
+        weightZO = config.axonLayer.isOn ? nil : try blockRows(["zgate", "ogate"])
         let rk = try weights.tensor(prefix + "recurrent_kernel", shape: [NH, 4 * DH, DH])
         let r = try Tensor(zeros: [4 * H, H])
         for n in 0..<NH { for g in 0..<4 { for o in 0..<DH { for i in 0..<DH {
@@ -77,10 +86,12 @@ public struct SLSTMCore: RecurrentModule {
     public var outputSize: Int { hidden }
     public var stateSpecs: [StateSpec] {
         ["y", "c", "n", "m"].map { StateSpec(name: $0, perRow: [hidden]) } + (conv?.stateSpecs ?? [])
+            + (axonIF?.stateSpecs ?? []) + (axonZO?.stateSpecs ?? [])
     }
     public var parameterCount: Int {
         let perGate = heads * headDim * headDim
-        return 4 * perGate + 4 * perGate + bias.count + normWeight.count + (conv?.parameterCount ?? 0)
+        let gates = axonIF.map { $0.parameterCount + (axonZO?.parameterCount ?? 0) } ?? 4 * perGate
+        return gates + 4 * perGate + bias.count + normWeight.count + (conv?.parameterCount ?? 0)
     }
 
     public func run(
@@ -102,8 +113,19 @@ public struct SLSTMCore: RecurrentModule {
         }
         // Feed-forward pre-activations of every step, gate-major [i, f, z, o] per row.
         let wx = try arena.take(B * T * G)
-        BLAS.linear(m: B * T, n: 2 * H, k: H, a: xif, lda: H, weight: weightIF.data, c: wx, ldc: G)
-        BLAS.linear(m: B * T, n: 2 * H, k: H, a: x, lda: H, weight: weightZO.data, c: wx + 2 * H, ldc: G)
+        if let weightIF, let weightZO {
+            BLAS.linear(m: B * T, n: 2 * H, k: H, a: xif, lda: H, weight: weightIF.data, c: wx, ldc: G)
+            BLAS.linear(m: B * T, n: 2 * H, k: H, a: x, lda: H, weight: weightZO.data, c: wx + 2 * H, ldc: G)
+        } else if let axonIF, let axonZO {
+            var slot = i0 + 4 + (conv == nil ? 0 : 1)
+            let half = try arena.take(B * T * 2 * H)
+            for (layer, input, column) in [(axonIF, xif, 0), (axonZO, x, 2 * H)] {
+                let k = layer.stateSpecs.count
+                try layer.run(x: input, y: half, batch: B, time: T, state: state[slot..<(slot + k)], resets: resets, arena: arena)
+                for r in 0..<(B * T) { (wx + r * G + column).update(from: half + r * 2 * H, count: 2 * H) }
+                slot += k
+            }
+        }
         let raw = try arena.take(B * G)
         for t in 0..<T {
             if let resets {

@@ -148,6 +148,58 @@ public struct SafetensorsFile: Sendable {
         return out
     }
 
+    /// Tensor `name` as integers (index buffers such as an SRHT permutation): integer
+    /// dtypes as stored, floating dtypes only when every value is integral (Cortex's own
+    /// exporter writes every buffer as F32).
+    public func integers(_ name: String, shape: [Int]) throws -> [Int] {
+        guard let e = entries[name] else { throw CortexError.missingTensor("tensor '\(name)' is missing") }
+        guard e.shape == shape else {
+            throw CortexError.missingTensor("tensor '\(name)' has shape \(e.shape), expected \(shape)")
+        }
+        let n = try Checked.count(shape, "tensor '\(name)'")
+        switch e.dtype {
+        case .f32, .f64, .f16, .bf16:
+            let t = try tensor(name)
+            var out = [Int](repeating: 0, count: n)
+            for i in 0..<n {
+                let v = t.data[i]
+                guard v.rounded() == v, abs(v) < 16_777_216 else {
+                    throw CortexError.dtypeMismatch("tensor '\(name)' holds a non-integer value \(v) at index \(i)")
+                }
+                out[i] = Int(v)
+            }
+            return out
+        case .i64, .u64, .i32, .u32, .i16, .u16, .i8, .u8:
+            return try bytes.withUnsafeBytes { raw -> [Int] in
+                guard let base = raw.baseAddress else { return [] }
+                let src = base + e.begin
+                var out = [Int](repeating: 0, count: n)
+                for i in 0..<n {
+                    switch e.dtype {
+                    case .i64:
+                        let v = Int64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self))
+                        out[i] = Int(v)
+                    case .u64:
+                        let v = UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
+                        guard v <= UInt64(Int.max) else {
+                            throw CortexError.dtypeMismatch("tensor '\(name)' value \(v) at index \(i) does not fit an Int")
+                        }
+                        out[i] = Int(v)
+                    case .i32: out[i] = Int(Int32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)))
+                    case .u32: out[i] = Int(UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+                    case .i16: out[i] = Int(Int16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: Int16.self)))
+                    case .u16: out[i] = Int(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+                    case .i8: out[i] = Int(src.load(fromByteOffset: i, as: Int8.self))
+                    default: out[i] = Int(src.load(fromByteOffset: i, as: UInt8.self))
+                    }
+                }
+                return out
+            }
+        case .bool:
+            throw CortexError.dtypeMismatch("tensor '\(name)' is BOOL; expected integers")
+        }
+    }
+
     /// Tensor `name`, required to have exactly `shape`.
     public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
         guard let e = entries[name] else { throw CortexError.missingTensor("tensor '\(name)' is missing") }

@@ -63,7 +63,8 @@ public final class RecurrentState: @unchecked Sendable {
         swap(&slots, &shadowSlots)
     }
 
-    /// Zero the rows where `rows[b]` is true (all rows when nil).
+    /// Reset the rows where `rows[b]` is true (all rows when nil): zeros, or each
+    /// tensor's `resetValue`.
     public func reset(rows: [Bool]? = nil) throws {
         if let rows, rows.count != batch {
             throw CortexError.shapeMismatch("reset mask: expected \(batch) rows, got \(rows.count)")
@@ -71,7 +72,7 @@ public final class RecurrentState: @unchecked Sendable {
         try exclusive {
             for (t, spec) in zip(tensors, model.stateSpecs) {
                 let n = spec.rowCount
-                for b in 0..<batch where rows?[b] ?? true { (t.data + b * n).update(repeating: 0, count: n) }
+                for b in 0..<batch where rows?[b] ?? true { (t.data + b * n).update(repeating: spec.resetValue, count: n) }
             }
         }
     }

@@ -39,5 +39,7 @@ func makeCore(_ config: CoreConfig, weights: WeightSource, prefix: String) throw
         return try MLSTMCore(config: c, weights: weights, prefix: prefix)
     case .xl(let c):
         return try XLCore(config: c, weights: weights, prefix: prefix)
+    case .axon(let c):
+        return try AxonCore(config: c, weights: weights, prefix: prefix)
     }
 }

@@ -94,8 +94,9 @@ public enum CoreConfig: Sendable, Equatable {
     case slstm(SLSTMCore.Config)
     case mlstm(MLSTMCore.Config)
     case xl(XLCore.Config)
+    case axon(AxonCore.Config)
 
-    public static let supportedTypes = ["lstm", "cconv", "agalite", "slstm", "mlstm", "xl"]
+    public static let supportedTypes = ["lstm", "cconv", "agalite", "slstm", "mlstm", "xl", "axon"]
 
     /// Class names, used as state keys: (0.1.6, seed).
     var classNames: (String, String) {
@@ -106,6 +107,7 @@ public enum CoreConfig: Sendable, Equatable {
         case .slstm: return ("sLSTMCell", "sLSTMCore")
         case .mlstm: return ("mLSTMCell", "mLSTMCore")
         case .xl: return ("XLCell", "XLCore")
+        case .axon: return ("AxonCell", "AxonCore")
         }
     }
 
@@ -143,27 +145,32 @@ public enum CoreConfig: Sendable, Equatable {
             }
             return .agalite(c)
         case "slstm":
-            if try json.boolField("use_axon_layer", default: false, core: tag) {
-                throw CortexError.unsupported("slstm cell: use_axon_layer is not supported yet (the Axon core is not implemented)")
-            }
-            return .slstm(SLSTMCore.Config(
+            var c = SLSTMCore.Config(
                 hiddenSize: hiddenSize,
                 heads: try json.intField("num_heads", default: 4, in: 1...4096, core: tag),
-                convKernel: try json.intField("conv1d_kernel_size", default: 4, in: 0...1024, core: tag)))
+                convKernel: try json.intField("conv1d_kernel_size", default: 4, in: 0...1024, core: tag))
+            c.axonLayer = try json.axonOption("use_axon_layer", config: "axon_layer_config", hiddenSize: hiddenSize, core: tag)
+            return .slstm(c)
         case "mlstm":
-            for option in ["use_axon_layer", "use_axon_qkv"] where try json.boolField(option, default: false, core: tag) {
-                throw CortexError.unsupported("mlstm cell: \(option) is not supported yet (the Axon core is not implemented)")
-            }
-            return .mlstm(MLSTMCore.Config(
+            var c = MLSTMCore.Config(
                 hiddenSize: hiddenSize,
                 heads: try json.intField("num_heads", default: 4, in: 1...4096, core: tag),
                 chunkSize: try json.intField("chunk_size", default: 64, in: 1...65536, core: tag),
-                convKernel: try json.intField("conv1d_kernel_size", default: 4, in: 1...1024, core: tag)))
-        case "xl":
-            if try json.boolField("use_axon_qkv", default: false, core: tag) {
-                throw CortexError.unsupported("xl cell: use_axon_qkv is not supported yet (the Axon core is not implemented)")
+                convKernel: try json.intField("conv1d_kernel_size", default: 4, in: 1...1024, core: tag))
+            c.axonLayer = try json.axonOption("use_axon_layer", config: "axon_layer_config", hiddenSize: hiddenSize, core: tag)
+            c.axonQKV = try json.axonOption("use_axon_qkv", config: "axon_qkv_config", hiddenSize: hiddenSize, core: tag)
+            c.consistent = try json.mathField(core: tag)
+            return .mlstm(c)
+        case "axon":
+            let c = try AxonCore.Config.parse(json, hiddenSize: hiddenSize, owner: "axon cell")
+            guard c.outputSize == hiddenSize else {
+                throw CortexError.unsupported("axon cell: out_dim \(c.outputSize) must equal hidden_size \(hiddenSize) in a block (the reference raises)")
             }
+            return .axon(c)
+        case "xl":
             var c = XLCore.Config(hiddenSize: hiddenSize)
+            c.axonQKV = try json.axonOption("use_axon_qkv", config: "axon_qkv_config", hiddenSize: hiddenSize, core: tag)
+            c.consistent = try json.mathField(core: tag)
             c.heads = try json.intField("n_heads", default: 4, in: 1...4096, core: tag)
             if let hd = json["head_dim"], !hd.isNull { c.headDim = try json.intField("head_dim", default: 0, in: 1...65536, core: tag) }
             c.memLen = try json.intField("mem_len", default: 128, in: 0...1_000_000, core: tag)
@@ -176,6 +183,24 @@ public enum CoreConfig: Sendable, Equatable {
 }
 
 extension JSON {
+    /// A `use_axon_*` flag with its optional `AxonConfig` field.
+    func axonOption(_ flag: String, config: String, hiddenSize: Int, core: String) throws -> AxonLayerOption {
+        guard try boolField(flag, default: false, core: core) else { return .off }
+        guard let c = self[config], !c.isNull else { return .on(nil) }
+        return .on(try AxonCore.Config.parse(c, hiddenSize: hiddenSize, owner: "\(core) cell: \(config)"))
+    }
+
+    /// Cortex's `cortex_math` option: "reference" (default: each path exactly as the
+    /// reference computes it) or "consistent" (step and sequence mode agree).
+    func mathField(core: String) throws -> Bool {
+        guard let v = self["cortex_math"], !v.isNull else { return false }
+        switch v.string {
+        case "reference": return false
+        case "consistent": return true
+        default: throw CortexError.parse("\(core) cell: cortex_math must be \"reference\" or \"consistent\"")
+        }
+    }
+
     /// Optional boolean field of a core config (absent or null: `default`).
     func boolField(_ name: String, default value: Bool, core: String) throws -> Bool {
         guard let v = self[name], !v.isNull else { return value }

@@ -66,6 +66,13 @@ public final class Arena: @unchecked Sendable {
         used = 0
     }
 
+    /// Scratch for `count` bytes (masks), carved from float scratch; valid until `reset()`.
+    /// The bytes are only ever accessed as UInt8 through the returned pointer.
+    public func takeBytes(_ count: Int) throws -> UnsafeMutablePointer<UInt8> {
+        let p = try take((count + 3) / 4)
+        return UnsafeMutableRawPointer(p).bindMemory(to: UInt8.self, capacity: count)
+    }
+
     /// Floats currently reserved (for tests of the no-allocation contract).
     public var capacity: Int { blocks.reduce(0) { $0 + $1.count } }
 }

@@ -15,7 +15,7 @@ FORMAT_VERSION = 1
 # cortexcore classes Cortex can represent, by architecture. Anything else is refused
 # with its class name rather than exported into a directory Cortex cannot load.
 _SUPPORTED_BLOCKS = {"PassThroughBlock"}
-_SUPPORTED_CELLS = {"LSTMCell", "CausalConv1d", "AGaLiTeCell", "sLSTMCell", "mLSTMCell", "XLCell"}
+_SUPPORTED_CELLS = {"LSTMCell", "CausalConv1d", "AGaLiTeCell", "sLSTMCell", "mLSTMCell", "XLCell", "AxonCell"}
 
 
 def _check_stack(module: Any) -> None:
