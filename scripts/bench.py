@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark Cortex against the PyTorch reference (cortexcore 0.1.6) on this machine.
 
-    .venv-ref/bin/python scripts/bench.py [--core lstm|cconv|agalite|slstm|mlstm|xl] [--threads 2]
+    .venv-ref/bin/python scripts/bench.py [--core lstm|cconv|agalite|slstm|mlstm|xl|axon] [--threads 2]
                                           [--d-hidden 256] [--layers 2] [--seq-len 128]
+                                          [--cell-json '{"use_axon_layer": true}'] [--no-torch]
 
 Both sides use the same thread count (torch.set_num_threads / cx_set_num_threads)
 and the same model: a CortexStack of PassThrough(<core>) blocks exported from the live
@@ -101,18 +102,21 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--d-hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--core", default="lstm", choices=["lstm", "cconv", "agalite", "slstm", "mlstm", "xl"])
+    ap.add_argument("--core", default="lstm", choices=["lstm", "cconv", "agalite", "slstm", "mlstm", "xl", "axon"])
+    ap.add_argument("--cell-json", default="{}", help="extra cell config fields, e.g. '{\"chunk_size\": 256}'")
+    ap.add_argument("--no-torch", action="store_true", help="time Cortex only (e.g. to compare two Cortex paths)")
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from cortex.config import (AGaLiTeCellConfig, CausalConv1dConfig, CortexStackConfig, LSTMCellConfig,
+    from cortex.config import (AGaLiTeCellConfig, AxonConfig, CausalConv1dConfig, CortexStackConfig, LSTMCellConfig,
                                PassThroughBlockConfig, XLCellConfig, mLSTMCellConfig, sLSTMCellConfig)
     from cortex.stacks import CortexStack
 
     cell = {"lstm": LSTMCellConfig, "cconv": CausalConv1dConfig, "agalite": AGaLiTeCellConfig,
-            "slstm": sLSTMCellConfig, "mlstm": mLSTMCellConfig, "xl": XLCellConfig}[args.core]
+            "slstm": sLSTMCellConfig, "mlstm": mLSTMCellConfig, "xl": XLCellConfig, "axon": AxonConfig}[args.core]
+    extra = json.loads(args.cell_json)
 
     spec = importlib.util.spec_from_file_location("cx_export", os.path.join(ROOT, "bindings/python/cortex_swift/export.py"))
     cx_export = importlib.util.module_from_spec(spec)
@@ -120,7 +124,7 @@ def main():
 
     torch.manual_seed(0)
     d = args.d_hidden
-    cfg = CortexStackConfig(d_hidden=d, blocks=[PassThroughBlockConfig(cell=cell()) for _ in range(args.layers)])
+    cfg = CortexStackConfig(d_hidden=d, blocks=[PassThroughBlockConfig(cell=cell(**extra)) for _ in range(args.layers)])
     stack = CortexStack(cfg).eval()
     exe = build_native()
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,20 +132,23 @@ def main():
         natives, refs, wraps = [], [], []
         for _ in range(args.rounds):  # alternate, so both sides see the same machine
             natives.append(cortex_native(exe, tmp, args.threads, args.seq_len))
-            refs.append(torch_numbers(stack, d, args.seq_len))
+            if not args.no_torch:
+                refs.append(torch_numbers(stack, d, args.seq_len))
             w = cortex_python(tmp, d)
             if w:
                 wraps.append(w)
-    native, ref = median_of(natives), median_of(refs)
+    native = median_of(natives)
+    ref = median_of(refs) if refs else None
     wrapped = median_of(wraps) if wraps else None
 
-    print(f"{args.core} stack d_hidden={d}, {args.layers} layers, T={args.seq_len}, {args.threads} threads, "
+    print(f"{args.core} {args.cell_json} stack d_hidden={d}, {args.layers} layers, T={args.seq_len}, {args.threads} threads, "
           f"torch {torch.__version__}, median of {args.rounds} alternating rounds\n")
     print("| measure | PyTorch (cortexcore) | Cortex (C ABI) | Cortex speed-up | Cortex (Python wrapper) |")
     print("|---|---|---|---|---|")
     for k, unit, better in (("step_b1_ms", "ms/step", "lower"), ("step_b32_ms", "ms/step", "lower"),
                             ("seq_b1_tok_s", "tokens/s", "higher"), ("seq_b32_tok_s", "tokens/s", "higher")):
-        r, c = ref[k], native[k]
+        c = native[k]
+        r = ref[k] if ref else float("nan")
         ratio = r / c if better == "lower" else c / r
         w = f"{wrapped[k]:.4f}" if wrapped and k in wrapped else "–"
         fmt = "{:.4f}" if unit == "ms/step" else "{:,.0f}"
