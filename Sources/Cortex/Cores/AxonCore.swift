@@ -244,54 +244,12 @@ public struct AxonCore: RecurrentModule {
             }
         }
         // 3. The recurrence, writing pre-activations [c1, c2] per step into z [N, 2H].
+        // Channels are independent: split them over the threads when there is enough work.
         let z = try arena.take(N * 2 * H)
-        let s = state.startIndex
-        let h1 = state[s], h2 = state[s + 1]
-        let eNu1 = state[s + 2], eNu2 = state[s + 3], eTh1 = state[s + 4], eTh2 = state[s + 5]
-        let eW11 = state[s + 6], eW12 = state[s + 7], eW21 = state[s + 8], eW22 = state[s + 9]
-        let dyn = dynamics.data
-        let g = dyn, phi = dyn + H, gam = dyn + 2 * H
-        let dgNu = dyn + 3 * H, dpNu = dyn + 4 * H, dgamNu = dyn + 5 * H, dgTh = dyn + 6 * H, dpTh = dyn + 7 * H
-        let inputTrace = fullRank ? H * H : H
-        for b in 0..<B {
-            let a1 = h1 + b * H, a2 = h2 + b * H
-            let n1 = eNu1 + b * H, n2 = eNu2 + b * H, t1 = eTh1 + b * H, t2 = eTh2 + b * H
-            let w11 = eW11 + b * inputTrace, w12 = eW12 + b * inputTrace
-            let w21 = eW21 + b * inputTrace, w22 = eW22 + b * inputTrace
-            for t in 0..<T {
-                let row = b * T + t
-                let reset = resets.map { $0[row] != 0 } ?? false
-                if reset {
-                    for p in [w11, w12, w21, w22] { p.update(repeating: 0, count: inputTrace) }
-                }
-                let U1 = u1 + row * H, U2 = u2 + row * H, xt = xhat + row * H
-                let zr = z + row * 2 * H
-                for j in 0..<H {
-                    // The ν/θ traces use the state before this step's reset, as the
-                    // reference does (it reads pre[t−1], or the incoming state at t = 0).
-                    let p1 = a1[j], p2 = a2[j]
-                    let c1Prev: Float = reset ? 0 : p1, c2Prev: Float = reset ? 0 : p2
-                    let gj = g[j], fj = phi[j], yj = gam[j]
-                    let c1 = gj * c1Prev - fj * c2Prev + yj * U1[j]
-                    let c2 = gj * c2Prev + fj * c1Prev + yj * U2[j]
-                    a1[j] = c1; a2[j] = c2
-                    zr[j] = c1; zr[H + j] = c2
-                    let en1: Float = reset ? 0 : n1[j], en2: Float = reset ? 0 : n2[j]
-                    let et1: Float = reset ? 0 : t1[j], et2: Float = reset ? 0 : t2[j]
-                    n1[j] = dgNu[j] * p1 + gj * en1 - dpNu[j] * p2 - fj * en2 + dgamNu[j] * U1[j]
-                    n2[j] = dgNu[j] * p2 + gj * en2 + dpNu[j] * p1 + fj * en1 + dgamNu[j] * U2[j]
-                    t1[j] = dgTh[j] * p1 + gj * et1 - dpTh[j] * p2 - fj * et2
-                    t2[j] = dgTh[j] * p2 + gj * et2 + dpTh[j] * p1 + fj * et1
-                    if !fullRank {
-                        let e11 = w11[j], e12 = w12[j], e21 = w21[j], e22 = w22[j], xj = xt[j]
-                        w11[j] = gj * e11 - fj * e12 + yj * xj
-                        w12[j] = gj * e12 + fj * e11
-                        w22[j] = gj * e22 + fj * e21 + yj * xj
-                        w21[j] = gj * e21 - fj * e22
-                    }
-                }
-                if fullRank { fullRankTraces(x: xt, w11: w11, w12: w12, w21: w21, w22: w22) }
-            }
+        let work = N * H * (fullRank ? H : 1)
+        Parallel.run(parts: work >= 32_768 ? 2 : 1) { part, parts in
+            let channels = Parallel.slice(H, part: part, parts: parts)
+            recurrence(channels: channels, batch: B, time: T, xhat: xhat, u1: u1, u2: u2, z: z, state: state, resets: resets)
         }
         // 4. Activation, then 5. out_proj: [N, 2H] -> [N, out].
         switch activation {
@@ -304,35 +262,90 @@ public struct AxonCore: RecurrentModule {
         Vec.addRows(y, rows: N, outBias.data, out)
     }
 
-    /// Full-rank input-map traces `E_W [H_in, H]` for one step of one row:
-    /// `E11 ← E11·g − E12·φ + x_d·γ`, `E12 ← E12·g + E11·φ`, and mirrored for W2.
+    /// The recurrence and its traces for one range of channels, all rows and steps.
+    private func recurrence(
+        channels: Range<Int>, batch B: Int, time T: Int,
+        xhat: UnsafePointer<Float>, u1: UnsafePointer<Float>, u2: UnsafePointer<Float>,
+        z: UnsafeMutablePointer<Float>, state: StateSlots, resets: UnsafePointer<UInt8>?
+    ) {
+        let H = hidden
+        let s = state.startIndex
+        let dyn = dynamics.data
+        let inputTrace = fullRank ? H * H : H
+        typealias V = Vec.V
+        for b in 0..<B {
+            let h1 = state[s] + b * H, h2 = state[s + 1] + b * H
+            let n1 = state[s + 2] + b * H, n2 = state[s + 3] + b * H
+            let t1 = state[s + 4] + b * H, t2 = state[s + 5] + b * H
+            let w11 = state[s + 6] + b * inputTrace, w12 = state[s + 7] + b * inputTrace
+            let w21 = state[s + 8] + b * inputTrace, w22 = state[s + 9] + b * inputTrace
+            for t in 0..<T {
+                let row = b * T + t
+                let reset = resets.map { $0[row] != 0 } ?? false
+                // Rows zeroed by a reset act as zeros below (keep = 0); the ν/θ traces still
+                // read the state before the reset, as the reference does.
+                let keep = V(repeating: reset ? 0 : 1)
+                let U1 = u1 + row * H, U2 = u2 + row * H, xt = xhat + row * H, zr = z + row * 2 * H
+                var j = channels.lowerBound
+                while j < channels.upperBound {
+                    let n = min(8, channels.upperBound - j)
+                    let g = Vec.load(dyn + j, count: n), f = Vec.load(dyn + H + j, count: n), y = Vec.load(dyn + 2 * H + j, count: n)
+                    let p1 = Vec.load(h1 + j, count: n), p2 = Vec.load(h2 + j, count: n), a1 = p1 * keep, a2 = p2 * keep
+                    let x1 = Vec.load(U1 + j, count: n), x2 = Vec.load(U2 + j, count: n)
+                    let c1 = g * a1 - f * a2 + y * x1
+                    let c2 = g * a2 + f * a1 + y * x2
+                    Vec.store(c1, h1 + j, count: n)
+                    Vec.store(c2, h2 + j, count: n)
+                    Vec.store(c1, zr + j, count: n)
+                    Vec.store(c2, zr + H + j, count: n)
+                    let en1 = Vec.load(n1 + j, count: n) * keep, en2 = Vec.load(n2 + j, count: n) * keep
+                    let et1 = Vec.load(t1 + j, count: n) * keep, et2 = Vec.load(t2 + j, count: n) * keep
+                    let dgNu = Vec.load(dyn + 3 * H + j, count: n), dpNu = Vec.load(dyn + 4 * H + j, count: n), dgamNu = Vec.load(dyn + 5 * H + j, count: n)
+                    let dgTh = Vec.load(dyn + 6 * H + j, count: n), dpTh = Vec.load(dyn + 7 * H + j, count: n)
+                    Vec.store(dgNu * p1 + g * en1 - dpNu * p2 - f * en2 + dgamNu * x1, n1 + j, count: n)
+                    Vec.store(dgNu * p2 + g * en2 + dpNu * p1 + f * en1 + dgamNu * x2, n2 + j, count: n)
+                    Vec.store(dgTh * p1 + g * et1 - dpTh * p2 - f * et2, t1 + j, count: n)
+                    Vec.store(dgTh * p2 + g * et2 + dpTh * p1 + f * et1, t2 + j, count: n)
+                    if !fullRank {
+                        let e11 = Vec.load(w11 + j, count: n) * keep, e12 = Vec.load(w12 + j, count: n) * keep
+                        let e21 = Vec.load(w21 + j, count: n) * keep, e22 = Vec.load(w22 + j, count: n) * keep
+                        let xj = Vec.load(xt + j, count: n)
+                        Vec.store(g * e11 - f * e12 + y * xj, w11 + j, count: n)
+                        Vec.store(g * e12 + f * e11, w12 + j, count: n)
+                        Vec.store(g * e22 + f * e21 + y * xj, w22 + j, count: n)
+                        Vec.store(g * e21 - f * e22, w21 + j, count: n)
+                    }
+                    j += n
+                }
+                if fullRank {
+                    fullRankTraces(x: xt, channels: channels, reset: reset, w11: w11, w12: w12, w21: w21, w22: w22)
+                }
+            }
+        }
+    }
+
+    /// Full-rank input-map traces `E_W [H_in, H]` of one row for one step, columns in
+    /// `channels`: `E11 ← E11·g − E12·φ + x_d·γ`, `E12 ← E12·g + E11·φ`, mirrored for W2.
     private func fullRankTraces(
-        x: UnsafePointer<Float>, w11: UnsafeMutablePointer<Float>, w12: UnsafeMutablePointer<Float>,
+        x: UnsafePointer<Float>, channels: Range<Int>, reset: Bool,
+        w11: UnsafeMutablePointer<Float>, w12: UnsafeMutablePointer<Float>,
         w21: UnsafeMutablePointer<Float>, w22: UnsafeMutablePointer<Float>
     ) {
         let H = hidden, dyn = dynamics.data
+        let keep = Vec.V(repeating: reset ? 0 : 1)
         for d in 0..<H {
-            let xd = Vec.V(repeating: x[d]), xs = x[d]
-            let o = d * H
-            var j = 0
-            while j + 8 <= H {
-                let g = Vec.load(dyn + j), f = Vec.load(dyn + H + j), y = Vec.load(dyn + 2 * H + j)
-                let e11 = Vec.load(w11 + o + j), e12 = Vec.load(w12 + o + j)
-                let e21 = Vec.load(w21 + o + j), e22 = Vec.load(w22 + o + j)
-                Vec.store(e11 * g - e12 * f + xd * y, w11 + o + j)
-                Vec.store(e12 * g + e11 * f, w12 + o + j)
-                Vec.store(e22 * g + e21 * f + xd * y, w22 + o + j)
-                Vec.store(e21 * g - e22 * f, w21 + o + j)
-                j += 8
-            }
-            while j < H {
-                let g = dyn[j], f = dyn[H + j], y = dyn[2 * H + j]
-                let e11 = w11[o + j], e12 = w12[o + j], e21 = w21[o + j], e22 = w22[o + j]
-                w11[o + j] = e11 * g - e12 * f + xs * y
-                w12[o + j] = e12 * g + e11 * f
-                w22[o + j] = e22 * g + e21 * f + xs * y
-                w21[o + j] = e21 * g - e22 * f
-                j += 1
+            let xd = Vec.V(repeating: x[d])
+            var j = channels.lowerBound
+            while j < channels.upperBound {
+                let n = min(8, channels.upperBound - j), o = d * H + j
+                let g = Vec.load(dyn + j, count: n), f = Vec.load(dyn + H + j, count: n), y = Vec.load(dyn + 2 * H + j, count: n)
+                let e11 = Vec.load(w11 + o, count: n) * keep, e12 = Vec.load(w12 + o, count: n) * keep
+                let e21 = Vec.load(w21 + o, count: n) * keep, e22 = Vec.load(w22 + o, count: n) * keep
+                Vec.store(e11 * g - e12 * f + xd * y, w11 + o, count: n)
+                Vec.store(e12 * g + e11 * f, w12 + o, count: n)
+                Vec.store(e22 * g + e21 * f + xd * y, w22 + o, count: n)
+                Vec.store(e21 * g - e22 * f, w21 + o, count: n)
+                j += n
             }
         }
     }

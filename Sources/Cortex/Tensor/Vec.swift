@@ -8,6 +8,22 @@ public enum Vec {
     @inline(__always)
     static func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
 
+    /// The first `n` floats at p (n < 8: zero-padded).
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>, count n: Int) -> V {
+        if n >= 8 { return load(p) }
+        var v = V()
+        for i in 0..<n { v[i] = p[i] }
+        return v
+    }
+
+    /// Store the first `n` lanes of v at p.
+    @inline(__always)
+    static func store(_ v: V, _ p: UnsafeMutablePointer<Float>, count n: Int) {
+        if n >= 8 { store(v, p); return }
+        for i in 0..<n { p[i] = v[i] }
+    }
+
     /// a += b
     public static func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
         var i = 0
