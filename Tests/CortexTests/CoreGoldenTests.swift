@@ -42,3 +42,22 @@ final class AxonGoldenTests: XCTestCase {
     /// XL with use_axon_qkv: defaults (SRHT) and a diagonal config without mixing.
     func testXLAxonQKV() throws { try GoldenRunner("xl_axon").all() }
 }
+
+/// XL caches its memory's keys and values between calls (derived state): writing the
+/// state from outside must drop the cache, and a fresh cache must equal a warm one.
+final class XLCacheTests: XCTestCase {
+    func testWritingTheStateInvalidatesTheCache() throws {
+        let g = try Golden("xl")
+        let m = g.model
+        let a = try m.makeState(batch: 3), b = try m.makeState(batch: 3)
+        _ = try m.forward(try g.tensor("carry/xa"), state: a)   // a's cache: from xa
+        _ = try m.forward(try g.tensor("carry/xb"), state: b)   // b's: from xb
+        for spec in m.stateSpecs {                                // a := b, tensor by tensor
+            let values = try b.tensor(named: spec.name).toArray()
+            try a.write(index: try a.index(of: spec.name)) { p in for i in values.indices { p[i] = values[i] } }
+        }
+        let x = try g.tensor("seq/x")
+        assertClose(try m.forward(x, state: a), try m.forward(x, state: b), "xl: state written from outside = its source")
+        XCTAssertThrowsError(try a.index(of: "PassThroughBlock_0.XLCell.cortex_cache.k"), "caches are not addressable")
+    }
+}

@@ -8,19 +8,25 @@ public struct StateSpec: Sendable, Equatable {
     /// Value a reset row takes (`cx_state_reset`): 0, as the reference's reset_state,
     /// except where a core's consistent math needs the fresh value.
     public let resetValue: Float
+    /// A cache derived from the rest of the state (e.g. XL's projected memory keys),
+    /// starting at zeros = "not computed". Not part of the reference's TensorDict: it is
+    /// hidden from names and tensor access, cleared whenever the state is written from
+    /// outside, and carried in state blobs so a restored state continues bit for bit.
+    public let derived: Bool
 
-    public init(name: String, perRow: [Int], initial: Float = 0, resetValue: Float = 0) {
+    public init(name: String, perRow: [Int], initial: Float = 0, resetValue: Float = 0, derived: Bool = false) {
         self.name = name
         self.perRow = perRow
         self.initial = initial
         self.resetValue = resetValue
+        self.derived = derived
     }
 
     public var rowCount: Int { perRow.reduce(1, *) }
 
     /// The same spec under `prefix` ("LSTMCell" + "h" → "LSTMCell.h").
     public func prefixed(_ prefix: String) -> StateSpec {
-        StateSpec(name: prefix + "." + name, perRow: perRow, initial: initial, resetValue: resetValue)
+        StateSpec(name: prefix + "." + name, perRow: perRow, initial: initial, resetValue: resetValue, derived: derived)
     }
 }
 
@@ -37,6 +43,9 @@ public typealias StateSlots = ArraySlice<UnsafeMutablePointer<Float>>
 /// - `resets`: `[B, T]` bytes or nil; a non-zero `resets[b, t]` zeroes row b's state
 ///   before step t, exactly where cortexcore applies its reset mask.
 /// - Temporaries come from `arena`, so repeated steps allocate nothing.
+/// - `run` may throw only when `arena` cannot allocate, and must take the same scratch
+///   for the same (batch, time, resets present): a call shape that succeeded once then
+///   cannot fail, and `RecurrentState` runs it in place instead of on a shadow copy.
 public protocol RecurrentModule: Sendable {
     var inputSize: Int { get }
     var outputSize: Int { get }

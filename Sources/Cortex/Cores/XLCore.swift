@@ -41,6 +41,13 @@ public struct XLCore: RecurrentModule {
     let axonQ: AxonLayer?, axonK: AxonLayer?, axonV: AxonLayer?
     let consistent: Bool
     let u: Tensor, vBias: Tensor  // [heads, headDim]
+    /// 1 / 10000^(2j/d), the sinusoid frequencies of `_relative_positions`.
+    let invFreq: [Float]
+    /// `r_proj` of the relative positions for one step (L = mem_len + 1), computed once.
+    let stepPositions: Tensor
+    /// Keys and values of the memory are cached between calls (derived state), unless
+    /// AxonLayers compute them (their replay depends on the whole window).
+    var cachesMemoryKV: Bool { axonQ == nil && memLen > 0 }
 
     public init(config: Config, weights: WeightSource, prefix: String) throws {
         model = config.hiddenSize
@@ -69,6 +76,15 @@ public struct XLCore: RecurrentModule {
         bo = config.useBias ? try weights.tensor(prefix + "o_proj.bias", shape: [model]) : nil
         u = try weights.tensor(prefix + "u", shape: [heads, headDim])
         vBias = try weights.tensor(prefix + "v", shape: [heads, headDim])
+        let dModel = config.hiddenSize, half = (dModel + 1) / 2
+        let freqs = (0..<half).map { 1 / powf(10000, Float(2 * $0) / Float(dModel)) }
+        invFreq = freqs
+        try BLAS.ensureLoaded()
+        let L = memLen + 1
+        let pos = try Tensor(zeros: [L, model])
+        stepPositions = try Tensor(zeros: [L, HD])
+        XLCore.relativePositions(L, model: dModel, invFreq: freqs, into: pos.data)
+        BLAS.linear(m: L, n: HD, k: model, a: pos.data, lda: model, weight: wr.data, c: stepPositions.data, ldc: HD)
     }
 
     public var inputSize: Int { model }
@@ -77,6 +93,9 @@ public struct XLCore: RecurrentModule {
         [StateSpec(name: "mem", perRow: [memLen, model]), StateSpec(name: "mem_seg", perRow: [memLen], initial: consistent ? XLCore.emptySlot : -1,
                    resetValue: consistent ? XLCore.emptySlot : 0)]
             + axonLayers.flatMap(\.stateSpecs)
+            + (cachesMemoryKV ? [StateSpec(name: "cortex_cache.k", perRow: [memLen, heads * headDim], derived: true),
+                                 StateSpec(name: "cortex_cache.v", perRow: [memLen, heads * headDim], derived: true),
+                                 StateSpec(name: "cortex_cache.valid", perRow: [1], derived: true)] : [])
     }
     /// Segment id of a memory slot never written (consistent math): no token gets it,
     /// so such slots are never attended. Exact in float32.
@@ -88,13 +107,12 @@ public struct XLCore: RecurrentModule {
     }
 
     /// `_relative_positions(L)`: sinusoids of positions L−1 … 0, [L, d_model].
-    func relativePositions(_ L: Int, into p: UnsafeMutablePointer<Float>) {
-        let d = model, half = (d + 1) / 2
+    static func relativePositions(_ L: Int, model d: Int, invFreq: [Float], into p: UnsafeMutablePointer<Float>) {
+        let half = (d + 1) / 2
         for l in 0..<L {
             let pos = Float(L - 1 - l)
             for j in 0..<half {
-                let invFreq = 1 / powf(10000, Float(2 * j) / Float(d))
-                let a = pos * invFreq
+                let a = pos * invFreq[j]
                 if j < d { p[l * d + j] = sinf(a) }
                 if half + j < d { p[l * d + half + j] = cosf(a) }
             }
@@ -110,12 +128,10 @@ public struct XLCore: RecurrentModule {
         guard B > 0, T > 0 else { return }
         let s0 = state.startIndex
         let mem = state[s0], memSeg = state[s0 + 1]
-        // Keys and values cover [memory; inputs] for every row; segment ids continue from
-        // the memory's last one and advance at each reset.
-        let xkv = try arena.take(B * L * d), seg = try arena.take(B * L)
+        // Segment ids over [memory; inputs]: they continue from the memory's last one and
+        // advance at each reset.
+        let seg = try arena.take(B * L)
         for b in 0..<B {
-            (xkv + b * L * d).update(from: mem + b * M * d, count: M * d)
-            (xkv + b * L * d + M * d).update(from: x + b * T * d, count: T * d)
             let sb = seg + b * L
             sb.update(from: memSeg + b * M, count: M)
             var id: Float = M > 0 ? memSeg[b * M + M - 1] : 0
@@ -125,15 +141,23 @@ public struct XLCore: RecurrentModule {
                 sb[M + t] = id
             }
         }
-        let q = try arena.take(B * T * HD), k = try arena.take(B * L * HD), v = try arena.take(B * L * HD)
+        // Queries, and keys/values of the memory (M rows per batch row, at memK/memV with
+        // row stride `memStride`) and of the new tokens (T rows at newK/newV).
+        let q = try arena.take(B * T * HD)
+        let memK: UnsafeMutablePointer<Float>, memV: UnsafeMutablePointer<Float>, memStride: Int
+        let newK: UnsafeMutablePointer<Float>, newV: UnsafeMutablePointer<Float>, newStride: Int
+        var cache: (k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, valid: UnsafeMutablePointer<Float>)?
         if let axonQ, let axonK, let axonV {
             var slot = s0 + 2
             let n = axonQ.stateSpecs.count
             try axonQ.run(x: x, y: q, batch: B, time: T, state: state[slot..<(slot + n)], resets: resets, arena: arena)
             slot += n
-            // K/V replay the memory: reset at its start and at every segment change.
+            // K/V replay [memory; inputs]: reset at its start and at every segment change.
+            let xkv = try arena.take(B * L * d), k = try arena.take(B * L * HD), v = try arena.take(B * L * HD)
             let kvResets = try arena.takeBytes(B * L)
             for b in 0..<B {
+                (xkv + b * L * d).update(from: mem + b * M * d, count: M * d)
+                (xkv + b * L * d + M * d).update(from: x + b * T * d, count: T * d)
                 for l in 0..<L { kvResets[b * L + l] = l == 0 || seg[b * L + l] != seg[b * L + l - 1] ? 1 : 0 }
             }
             for (layer, out) in [(axonK, k), (axonV, v)] {
@@ -141,66 +165,131 @@ public struct XLCore: RecurrentModule {
                               resets: UnsafePointer(kvResets), arena: arena)
                 slot += n
             }
+            memK = k; memV = v; memStride = L * HD
+            newK = k + M * HD; newV = v + M * HD; newStride = L * HD
         } else if let wq, let wk, let wv {
             BLAS.linear(m: B * T, n: HD, k: d, a: x, lda: d, weight: wq.data, c: q, ldc: HD)
-            BLAS.linear(m: B * L, n: HD, k: d, a: xkv, lda: d, weight: wk.data, c: k, ldc: HD)
-            BLAS.linear(m: B * L, n: HD, k: d, a: xkv, lda: d, weight: wv.data, c: v, ldc: HD)
             if let bq { Vec.addRows(q, rows: B * T, bq.data, HD) }
-            if let bk { Vec.addRows(k, rows: B * L, bk.data, HD) }
-            if let bv { Vec.addRows(v, rows: B * L, bv.data, HD) }
+            newK = try arena.take(B * T * HD); newV = try arena.take(B * T * HD); newStride = T * HD
+            BLAS.linear(m: B * T, n: HD, k: d, a: x, lda: d, weight: wk.data, c: newK, ldc: HD)
+            BLAS.linear(m: B * T, n: HD, k: d, a: x, lda: d, weight: wv.data, c: newV, ldc: HD)
+            if let bk { Vec.addRows(newK, rows: B * T, bk.data, HD) }
+            if let bv { Vec.addRows(newV, rows: B * T, bv.data, HD) }
+            if cachesMemoryKV {
+                // The memory's keys/values live in the (derived) cache; rows whose cache is
+                // not valid project their memory now.
+                let slot = s0 + 2
+                let c = (k: state[slot], v: state[slot + 1], valid: state[slot + 2])
+                for b in 0..<B where c.valid[b] != 1 {
+                    let kb = c.k + b * M * HD, vb = c.v + b * M * HD
+                    BLAS.linear(m: M, n: HD, k: d, a: mem + b * M * d, lda: d, weight: wk.data, c: kb, ldc: HD)
+                    BLAS.linear(m: M, n: HD, k: d, a: mem + b * M * d, lda: d, weight: wv.data, c: vb, ldc: HD)
+                    if let bk { Vec.addRows(kb, rows: M, bk.data, HD) }
+                    if let bv { Vec.addRows(vb, rows: M, bv.data, HD) }
+                }
+                cache = c
+                memK = c.k; memV = c.v
+            } else {
+                memK = newK; memV = newV  // M == 0: no memory rows
+            }
+            memStride = M * HD
+        } else {
+            return
         }
-        // Relative position projections, shared by the batch.
-        let pos = try arena.take(L * d), r = try arena.take(L * HD)
-        relativePositions(L, into: pos)
-        BLAS.linear(m: L, n: HD, k: d, a: pos, lda: d, weight: wr.data, c: r, ldc: HD)
-        let ac = try arena.take(T * L), bd = try arena.take(T * L)
+        // Relative position projections, shared by the batch (fixed for a step).
+        var r = UnsafePointer(stepPositions.data)
+        if L != M + 1 {
+            let pos = try arena.take(L * d), rr = try arena.take(L * HD)
+            XLCore.relativePositions(L, model: d, invFreq: invFreq, into: pos)
+            BLAS.linear(m: L, n: HD, k: d, a: pos, lda: d, weight: wr.data, c: rr, ldc: HD)
+            r = UnsafePointer(rr)
+        }
+        // Attention, one (row, head) pair at a time, pairs split over the threads; each
+        // part has its own scratch.
         let ctx = try arena.take(B * T * HD)
+        let parts = B * NH > 1 && T * L * D >= 4096 ? 2 : 1
+        let perPart = 2 * T * L + 2 * T * D
+        let scratch = try arena.take(parts * perPart)
         let scale = Float(pow(Double(D), -0.5))
-        let qu = try arena.take(T * D), qv = try arena.take(T * D)
-        for b in 0..<B {
-            let kb = k + b * L * HD, vb = v + b * L * HD, sb = seg + b * L
-            for h in 0..<NH {
+        Parallel.run(parts: parts) { part, parts in
+            let ac = scratch + part * perPart, bd = ac + T * L, qu = bd + T * L, qv = qu + T * D
+            for pair in Parallel.slice(B * NH, part: part, parts: parts, align: 1) {
+                let b = pair / NH, h = pair % NH
                 let uh = u.data + h * D, vh = vBias.data + h * D
                 for t in 0..<T {
                     let qt = q + (b * T + t) * HD + h * D
                     for j in 0..<D { qu[t * D + j] = qt[j] + uh[j]; qv[t * D + j] = qt[j] + vh[j] }
                 }
-                // (q+u)·kᵀ and (q+v)·rᵀ for every (t, l): two small GEMMs per head.
-                BLAS.gemm(transB: true, m: T, n: L, k: D, a: qu, lda: D, b: kb + h * D, ldb: HD, c: ac, ldc: L)
+                let mk = memK + b * memStride + h * D, mv = memV + b * memStride + h * D
+                let nk = newK + b * newStride + h * D, nv = newV + b * newStride + h * D
+                // (q+u)·kᵀ over memory then new keys, and (q+v)·rᵀ, for every (t, l).
+                BLAS.gemm(transB: true, m: T, n: M, k: D, a: qu, lda: D, b: mk, ldb: HD, c: ac, ldc: L)
+                BLAS.gemm(transB: true, m: T, n: T, k: D, a: qu, lda: D, b: nk, ldb: HD, c: ac + M, ldc: L)
                 BLAS.gemm(transB: true, m: T, n: L, k: D, a: qv, lda: D, b: r + h * D, ldb: HD, c: bd, ldc: L)
-                for t in 0..<T {
-                    let row = ac + t * L  // becomes this query's attention weights
-                    var mx = -Float.greatestFiniteMagnitude
-                    // Consistent math: the window step mode sees (mem_len earlier tokens and
-                    // the query itself), and never a slot that was not written.
-                    let first = consistent ? t : 0
-                    for l in 0..<L {
-                        // _rel_shift: element (t, l) of the shifted matrix comes from the
-                        // zero-padded [T, L+1] matrix at flat index T + t·L + l.
-                        let idx = T + t * L + l, src = idx / (L + 1), col = idx % (L + 1)
-                        let shifted: Float = col == 0 ? 0 : bd[src * L + col - 1]
-                        // Never-written slots (consistent math) carry an id no token gets.
-                        let allowed = l >= first && l <= M + t && sb[l] == sb[M + t]
-                        let logit = allowed ? (row[l] + shifted) * scale : -Float.greatestFiniteMagnitude
-                        row[l] = logit
-                        mx = max(mx, logit)
-                    }
-                    var sum: Float = 0
-                    for l in 0..<L { row[l] = expf(row[l] - mx); sum += row[l] }
-                    let inv = 1 / sum
-                    for l in 0..<L { row[l] *= inv }
-                }
-                // Context = attention · V for this head.
-                BLAS.gemm(m: T, n: D, k: L, a: ac, lda: L, b: vb + h * D, ldb: HD,
-                          c: ctx + b * T * HD + h * D, ldc: HD)
-            }
-            // Roll the memory: the last mem_len of [memory; inputs] and their segment ids.
-            if M > 0 {
-                (mem + b * M * d).update(from: xkv + b * L * d + (L - M) * d, count: M * d)
-                (memSeg + b * M).update(from: sb + (L - M), count: M)
+                softmaxRows(ac, bd, seg: seg + b * L, time: T, length: L, scale: scale)
+                // Context = attention · V (memory part, then new tokens).
+                let out = ctx + b * T * HD + h * D
+                BLAS.gemm(m: T, n: D, k: M, a: ac, lda: L, b: mv, ldb: HD, c: out, ldc: HD)
+                BLAS.gemm(m: T, n: D, k: T, a: ac + M, lda: L, b: nv, ldb: HD, c: out, ldc: HD, beta: M > 0 ? 1 : 0)
             }
         }
         BLAS.linear(m: B * T, n: d, k: HD, a: ctx, lda: HD, weight: wo.data, c: y, ldc: d)
         if let bo { Vec.addRows(y, rows: B * T, bo.data, d) }
+        // Roll the memory (and the key/value cache) by T: the last mem_len of
+        // [memory; inputs] and their segment ids.
+        guard M > 0 else { return }
+        for b in 0..<B {
+            XLCore.roll(mem + b * M * d, rows: M, width: d, appending: x + b * T * d, count: T)
+            (memSeg + b * M).update(from: seg + b * L + T, count: M)
+            if let cache {
+                XLCore.roll(cache.k + b * M * HD, rows: M, width: HD, appending: newK + b * T * HD, count: T)
+                XLCore.roll(cache.v + b * M * HD, rows: M, width: HD, appending: newV + b * T * HD, count: T)
+                cache.valid[b] = 1
+            }
+        }
+    }
+
+    /// Keep the last `rows` rows of [buffer; new]: shift out `count` rows, append.
+    static func roll(_ buffer: UnsafeMutablePointer<Float>, rows M: Int, width w: Int,
+                     appending new: UnsafePointer<Float>, count T: Int) {
+        if T >= M {
+            buffer.update(from: new + (T - M) * w, count: M * w)
+        } else {
+            buffer.update(from: buffer + T * w, count: (M - T) * w)  // overlapping: memmove semantics
+            (buffer + (M - T) * w).update(from: new, count: T * w)
+        }
+    }
+
+    /// Turn the scores of one (row, head) into attention weights in place: add the
+    /// relative-position term through `_rel_shift`, mask, scale, softmax.
+    private func softmaxRows(_ ac: UnsafeMutablePointer<Float>, _ bd: UnsafePointer<Float>, seg sb: UnsafePointer<Float>,
+                             time T: Int, length L: Int, scale: Float) {
+        let M = memLen
+        for t in 0..<T {
+            let row = ac + t * L
+            // Keys after M + t are masked (causal); consistent math also hides those
+            // before the step-mode window (l < t).
+            let first = consistent ? t : 0, last = M + t
+            var mx = -Float.greatestFiniteMagnitude
+            // _rel_shift: element (t, l) of the shifted matrix comes from the zero-padded
+            // [T, L+1] matrix at flat index T + t·L + l.
+            var src = (T + t * L) / (L + 1), col = (T + t * L) % (L + 1)
+            for l in 0...last {
+                let shifted: Float = col == 0 ? 0 : bd[src * L + col - 1]
+                let allowed = l >= first && sb[l] == sb[last]
+                let logit = allowed ? (row[l] + shifted) * scale : -Float.greatestFiniteMagnitude
+                row[l] = logit
+                mx = max(mx, logit)
+                col += 1
+                if col == L + 1 { col = 0; src += 1 }
+            }
+            let mxv = Kernels.V(repeating: mx)
+            Kernels.map(row, last + 1) { Kernels.exp($0 - mxv) }
+            var sum: Float = 0
+            for l in 0...last { sum += row[l] }
+            let inv = 1 / sum
+            for l in 0...last { row[l] *= inv }
+            if last + 1 < L { (row + last + 1).update(repeating: 0, count: L - last - 1) }
+        }
     }
 }

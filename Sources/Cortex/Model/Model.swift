@@ -15,7 +15,11 @@ public final class Model: @unchecked Sendable {
     /// The `config` object of config.json, as given.
     public let config: JSON
     public let module: any RecurrentModule
+    /// The state tensors, named as in the reference's TensorDict.
     public let stateSpecs: [StateSpec]
+    /// Every tensor a state holds, in the module's slot order: `stateSpecs` plus derived
+    /// caches (`StateSpec.derived`).
+    public let allStateSpecs: [StateSpec]
     public let fingerprint: UInt64
     public let nanPolicy: NaNPolicy
 
@@ -69,7 +73,8 @@ public final class Model: @unchecked Sendable {
         }
         self.architecture = arch
         self.config = config
-        self.stateSpecs = module.stateSpecs
+        self.allStateSpecs = module.stateSpecs
+        self.stateSpecs = module.stateSpecs.filter { !$0.derived }
         self.nanPolicy = nanPolicy
 
         var h = FNV1a64()

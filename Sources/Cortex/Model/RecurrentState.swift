@@ -1,7 +1,8 @@
 import Synchronization
 
 /// The recurrent state of `batch` independent streams of one model: one contiguous
-/// tensor `[B] + perRow` per `StateSpec`, in the model's spec order.
+/// tensor `[B] + perRow` per `StateSpec`, in the model's slot order (`allStateSpecs`,
+/// derived caches included; indices below refer to that order).
 ///
 /// Not thread-safe by design (one thread at a time), but misuse is detected: a
 /// second concurrent call gets `CortexError.busy` instead of corrupting memory.
@@ -17,6 +18,9 @@ public final class RecurrentState: @unchecked Sendable {
     /// Scratch for the model's temporaries; sized by the first call, then reused.
     public let arena = Arena()
     private let busy = Atomic<Bool>(false)
+    /// Call shapes (time, with/without resets) that already ran to completion on this
+    /// state: their scratch is reserved in `arena`, so they cannot fail and run in place.
+    private var provenShapes = Set<Int>()
 
     static let maxBatch = 1 << 24
 
@@ -27,7 +31,7 @@ public final class RecurrentState: @unchecked Sendable {
         self.model = model
         self.batch = batch
         let make = {
-            try model.stateSpecs.map { spec -> Tensor in
+            try model.allStateSpecs.map { spec -> Tensor in
                 let t = try Tensor(zeros: [batch] + spec.perRow)
                 if spec.initial != 0 { t.data.update(repeating: spec.initial, count: t.count) }
                 return t
@@ -46,7 +50,9 @@ public final class RecurrentState: @unchecked Sendable {
             throw CortexError.busy("the state is in use by another thread")
         }
         defer { busy.store(false, ordering: .releasing) }
+        let reserved = arena.capacity
         arena.reset()
+        if arena.capacity < reserved { provenShapes.removeAll() }  // merging failed: scratch must grow again
         return try body()
     }
 
@@ -56,11 +62,23 @@ public final class RecurrentState: @unchecked Sendable {
         x: UnsafePointer<Float>, batch: Int, time: Int,
         resets: UnsafePointer<UInt8>?, into y: UnsafeMutablePointer<Float>
     ) throws {
+        // A module's run() can fail only when its scratch cannot be allocated (the
+        // RecurrentModule contract). A shape that succeeded before finds its scratch
+        // reserved, so it runs in place; anything else runs on a shadow copy that replaces
+        // the state only on success (for large states, e.g. XL's memory at B=32, the
+        // copy would otherwise dominate a step).
+        let shape = time &* 2 &+ (resets == nil ? 0 : 1)
+        if provenShapes.contains(shape) {
+            try model.module.run(x: x, y: y, batch: batch, time: time,
+                                 state: slots[slots.indices], resets: resets, arena: arena)
+            return
+        }
         for i in tensors.indices { shadowSlots[i].update(from: slots[i], count: tensors[i].count) }
         try model.module.run(x: x, y: y, batch: batch, time: time,
                              state: shadowSlots[shadowSlots.indices], resets: resets, arena: arena)
         swap(&tensors, &shadow)
         swap(&slots, &shadowSlots)
+        if provenShapes.count < 64 { provenShapes.insert(shape) }
     }
 
     /// Reset the rows where `rows[b]` is true (all rows when nil): zeros, or each
@@ -70,7 +88,7 @@ public final class RecurrentState: @unchecked Sendable {
             throw CortexError.shapeMismatch("reset mask: expected \(batch) rows, got \(rows.count)")
         }
         try exclusive {
-            for (t, spec) in zip(tensors, model.stateSpecs) {
+            for (t, spec) in zip(tensors, model.allStateSpecs) {
                 let n = spec.rowCount
                 for b in 0..<batch where rows?[b] ?? true { (t.data + b * n).update(repeating: spec.resetValue, count: n) }
             }
@@ -85,7 +103,7 @@ public final class RecurrentState: @unchecked Sendable {
 
     /// Index of the state tensor named `path`.
     public func index(of path: String) throws -> Int {
-        guard let i = model.stateSpecs.firstIndex(where: { $0.name == path }) else {
+        guard let i = model.allStateSpecs.firstIndex(where: { $0.name == path && !$0.derived }) else {
             let known = model.stateSpecs.map(\.name).joined(separator: ", ")
             throw CortexError.invalidArgument("no state tensor named '\(path)' (known: \(known))")
         }
@@ -95,11 +113,19 @@ public final class RecurrentState: @unchecked Sendable {
     /// Overwrite tensor `index` with `count` floats produced by `fill` (called with
     /// exclusive access; the count is checked by the caller against `shape(of:)`).
     public func write(index i: Int, _ fill: (UnsafeMutablePointer<Float>) -> Void) throws {
-        try exclusive { fill(tensors[i].data) }
+        try exclusive {
+            fill(tensors[i].data)
+            clearDerived()
+        }
     }
 
     /// Full shape `[B] + perRow` of tensor `index`.
-    public func shape(of i: Int) -> [Int] { [batch] + model.stateSpecs[i].perRow }
+    public func shape(of i: Int) -> [Int] { [batch] + model.allStateSpecs[i].perRow }
+
+    /// Forget every derived cache (after the state was written from outside).
+    func clearDerived() {
+        for (t, spec) in zip(tensors, model.allStateSpecs) where spec.derived { t.data.update(repeating: 0, count: t.count) }
+    }
 
     /// A deep copy.
     public func clone() throws -> RecurrentState {
@@ -110,8 +136,11 @@ public final class RecurrentState: @unchecked Sendable {
         return out
     }
 
-    /// Overwrite every tensor (shapes already validated by the caller).
-    func load(_ values: [Tensor]) {
-        for (dst, src) in zip(tensors, values) { dst.data.update(from: src.data, count: src.count) }
+    /// Overwrite tensors (shapes already validated by the caller); nil leaves a derived
+    /// cache empty.
+    func load(_ values: [Tensor?]) {
+        for (dst, src) in zip(tensors, values) {
+            if let src { dst.data.update(from: src.data, count: src.count) } else { dst.data.update(repeating: 0, count: dst.count) }
+        }
     }
 }

@@ -19,7 +19,7 @@ public enum StateCodec {
 
     public static func encode(_ state: RecurrentState) throws -> [UInt8] {
         let payload = try state.exclusive {
-            try SafetensorsFile.write(Array(zip(state.model.stateSpecs.map(\.name), state.tensors)),
+            try SafetensorsFile.write(Array(zip(state.model.allStateSpecs.map(\.name), state.tensors)),
                                       metadata: ["format": "cortex-state"])
         }
         var out = magic
@@ -61,12 +61,17 @@ public enum StateCodec {
         let file: SafetensorsFile
         do { file = try SafetensorsFile(bytes: payload) } catch let e as CortexError { throw e.prefixed("state bytes") }
         let batch = Int(batch64)
-        guard file.names.count == model.stateSpecs.count else {
-            throw CortexError.stateMismatch("state bytes: \(file.names.count) tensors, the model has \(model.stateSpecs.count)")
+        // Derived caches are optional in a blob (absent: recomputed on the next call).
+        let known = Set(model.allStateSpecs.map(\.name))
+        if let stray = file.names.first(where: { !known.contains($0) }) {
+            throw CortexError.stateMismatch("state bytes: tensor '\(stray)' is not part of this model's state")
         }
-        var values: [Tensor] = []
-        for spec in model.stateSpecs {
-            guard let e = file.entries[spec.name] else { throw CortexError.stateMismatch("state bytes: missing '\(spec.name)'") }
+        var values: [Tensor?] = []
+        for spec in model.allStateSpecs {
+            guard let e = file.entries[spec.name] else {
+                if spec.derived { values.append(nil); continue }
+                throw CortexError.stateMismatch("state bytes: missing '\(spec.name)'")
+            }
             guard e.dtype == .f32, e.shape == [batch] + spec.perRow else {
                 throw CortexError.stateMismatch("state bytes: '\(spec.name)' is \(e.dtype.rawValue) \(e.shape), expected F32 \([batch] + spec.perRow)")
             }
