@@ -79,64 +79,88 @@ public struct AGaLiTeCore: RecurrentModule {
         BLAS.linear(m: B * T, n: P1, k: hidden, a: x, lda: hidden, weight: kqvbg.data, c: proj, ldc: P1)
         BLAS.linear(m: B * T, n: P2, k: hidden, a: x, lda: hidden, weight: p123.data, c: aux, ldc: P2)
         let attn = try arena.take(B * T * A)
-        let qf = try arena.take(F), kdq = try arena.take(R), cosr = try arena.take(R)
+        // (row, head) pairs are independent: split them over the threads, each part with
+        // its own scratch: qf, gk, dg [F]; kdq, cos [R]; σ(gamma), σ(beta) per d and
+        // relu(p1), relu(p2), σ(p3) per e.
+        let perPart = 3 * F + 2 * R + 2 * D + 3 * E
+        let parts = B * Hh > 1 && B * T * Hh * F >= 32_768 ? 2 : 1
+        let scratch = try arena.take(parts * perPart)
         let twoR = Float(2 * R)
+        typealias V = Vec.V
 
-        for b in 0..<B {
-            let tk = tildeK + b * R * Hh * F, tv = tildeV + b * R * Hh * D, s = sState + b * Hh * F
-            let tick0 = tick[b]
-            for t in 0..<T {
-                let keep: Float = (resets.map { $0[b * T + t] != 0 } ?? false) ? 0 : 1
-                for k in 0..<R { cosr[k] = Float(cos(Double((tick0 + Float(t + 1)) * omegas.data[k]))) }
-                let row = b * T + t
-                for h in 0..<Hh {
+        Parallel.run(parts: parts) { part, parts in
+            let qf = scratch + part * perPart, gk = qf + F, dg = gk + F, kdq = dg + F, cosr = kdq + R, gates = cosr + R
+            for pair in Parallel.slice(B * Hh, part: part, parts: parts, align: 1) {
+                let b = pair / Hh, h = pair % Hh
+                let tk = tildeK + b * R * Hh * F, tv = tildeV + b * R * Hh * D, s = sState + b * Hh * F
+                let tick0 = tick[b]
+                for t in 0..<T {
+                    let keep: Float = (resets.map { $0[b * T + t] != 0 } ?? false) ? 0 : 1
+                    for k in 0..<R { cosr[k] = Float(cos(Double((tick0 + Float(t + 1)) * omegas.data[k]))) }
+                    let row = b * T + t
                     let base = proj + row * P1 + h * 5 * D
                     let kk = base, q = base + D, v = base + 2 * D, be = base + 3 * D, ga = base + 4 * D
                     let pa = aux + row * P2 + h * 3 * E
-                    let p1 = pa, p2 = pa + E, p3 = pa + 2 * E
-                    let sh = s + h * F
+                    // Gate activations, vectorised: σ(gamma), σ(beta), relu(p1), relu(p2), σ(p3).
+                    let sg = gates, sb = gates + D, r1 = gates + 2 * D, r2 = r1 + E, s3 = r2 + E
+                    sg.update(from: ga, count: D); sb.update(from: be, count: D)
+                    Kernels.sigmoid(gates, 2 * D)
+                    for e in 0..<E { r1[e] = max(pa[e], 0); r2[e] = max(pa[E + e], 0) }
+                    s3.update(from: pa + 2 * E, count: E)
+                    Kernels.sigmoid(s3, E)
+                    // Outer products over (d, e): query features, gated key features, decay.
                     for d in 0..<D {
-                        let kd = max(kk[d], 0), qd = max(q[d], 0), gd = AGaLiTeCore.sigmoid(ga[d])
+                        let kd = max(kk[d], 0), qd = max(q[d], 0), gd = sg[d]
                         for e in 0..<E {
                             let idx = d * E + e
-                            qf[idx] = qd * max(p2[e], 0)
-                            let g = gd * AGaLiTeCore.sigmoid(p3[e])
-                            let gk = kd * max(p1[e], 0) * g
-                            let dg = (1 - g) * keep
-                            sh[idx] = dg * sh[idx] + gk
-                            for k in 0..<R {
-                                let p = tk + (k * Hh + h) * F + idx
-                                p.pointee = dg * p.pointee + gk * cosr[k]
-                            }
+                            let g = gd * s3[e]
+                            qf[idx] = qd * r2[e]
+                            gk[idx] = kd * r1[e] * g
+                            dg[idx] = (1 - g) * keep
                         }
                     }
-                    for d in 0..<D {
-                        let bt = AGaLiTeCore.sigmoid(be[d])
-                        let gv = v[d] * bt, db = (1 - bt) * keep
+                    // Discounted sums s and tilde_k (SIMD over features), with the query
+                    // products they feed (norm, kdq) in the same pass.
+                    let sh = s + h * F
+                    var normV = V()
+                    for k in 0..<R { kdq[k] = 0 }
+                    var idx = 0
+                    while idx < F {
+                        let n = min(8, F - idx)
+                        let dgv = Vec.load(dg + idx, count: n), gkv = Vec.load(gk + idx, count: n), qv = Vec.load(qf + idx, count: n)
+                        let sv = dgv * Vec.load(sh + idx, count: n) + gkv
+                        Vec.store(sv, sh + idx, count: n)
+                        normV += sv * qv
+                        for k in 0..<R {
+                            let p = tk + (k * Hh + h) * F + idx
+                            let tkv = dgv * Vec.load(p, count: n) + gkv * V(repeating: cosr[k])
+                            Vec.store(tkv, p, count: n)
+                            kdq[k] += (tkv * qv).sum()
+                        }
+                        idx += n
+                    }
+                    // tilde_v over d, then the output.
+                    let denom = twoR * normV.sum() + eps
+                    let out = attn + row * A + h * D
+                    var d = 0
+                    while d < D {
+                        let n = min(8, D - d)
+                        let bt = Vec.load(sb + d, count: n)
+                        let gv = Vec.load(v + d, count: n) * bt, db = (1 - bt) * V(repeating: keep)
+                        var kv = V()
                         for k in 0..<R {
                             let p = tv + (k * Hh + h) * D + d
-                            p.pointee = db * p.pointee + gv * cosr[k]
+                            let tvv = db * Vec.load(p, count: n) + gv * V(repeating: cosr[k])
+                            Vec.store(tvv, p, count: n)
+                            kv += tvv * V(repeating: kdq[k])
                         }
-                    }
-                    var norm: Float = 0
-                    for idx in 0..<F { norm += sh[idx] * qf[idx] }
-                    for k in 0..<R {
-                        var acc: Float = 0
-                        let tkr = tk + (k * Hh + h) * F
-                        for idx in 0..<F { acc += tkr[idx] * qf[idx] }
-                        kdq[k] = acc
-                    }
-                    let denom = twoR * norm + eps
-                    let out = attn + row * A + h * D
-                    for d in 0..<D {
-                        var kv: Float = 0
-                        for k in 0..<R { kv += tv[(k * Hh + h) * D + d] * kdq[k] }
-                        out[d] = kv / denom
+                        Vec.store(kv / V(repeating: denom), out + d, count: n)
+                        d += n
                     }
                 }
             }
-            tick[b] = tick0 + Float(T)
         }
+        for b in 0..<B { tick[b] += Float(T) }
         BLAS.linear(m: B * T, n: hidden, k: A, a: attn, lda: A, weight: outWeight.data, c: y, ldc: hidden)
         Vec.addRows(y, rows: B * T, outBias.data, hidden)
     }
