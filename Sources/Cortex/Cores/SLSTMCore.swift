@@ -33,7 +33,7 @@ public struct SLSTMCore: RecurrentModule {
     /// (nil with `use_axon_layer`, where the AxonLayers compute them).
     let weightIF: Tensor?, weightZO: Tensor?
     let axonIF: AxonLayer?, axonZO: AxonLayer?
-    /// Recurrence, block-diagonal `[4H, H]`, rows gate-major like the kernel's pre-activations.
+    /// Recurrence per head, `[NH, 4·DH, DH]` (the reference's layout): rows gate-major.
     let recurrent: Tensor
     let bias: Tensor        // [4H], gate-major
     let normWeight: Tensor  // [H]
@@ -69,12 +69,7 @@ public struct SLSTMCore: RecurrentModule {
                                            prefix: prefix + "zo_fused.", statePath: "slstm.zo_fused")
         weightIF = config.axonLayer.isOn ? nil : try blockRows(["igate", "fgate"])
         weightZO = config.axonLayer.isOn ? nil : try blockRows(["zgate", "ogate"])
-        let rk = try weights.tensor(prefix + "recurrent_kernel", shape: [NH, 4 * DH, DH])
-        let r = try Tensor(zeros: [4 * H, H])
-        for n in 0..<NH { for g in 0..<4 { for o in 0..<DH { for i in 0..<DH {
-            r.data[(g * H + n * DH + o) * H + n * DH + i] = rk.data[(n * 4 * DH + g * DH + o) * DH + i]
-        } } } }
-        recurrent = r
+        recurrent = try weights.tensor(prefix + "recurrent_kernel", shape: [NH, 4 * DH, DH])
         let b = try weights.tensor(prefix + "bias", shape: [NH, 4, DH])
         let flat = try Tensor(zeros: [4 * H])
         for n in 0..<NH { for g in 0..<4 { for d in 0..<DH { flat.data[g * H + n * DH + d] = b.data[(n * 4 + g) * DH + d] } } }
@@ -99,7 +94,7 @@ public struct SLSTMCore: RecurrentModule {
         batch: Int, time: Int,
         state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena
     ) throws {
-        let B = batch, T = time, H = hidden, G = 4 * H, DH = headDim
+        let B = batch, T = time, H = hidden, G = 4 * H, DH = headDim, NH = heads
         guard B > 0, T > 0 else { return }
         let i0 = state.startIndex
         let ys = state[i0], cs = state[i0 + 1], ns = state[i0 + 2], ms = state[i0 + 3]
@@ -126,35 +121,48 @@ public struct SLSTMCore: RecurrentModule {
                 slot += k
             }
         }
-        let raw = try arena.take(B * G)
-        for t in 0..<T {
-            if let resets {
-                for b in 0..<B where resets[b * T + t] != 0 {
-                    for s in [ys, cs, ns, ms] { (s + b * H).update(repeating: 0, count: H) }
+        // Heads are independent through time (block-diagonal recurrence): each thread
+        // runs whole sequences for its heads, no synchronisation between steps.
+        let parts = NH > 1 && B * T * H >= 4096 ? 2 : 1
+        let raws = try arena.take(parts * B * 4 * DH)
+        Parallel.run(parts: parts) { part, parts in
+            let raw = raws + part * B * 4 * DH  // [B, 4·DH] pre-activations of one head
+            for n in Parallel.slice(NH, part: part, parts: parts, align: 1) {
+                let o0 = n * DH
+                for t in 0..<T {
+                    if let resets {
+                        for b in 0..<B where resets[b * T + t] != 0 {
+                            for st in [ys, cs, ns, ms] { (st + b * H + o0).update(repeating: 0, count: DH) }
+                        }
+                    }
+                    for b in 0..<B {
+                        for g in 0..<4 {
+                            let dst = raw + b * 4 * DH + g * DH
+                            dst.update(from: wx + (b * T + t) * G + g * H + o0, count: DH)
+                            Vec.add(dst, bias.data + g * H + o0, DH)
+                        }
+                    }
+                    BLAS.linear(m: B, n: 4 * DH, k: DH, a: ys + o0, lda: H, weight: recurrent.data + n * 4 * DH * DH,
+                                c: raw, ldc: 4 * DH, beta: 1)
+                    for b in 0..<B {
+                        let r = raw + b * 4 * DH
+                        let yb = ys + b * H + o0, cb = cs + b * H + o0, nb = ns + b * H + o0, mb = ms + b * H + o0
+                        for j in 0..<DH {
+                            let iraw = r[j], fraw = r[DH + j], zraw = r[2 * DH + j], oraw = r[3 * DH + j]
+                            let logsig = min(fraw, 0) - log1pf(expf(-abs(fraw)))
+                            let logfplusm = mb[j] + logsig
+                            let mnew = nb[j] == 0 ? iraw : max(iraw, logfplusm)
+                            let og = 1 / (1 + expf(-oraw))
+                            let ig = min(expf(iraw - mnew), 1)
+                            let fg = min(expf(logfplusm - mnew), 1)
+                            let cnew = fg * cb[j] + ig * tanhf(zraw)
+                            let nnew = fg * nb[j] + ig
+                            yb[j] = og * cnew / (nnew + 1e-6)
+                            cb[j] = cnew; nb[j] = nnew; mb[j] = mnew
+                        }
+                        (y + (b * T + t) * H + o0).update(from: yb, count: DH)
+                    }
                 }
-            }
-            for b in 0..<B {
-                (raw + b * G).update(from: wx + (b * T + t) * G, count: G)
-                Vec.add(raw + b * G, bias.data, G)
-            }
-            BLAS.linear(m: B, n: G, k: H, a: ys, lda: H, weight: recurrent.data, c: raw, ldc: G, beta: 1)
-            for b in 0..<B {
-                let r = raw + b * G
-                let yb = ys + b * H, cb = cs + b * H, nb = ns + b * H, mb = ms + b * H
-                for j in 0..<H {
-                    let iraw = r[j], fraw = r[H + j], zraw = r[2 * H + j], oraw = r[3 * H + j]
-                    let logsig = min(fraw, 0) - log1pf(expf(-abs(fraw)))
-                    let logfplusm = mb[j] + logsig
-                    let mnew = nb[j] == 0 ? iraw : max(iraw, logfplusm)
-                    let og = 1 / (1 + expf(-oraw))
-                    let ig = min(expf(iraw - mnew), 1)
-                    let fg = min(expf(logfplusm - mnew), 1)
-                    let cnew = fg * cb[j] + ig * tanhf(zraw)
-                    let nnew = fg * nb[j] + ig
-                    yb[j] = og * cnew / (nnew + 1e-6)
-                    cb[j] = cnew; nb[j] = nnew; mb[j] = mnew
-                }
-                (y + (b * T + t) * H).update(from: yb, count: H)
             }
         }
         // Per-head LayerNorm of the outputs (group norm, weight only).
