@@ -9,7 +9,10 @@
  * allocating cx_model_step must count > 0), then counts 1000 cx_model_step_into
  * calls with B = 1 and B = 4 and requires 0.
  *
- *   test_alloc GOLDEN_DIR EXAMPLE_MODEL_DIR
+ * Every further GOLDEN_DIR argument (one per core) gets the same check, plain and with
+ * resets, at B = 1 and B = 4.
+ *
+ *   test_alloc GOLDEN_DIR EXAMPLE_MODEL_DIR [MORE_GOLDEN_DIRS...]
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -195,8 +198,8 @@ int main(int argc, char **argv) {
   long count, frees;
   static const int64_t batches[2] = {1, 4};
 
-  if (argc != 3) {
-    fprintf(stderr, "usage: %s GOLDEN_DIR EXAMPLE_MODEL_DIR\n", argv[0]);
+  if (argc < 3) {
+    fprintf(stderr, "usage: %s GOLDEN_DIR EXAMPLE_MODEL_DIR [MORE_GOLDEN_DIRS...]\n", argv[0]);
     return 2;
   }
   golden_model = tu_path(argv[1], "model");
@@ -253,6 +256,25 @@ int main(int argc, char **argv) {
            variant_names[k], count);
     CHECK(count <= 2, "%s after a plain warm-up: %ld allocations in %d steps (more than a one-time growth)",
           variant_names[k], count, STEPS);
+  }
+
+  /* 4. Every core's golden model. */
+  for (k = 3; k < argc; ++k) {
+    char *dir = tu_path(argv[k], "model");
+    cx_model_t *m = NULL;
+    int vi;
+    REQUIRE_OK(cx_model_load(dir, NULL, &m));
+    for (b = 0; b < 2; ++b) {
+      for (vi = PLAIN; vi <= WITH_RESETS; ++vi) {
+        count = count_steps(m, batches[b], (variant)vi, 1, &frees);
+        printf("%s, B=%lld: %d x cx_model_step_into (%s): %ld allocations, %ld frees\n", argv[k],
+               (long long)batches[b], STEPS, variant_names[vi], count, frees);
+        CHECK(count == 0 && frees == 0, "%s, B=%lld (%s): %ld allocations in %d steps", argv[k],
+              (long long)batches[b], variant_names[vi], count, STEPS);
+      }
+    }
+    cx_model_free(m);
+    free(dir);
   }
 
   cx_model_free(models[0]);

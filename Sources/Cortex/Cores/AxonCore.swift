@@ -196,6 +196,9 @@ public struct AxonCore: RecurrentModule {
     public var inputSize: Int { hidden }
     public var outputSize: Int { out }
 
+    /// State tensors per Axon: hc1, hc2 and eight traces.
+    public static let slotCount = 10
+
     public var stateSpecs: [StateSpec] {
         let row = [StateSpec(name: "hc1", perRow: [hidden]), StateSpec(name: "hc2", perRow: [hidden])]
         let dyn = ["E_nu_c1", "E_nu_c2", "E_th_c1", "E_th_c2"].map { StateSpec(name: $0, perRow: [hidden]) }

@@ -50,6 +50,22 @@ public struct AxonLayer: RecurrentModule {
         BLAS.linear(m: n, n: o, k: inputSize, a: x, lda: inputSize, weight: weight.data, c: y, ldc: o, beta: 1)
         Vec.addRows(y, rows: n, bias.data, o)
     }
+
+    /// `run`, writing row r of the output at `out + r·ldOut` (a column block of a wider
+    /// matrix); `state` holds this layer's `AxonCore.slotCount` slots.
+    func run(
+        x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, ldOut: Int,
+        batch: Int, time: Int, state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena
+    ) throws {
+        let o = outputSize
+        if ldOut == o {
+            try run(x: x, y: out, batch: batch, time: time, state: state, resets: resets, arena: arena)
+            return
+        }
+        let tmp = try arena.take(batch * time * o)
+        try run(x: x, y: tmp, batch: batch, time: time, state: state, resets: resets, arena: arena)
+        for r in 0..<(batch * time) { (out + r * ldOut).update(from: tmp + r * o, count: o) }
+    }
 }
 
 extension AxonLayerOption {

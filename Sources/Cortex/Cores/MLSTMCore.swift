@@ -109,19 +109,16 @@ public struct MLSTMCore: RecurrentModule {
         try conv.run(x: x, y: qk, batch: B, time: T, state: state[(i0 + 3)..<(i0 + 4)], resets: resets, arena: arena)
         Kernels.silu(qk, B * T * H)
         var v = x
+        // AxonLayer slots follow the conv's, in the order of `axonLayers`.
+        let n = AxonCore.slotCount
         var slot = i0 + 4
-        /// Run one AxonLayer on its own state slots.
-        func axon(_ layer: AxonLayer, _ input: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>) throws {
-            let k = layer.stateSpecs.count
-            try layer.run(x: input, y: out, batch: B, time: T, state: state[slot..<(slot + k)], resets: resets, arena: arena)
-            slot += k
-        }
         if let axonQK, let axonV {
             let q2 = try arena.take(B * T * H), v2 = try arena.take(B * T * H)
-            try axon(axonQK, qk, q2)
+            try axonQK.run(x: qk, y: q2, batch: B, time: T, state: state[slot..<(slot + n)], resets: resets, arena: arena)
             Kernels.silu(q2, B * T * H)
-            try axon(axonV, x, v2)
+            try axonV.run(x: x, y: v2, batch: B, time: T, state: state[(slot + n)..<(slot + 2 * n)], resets: resets, arena: arena)
             qk = q2; v = UnsafePointer(v2)
+            slot += 2 * n
         }
         let gin = try arena.take(B * T * 3 * H)
         for r in 0..<(B * T) {
@@ -134,11 +131,10 @@ public struct MLSTMCore: RecurrentModule {
             BLAS.linear(m: B * T, n: 2 * NH, k: 3 * H, a: gin, lda: 3 * H, weight: gateWeight.data, c: gates, ldc: 2 * NH)
             Vec.addRows(gates, rows: B * T, gateBias.data, 2 * NH)
         } else if let axonI, let axonF {
-            let g = try arena.take(B * T * NH)
-            for (layer, column) in [(axonI, 0), (axonF, NH)] {
-                try axon(layer, gin, g)
-                for r in 0..<(B * T) { (gates + r * 2 * NH + column).update(from: g + r * NH, count: NH) }
-            }
+            try axonI.run(x: gin, into: gates, ldOut: 2 * NH, batch: B, time: T, state: state[slot..<(slot + n)],
+                          resets: resets, arena: arena)
+            try axonF.run(x: gin, into: gates + NH, ldOut: 2 * NH, batch: B, time: T,
+                          state: state[(slot + n)..<(slot + 2 * n)], resets: resets, arena: arena)
         }
 
         let scratch = try HeadScratch(arena: arena, dh: DH, cs: min(chunkSize, T))

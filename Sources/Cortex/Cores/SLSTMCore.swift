@@ -112,14 +112,11 @@ public struct SLSTMCore: RecurrentModule {
             BLAS.linear(m: B * T, n: 2 * H, k: H, a: xif, lda: H, weight: weightIF.data, c: wx, ldc: G)
             BLAS.linear(m: B * T, n: 2 * H, k: H, a: x, lda: H, weight: weightZO.data, c: wx + 2 * H, ldc: G)
         } else if let axonIF, let axonZO {
-            var slot = i0 + 4 + (conv == nil ? 0 : 1)
-            let half = try arena.take(B * T * 2 * H)
-            for (layer, input, column) in [(axonIF, xif, 0), (axonZO, x, 2 * H)] {
-                let k = layer.stateSpecs.count
-                try layer.run(x: input, y: half, batch: B, time: T, state: state[slot..<(slot + k)], resets: resets, arena: arena)
-                for r in 0..<(B * T) { (wx + r * G + column).update(from: half + r * 2 * H, count: 2 * H) }
-                slot += k
-            }
+            let first = i0 + 4 + (conv == nil ? 0 : 1), n = AxonCore.slotCount
+            try axonIF.run(x: xif, into: wx, ldOut: G, batch: B, time: T, state: state[first..<(first + n)],
+                           resets: resets, arena: arena)
+            try axonZO.run(x: x, into: wx + 2 * H, ldOut: G, batch: B, time: T, state: state[(first + n)..<(first + 2 * n)],
+                           resets: resets, arena: arena)
         }
         // Heads are independent through time (block-diagonal recurrence): each thread
         // runs whole sequences for its heads, no synchronisation between steps.
@@ -132,7 +129,10 @@ public struct SLSTMCore: RecurrentModule {
                 for t in 0..<T {
                     if let resets {
                         for b in 0..<B where resets[b * T + t] != 0 {
-                            for st in [ys, cs, ns, ms] { (st + b * H + o0).update(repeating: 0, count: DH) }
+                            (ys + b * H + o0).update(repeating: 0, count: DH)
+                            (cs + b * H + o0).update(repeating: 0, count: DH)
+                            (ns + b * H + o0).update(repeating: 0, count: DH)
+                            (ms + b * H + o0).update(repeating: 0, count: DH)
                         }
                     }
                     for b in 0..<B {

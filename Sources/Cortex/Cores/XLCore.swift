@@ -148,10 +148,8 @@ public struct XLCore: RecurrentModule {
         let newK: UnsafeMutablePointer<Float>, newV: UnsafeMutablePointer<Float>, newStride: Int
         var cache: (k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, valid: UnsafeMutablePointer<Float>)?
         if let axonQ, let axonK, let axonV {
-            var slot = s0 + 2
-            let n = axonQ.stateSpecs.count
+            let slot = s0 + 2, n = AxonCore.slotCount
             try axonQ.run(x: x, y: q, batch: B, time: T, state: state[slot..<(slot + n)], resets: resets, arena: arena)
-            slot += n
             // K/V replay [memory; inputs]: reset at its start and at every segment change.
             let xkv = try arena.take(B * L * d), k = try arena.take(B * L * HD), v = try arena.take(B * L * HD)
             let kvResets = try arena.takeBytes(B * L)
@@ -160,11 +158,10 @@ public struct XLCore: RecurrentModule {
                 (xkv + b * L * d + M * d).update(from: x + b * T * d, count: T * d)
                 for l in 0..<L { kvResets[b * L + l] = l == 0 || seg[b * L + l] != seg[b * L + l - 1] ? 1 : 0 }
             }
-            for (layer, out) in [(axonK, k), (axonV, v)] {
-                try layer.run(x: xkv, y: out, batch: B, time: L, state: state[slot..<(slot + n)],
-                              resets: UnsafePointer(kvResets), arena: arena)
-                slot += n
-            }
+            try axonK.run(x: xkv, y: k, batch: B, time: L, state: state[(slot + n)..<(slot + 2 * n)],
+                          resets: UnsafePointer(kvResets), arena: arena)
+            try axonV.run(x: xkv, y: v, batch: B, time: L, state: state[(slot + 2 * n)..<(slot + 3 * n)],
+                          resets: UnsafePointer(kvResets), arena: arena)
             memK = k; memV = v; memStride = L * HD
             newK = k + M * HD; newV = v + M * HD; newStride = L * HD
         } else if let wq, let wk, let wv {
