@@ -10,14 +10,16 @@ public final class FloatBuffer: @unchecked Sendable {
     public let count: Int
     public let pointer: UnsafeMutablePointer<Float>
 
-    public init(count: Int) throws {
+    /// `zeroed: false` leaves the contents undefined (scratch memory: no page is touched
+    /// until used).
+    public init(count: Int, zeroed: Bool = true) throws {
         guard count >= 0 else { throw CortexError.invalidArgument("negative buffer size \(count)") }
         let bytes = try Checked.mul(max(count, 1), MemoryLayout<Float>.stride, "buffer size")
         var raw: UnsafeMutableRawPointer?
         guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
             throw CortexError.outOfMemory("cannot allocate \(bytes) bytes")
         }
-        memset(raw, 0, bytes)
+        if zeroed { memset(raw, 0, bytes) }
         self.count = count
         self.pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
     }
@@ -45,7 +47,7 @@ public final class Arena: @unchecked Sendable {
             return p
         }
         // Grow: a new block; earlier blocks stay alive until reset() merges them.
-        let block = try FloatBuffer(count: max(n, 4096))
+        let block = try FloatBuffer(count: max(n, 4096), zeroed: false)
         blocks.append(block)
         used = n
         highWater = max(highWater, n)
@@ -57,7 +59,7 @@ public final class Arena: @unchecked Sendable {
     public func reset() {
         if blocks.count > 1 {
             let total = blocks.reduce(0) { $0 + $1.count }
-            if let merged = try? FloatBuffer(count: total) {
+            if let merged = try? FloatBuffer(count: total, zeroed: false) {
                 blocks = [merged]
             } else {
                 blocks.removeAll()
