@@ -175,6 +175,14 @@ final class ConfigTests: XCTestCase {
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"xl","n_heads":2,"use_axon_qkv":true}}]}"#, contains: "q_proj.cell.nu_log")
     }
 
+    /// cortexcore accepts kernel_size 0 with channel_mixing (a no-op conv, no weights);
+    /// so does Cortex, rather than refusing a config the reference runs.
+    func testKernelZeroWithMixingIsTheIdentityAsInTheReference() throws {
+        let m = try load(#"{"d_hidden":4,"post_norm":false,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"cconv","kernel_size":0,"channel_mixing":true}}]}"#)
+        let x = try Tensor(shape: [2, 3, 4], values: (0..<24).map { Float($0) * 0.25 - 2 })
+        XCTAssertEqual(try m.forward(x, state: try m.makeState(batch: 2)).toArray(), x.toArray())
+    }
+
     func testDocumentChecks() {
         let w = (try? SafetensorsFile.write([])) ?? []
         for (doc, want) in [(#"{"format":"other"}"#, "not a Cortex model"),
