@@ -282,12 +282,81 @@ def axon_goldens():
     use_true_fwht(True)
 
 
+def build_blocks(d_hidden: int, blocks: list, seed: int):
+    """A CortexStack of arbitrary block configs (scaffolds, adapters, columns)."""
+    from cortex.config import CortexStackConfig
+    from cortex.stacks import CortexStack
+
+    torch.manual_seed(seed)
+    stack = CortexStack(CortexStackConfig(d_hidden=d_hidden, blocks=blocks, post_norm=True)).eval()
+    with torch.no_grad():
+        stack.norm.weight.uniform_(0.5, 1.5)
+        stack.norm.bias.uniform_(-0.2, 0.2)
+    return stack
+
+
+def scaffold_goldens():
+    """Every scaffold (cortexcore block) around several cores, adapters and columns."""
+    global EXPLICIT_RESETS
+    from cortex.config import (AdapterBlockConfig, AGaLiTeCellConfig, AxonConfig, CausalConv1dConfig,
+                               ColumnBlockConfig, LSTMCellConfig, PassThroughBlockConfig, PostUpBlockConfig,
+                               PostUpGatedBlockConfig, PreUpBlockConfig, PreUpGatedBlockConfig, RouterConfig,
+                               XLCellConfig, mLSTMCellConfig, sLSTMCellConfig)
+
+    use_true_fwht(True)
+    EXPLICIT_RESETS = True  # convs inside (REFERENCE_NOTES bug 2)
+    # PreUp around an LSTM (activated input) and an mLSTM (raw input, the reference's
+    # rule); PreUpGated around an sLSTM without input activation; PostUp around a conv;
+    # PostUpGated around AGaLiTe.
+    stack = build_blocks(16, [
+        PreUpBlockConfig(cell=LSTMCellConfig(), proj_factor=2.0),
+        PreUpBlockConfig(cell=mLSTMCellConfig(num_heads=2, chunk_size=4), proj_factor=1.5),
+        PreUpGatedBlockConfig(cell=sLSTMCellConfig(num_heads=2, conv1d_kernel_size=2), proj_factor=1.0,
+                              activate_cell_input=False, gru_bias=1.0),
+        PostUpBlockConfig(cell=CausalConv1dConfig(kernel_size=3), proj_factor=1.5),
+        PostUpGatedBlockConfig(cell=AGaLiTeCellConfig(n_heads=2, eta=2, r=1), proj_factor=2.0),
+    ], seed=61)
+    perturb(stack, ["learnable_skip", "recurrent_kernel", "gate", "outnorm", ".bg"])
+    write_golden("scaffolds_up", stack, 16, seed=62)
+
+    # Adapters (zero-initialised up projection and gate: perturbed) around three scaffolds.
+    stack = build_blocks(16, [
+        AdapterBlockConfig(base_block=PreUpBlockConfig(cell=LSTMCellConfig()), bottleneck=8,
+                           per_channel_gate=True, activation="silu"),
+        AdapterBlockConfig(base_block=PassThroughBlockConfig(cell=XLCellConfig(n_heads=2, mem_len=3)),
+                           bottleneck=4, activation="gelu"),
+        AdapterBlockConfig(base_block=PostUpBlockConfig(cell=AxonConfig()), bottleneck=4, activation="relu"),
+    ], seed=63)
+    perturb(stack, [".up.", "learnable_skip"], suffixes=(".gate", ".u", ".v"))
+    write_golden("scaffolds_adapter", stack, 16, seed=64)
+
+    # Columns: three experts with top-2 prior and token refinement; a single expert (the
+    # pass-through path); two experts, no refinement, 1/d_key scaling, unrestricted top-1.
+    stack = build_blocks(16, [
+        ColumnBlockConfig(experts=[PassThroughBlockConfig(cell=LSTMCellConfig()),
+                                   PreUpBlockConfig(cell=mLSTMCellConfig(num_heads=2, chunk_size=4)),
+                                   PostUpBlockConfig(cell=sLSTMCellConfig(num_heads=2))],
+                          router=RouterConfig(top_k=2, whisper_lambda=0.3, temperature=0.7, d_key=8, d_key_local=6)),
+        ColumnBlockConfig(experts=[PassThroughBlockConfig(cell=AxonConfig())]),
+        ColumnBlockConfig(experts=[PassThroughBlockConfig(cell=CausalConv1dConfig(kernel_size=2)),
+                                   PassThroughBlockConfig(cell=AGaLiTeCellConfig(n_heads=2))],
+                          router=RouterConfig(whisper_lambda=0.0, use_sqrt_scale=False, restrict_to_topk=False, top_k=1)),
+    ], seed=65)
+    perturb(stack, ["router.", "refiner.", "e_mixer.", "alpha_", "head.", "gate", "outnorm", "recurrent_kernel"])
+    write_golden("column", stack, 16, seed=66)
+    EXPLICIT_RESETS = False
+
+
 def main():
     global EXPLICIT_RESETS
     only = set(sys.argv[1].split(",")) if len(sys.argv) > 1 else None
     if only == {"axon"}:
         torch.set_num_threads(1)
         axon_goldens()
+        return 0
+    if only == {"scaffolds"}:
+        torch.set_num_threads(1)
+        scaffold_goldens()
         return 0
     from cortex.config import (AGaLiTeCellConfig, CausalConv1dConfig, LSTMCellConfig, XLCellConfig, mLSTMCellConfig,
                                sLSTMCellConfig)
@@ -341,6 +410,7 @@ def main():
     EXPLICIT_RESETS = False
 
     axon_goldens()
+    scaffold_goldens()
 
     # The small stack the README example streams (not a golden; just a bundled model).
     ex = build_stack(64, [LSTMCellConfig(), LSTMCellConfig()], seed=7)

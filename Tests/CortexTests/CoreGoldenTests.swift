@@ -61,3 +61,16 @@ final class XLCacheTests: XCTestCase {
         XCTAssertThrowsError(try a.index(of: "PassThroughBlock_0.XLCell.cortex_cache.k"), "caches are not addressable")
     }
 }
+
+/// Scaffolds (cortexcore blocks) around several cores, adapters and Columns.
+final class ScaffoldGoldenTests: XCTestCase {
+    /// PreUp (LSTM; mLSTM on the raw branch), PreUpGated (sLSTM), PostUp (conv),
+    /// PostUpGated (AGaLiTe).
+    func testUpScaffolds() throws { try GoldenRunner("scaffolds_up").all() }
+    /// Adapters around PreUp(LSTM) (per-channel gate, SiLU), PassThrough(XL) (GELU) and
+    /// PostUp(Axon) (ReLU).
+    func testAdapters() throws { try GoldenRunner("scaffolds_adapter").all() }
+    /// Columns: three experts with top-2 prior and token refinement; one expert; two
+    /// experts without refinement, 1/d_key scaling and unrestricted top-1.
+    func testColumns() throws { try GoldenRunner("column").all() }
+}

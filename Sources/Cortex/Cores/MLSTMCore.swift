@@ -71,8 +71,10 @@ public struct MLSTMCore: RecurrentModule {
             for (g, name) in ["igate", "fgate"].enumerated() {
                 let w = try weights.tensor(prefix + name + ".weight", shape: [NH, 3 * H])
                 let b = try weights.tensor(prefix + name + ".bias", shape: [NH])
-                (gw.data + g * NH * 3 * H).update(from: w.data, count: NH * 3 * H)
-                (gb.data + g * NH).update(from: b.data, count: NH)
+                withExtendedLifetime((w, b)) {  // raw pointers must not outlive the buffers
+                    (gw.data + g * NH * 3 * H).update(from: w.data, count: NH * 3 * H)
+                    (gb.data + g * NH).update(from: b.data, count: NH)
+                }
             }
             gateWeight = gw; gateBias = gb
         }

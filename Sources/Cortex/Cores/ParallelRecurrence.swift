@@ -26,7 +26,8 @@ struct SplitRecurrentWeight: @unchecked Sendable {
                 (rows.data + g * half * H).update(from: w.data + (g * H + p * half) * H, count: half * H)
             }
             let buf = try FloatBuffer(count: cx_packed_size(Int32(4 * half), Int32(H)))
-            cx_pack_weights(rows.data, Int32(4 * half), Int32(H), buf.pointer)
+            let n = Int32(4 * (H / 2)), k = Int32(H)
+            withExtendedLifetime(rows) { cx_pack_weights(rows.data, n, k, buf.pointer) }
             parts.append(buf)
         }
         packed = parts

@@ -74,10 +74,34 @@ public final class WeightSource {
 
     public func has(_ name: String) -> Bool { file.contains(name) }
 
+    /// A scalar parameter (`nn.Parameter(torch.tensor(x))`), stored with shape [] or [1].
+    public func scalar(_ name: String) throws -> Float {
+        let shape = file.entries[name]?.shape == [1] ? [1] : []
+        let t = try tensor(name, shape: shape)
+        return withExtendedLifetime(t) { t.data[0] }  // the buffer must outlive the read
+    }
+
     /// An integer buffer (e.g. a permutation) stored as integers or integral floats.
     public func integers(_ name: String, shape: [Int]) throws -> [Int] {
         used.insert(name)
         return try file.integers(name, shape: shape)
+    }
+
+    /// Accept the tensors under `prefix` as a second name of those under `target` (a
+    /// module registered twice, as AdapterBlock's `cell` and `wrapped_block.cell`): each
+    /// must exist under both names with equal values.
+    public func alias(_ prefix: String, of target: String) throws {
+        for name in file.names where name.hasPrefix(prefix) {
+            let other = target + name.dropFirst(prefix.count)
+            guard file.contains(other) else {
+                throw CortexError.missingTensor("tensor '\(name)' has no counterpart '\(other)'")
+            }
+            let a = try file.tensor(name), b = try file.tensor(other)
+            guard a.shape == b.shape, a.toArray() == b.toArray() else {
+                throw CortexError.invalidArgument("tensors '\(name)' and '\(other)' should be the same module's but differ")
+            }
+            used.insert(name)
+        }
     }
 
     /// Consume a buffer the reference registers empty when a feature is off (so the

@@ -83,8 +83,10 @@ public struct XLCore: RecurrentModule {
         let L = memLen + 1
         let pos = try Tensor(zeros: [L, model])
         stepPositions = try Tensor(zeros: [L, HD])
-        XLCore.relativePositions(L, model: dModel, invFreq: freqs, into: pos.data)
-        BLAS.linear(m: L, n: HD, k: model, a: pos.data, lda: model, weight: wr.data, c: stepPositions.data, ldc: HD)
+        withExtendedLifetime(pos) {  // raw pointers below must not outlive the buffer
+            XLCore.relativePositions(L, model: dModel, invFreq: freqs, into: pos.data)
+            BLAS.linear(m: L, n: HD, k: model, a: pos.data, lda: model, weight: wr.data, c: stepPositions.data, ldc: HD)
+        }
     }
 
     public var inputSize: Int { model }

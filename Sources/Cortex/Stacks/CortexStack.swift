@@ -14,17 +14,13 @@ public struct CortexStack: RecurrentModule {
         var scaffolds: [any RecurrentModule] = []
         var names: [String] = []
         for (i, sc) in config.scaffolds.enumerated() {
-            let scaffoldName = config.spelling == .blocks ? sc.kind.classNames.0 : sc.kind.classNames.1
-            let coreName = config.spelling == .blocks ? sc.core.classNames.0 : sc.core.classNames.1
-            // Weights use cortexcore's module paths: blocks.<i>.cell.<...>
-            let prefix = "blocks.\(i).cell."
-            let core: any RecurrentModule
-            do { core = try makeCore(sc.core, weights: weights, prefix: prefix) } catch let e as CortexError {
+            let scaffoldName = sc.className(config.spelling)
+            // Weights use cortexcore's module paths: blocks.<i>.<...>
+            do {
+                scaffolds.append(try sc.build(weights: weights, prefix: "blocks.\(i).", dHidden: config.dHidden,
+                                              spelling: config.spelling))
+            } catch let e as CortexError {
                 throw e.prefixed("\(scaffoldName)_\(i)")
-            }
-            switch sc.kind {
-            case .passThrough:
-                scaffolds.append(PassThroughScaffold(core: core, coreName: coreName))
             }
             names.append("\(scaffoldName)_\(i)")
         }

@@ -52,37 +52,164 @@ public struct StackConfig: Sendable {
     }
 }
 
-/// One scaffold (0.1.6: block) and the core (0.1.6: cell) inside it.
-public struct ScaffoldConfig: Sendable {
-    public enum Kind: String, Sendable, CaseIterable {
-        case passThrough = "passthrough"
+/// One scaffold (0.1.6: block) and what it wraps: a core (0.1.6: cell), a base
+/// scaffold (Adapter) or expert scaffolds (Column). Cores get their hidden size from
+/// the scaffold, as cortexcore's `get_cell_hidden_size` decides it.
+public indirect enum ScaffoldConfig: Sendable {
+    case passThrough(core: CoreConfig)
+    /// PreUp / PreUpGated: the core at `inner = int(proj_factor · d_hidden)`.
+    case preUp(core: CoreConfig, inner: Int, activateCoreInput: Bool, gated: Bool)
+    /// PostUp / PostUpGated: the core at d_hidden, an FFN of width `inner`.
+    case postUp(core: CoreConfig, inner: Int, gated: Bool)
+    case adapter(base: ScaffoldConfig, bottleneck: Int, perChannelGate: Bool, activation: AdapterScaffold.Activation)
+    case column(experts: [ScaffoldConfig], router: RouterConfig)
 
-        /// Class names, used as state keys: (0.1.6, seed).
-        var classNames: (String, String) {
-            switch self {
-            case .passThrough: return ("PassThroughBlock", "PassThroughScaffold")
-            }
+    static let types = ["passthrough", "preup", "preup_gated", "postup", "postup_gated", "adapter", "column"]
+
+    /// Class name, used in state keys, in 0.1.6's or the seed's spelling.
+    func className(_ spelling: StackConfig.Spelling) -> String {
+        let base: String
+        switch self {
+        case .passThrough: base = "PassThrough"
+        case .preUp(_, _, _, let gated): base = gated ? "PreUpGated" : "PreUp"
+        case .postUp(_, _, let gated): base = gated ? "PostUpGated" : "PostUp"
+        case .adapter: base = "Adapter"
+        case .column: base = "Column"
         }
+        return base + (spelling == .blocks ? "Block" : "Scaffold")
     }
 
-    public var kind: Kind
-    public var core: CoreConfig
-
-    static func parse(_ json: JSON, dHidden: Int) throws -> ScaffoldConfig {
+    static func parse(_ json: JSON, dHidden: Int, depth: Int = 0) throws -> ScaffoldConfig {
         guard json.objectPairs != nil else { throw CortexError.parse("not a JSON object") }
+        guard depth < 8 else { throw CortexError.unsupported("scaffolds nest deeper than 8 levels") }
         guard let tag = (json["block_type"] ?? json["scaffold_type"])?.string else {
             throw CortexError.parse("missing block_type (or scaffold_type)")
         }
-        guard let kind = Kind(rawValue: tag) else {
-            let known = Kind.allCases.map(\.rawValue).joined(separator: ", ")
-            throw CortexError.unsupported("unknown block type '\(tag)' (supported: \(known))")
+        /// The wrapped core, parsed at the hidden size this scaffold gives it.
+        func core(hiddenSize: Int) throws -> CoreConfig {
+            guard let c = json["cell"] ?? json["core"], !c.isNull else {
+                throw CortexError.parse("block '\(tag)' has no cell (or core)")
+            }
+            return try CoreConfig.parse(c, hiddenSize: hiddenSize)
         }
-        guard let coreJSON = json["cell"] ?? json["core"], !coreJSON.isNull else {
-            throw CortexError.parse("block '\(tag)' has no cell (or core)")
+        /// `int(proj_factor · d_hidden)`, as Python truncates it.
+        func inner(default value: Double) throws -> Int {
+            var f = value
+            if let p = json["proj_factor"], !p.isNull {
+                guard let v = p.double, v > 0, v <= 64 else { throw CortexError.parse("\(tag): proj_factor must be a number in (0, 64]") }
+                f = v
+            }
+            let n = Int((f * Double(dHidden)).rounded(.towardZero))
+            guard n >= 1 else { throw CortexError.unsupported("\(tag): int(proj_factor × d_hidden) is 0") }
+            return n
         }
-        // PassThrough runs its core at the stack width (cortexcore overrides hidden_size).
-        let core = try CoreConfig.parse(coreJSON, hiddenSize: dHidden)
-        return ScaffoldConfig(kind: kind, core: core)
+        switch tag {
+        case "passthrough":
+            return .passThrough(core: try core(hiddenSize: dHidden))
+        case "preup", "preup_gated":
+            let d = try inner(default: 2.0)
+            let act = try json.boolField("activate_cell_input", default: true, core: tag)
+            return .preUp(core: try core(hiddenSize: d), inner: d, activateCoreInput: act, gated: tag == "preup_gated")
+        case "postup", "postup_gated":
+            let d = try inner(default: 1.5)
+            return .postUp(core: try core(hiddenSize: dHidden), inner: d, gated: tag == "postup_gated")
+        case "adapter":
+            guard let b = json["base_block"] ?? json["base_scaffold"], !b.isNull else {
+                throw CortexError.parse("adapter: base_block (or base_scaffold) is missing")
+            }
+            let base: ScaffoldConfig
+            do { base = try parse(b, dHidden: dHidden, depth: depth + 1) } catch let e as CortexError { throw e.prefixed("adapter base_block") }
+            var activation = "gelu"
+            if let a = json["activation"], !a.isNull {
+                guard let s = a.string else { throw CortexError.parse("adapter: activation must be a string") }
+                activation = s
+            }
+            return .adapter(base: base, bottleneck: try json.intField("bottleneck", default: 64, in: 1...1_048_576, core: tag),
+                            perChannelGate: try json.boolField("per_channel_gate", default: false, core: tag),
+                            activation: .named(activation))
+        case "column":
+            guard let list = json["experts"]?.array, !list.isEmpty else {
+                throw CortexError.parse("column: experts must be a non-empty list")
+            }
+            guard list.count <= 64 else { throw CortexError.unsupported("column: more than 64 experts") }
+            var experts: [ScaffoldConfig] = []
+            for (i, item) in list.enumerated() {
+                do { experts.append(try parse(item, dHidden: dHidden, depth: depth + 1)) } catch let e as CortexError {
+                    throw e.prefixed("column experts[\(i)]")
+                }
+            }
+            return .column(experts: experts, router: try RouterConfig.parse(json["router"], experts: experts.count))
+        default:
+            throw CortexError.unsupported("unknown block type '\(tag)' (supported: \(types.joined(separator: ", ")))")
+        }
+    }
+
+    /// Build this scaffold with its weights under `prefix` (e.g. "blocks.0.").
+    func build(weights: WeightSource, prefix: String, dHidden: Int, spelling: StackConfig.Spelling) throws -> any RecurrentModule {
+        func coreName(_ c: CoreConfig) -> String { spelling == .blocks ? c.classNames.0 : c.classNames.1 }
+        switch self {
+        case .passThrough(let c):
+            return PassThroughScaffold(core: try makeCore(c, weights: weights, prefix: prefix + "cell."), coreName: coreName(c))
+        case .preUp(let c, let inner, let act, let gated):
+            // mLSTM without use_axon_qkv always consumes the raw branch (the reference's rule).
+            var activate = act
+            if case .mlstm(let m) = c, m.axonQKV == .off { activate = false }
+            return try PreUpScaffold(core: try makeCore(c, weights: weights, prefix: prefix + "cell."), coreName: coreName(c),
+                                     hidden: dHidden, inner: inner, activateCoreInput: activate, gated: gated,
+                                     weights: weights, prefix: prefix)
+        case .postUp(let c, let inner, let gated):
+            return try PostUpScaffold(core: try makeCore(c, weights: weights, prefix: prefix + "cell."), coreName: coreName(c),
+                                      hidden: dHidden, inner: inner, gated: gated, weights: weights, prefix: prefix)
+        case .adapter(let base, let bottleneck, let perChannel, let activation):
+            let inner = try base.build(weights: weights, prefix: prefix + "wrapped_block.", dHidden: dHidden, spelling: spelling)
+            return try AdapterScaffold(base: inner, hidden: dHidden, bottleneck: bottleneck, perChannelGate: perChannel,
+                                       activation: activation, weights: weights, prefix: prefix)
+        case .column(let experts, let router):
+            var built: [any RecurrentModule] = []
+            var keys: [String] = []
+            for (i, e) in experts.enumerated() {
+                do {
+                    built.append(try e.build(weights: weights, prefix: prefix + "experts.\(i).", dHidden: dHidden, spelling: spelling))
+                } catch let err as CortexError {
+                    throw err.prefixed("expert \(i)")
+                }
+                keys.append("expert_\(e.className(spelling))_\(i)")
+            }
+            return try ColumnScaffold(experts: built, expertKeys: keys, hidden: dHidden, router: router,
+                                      weights: weights, prefix: prefix)
+        }
+    }
+}
+
+extension RouterConfig {
+    /// cortexcore's `RouterConfig` JSON (absent: all defaults).
+    static func parse(_ json: JSON?, experts: Int) throws -> RouterConfig {
+        var r = RouterConfig()
+        guard let json, !json.isNull else { return r }
+        guard json.objectPairs != nil else { throw CortexError.parse("column router: not a JSON object") }
+        let core = "column router"
+        func optionalInt(_ name: String) throws -> Int? {
+            guard let v = json[name], !v.isNull else { return nil }
+            return try json.intField(name, default: 1, in: 1...1_048_576, core: core)
+        }
+        func positive(_ name: String, _ value: inout Double) throws {
+            guard let v = json[name], !v.isNull else { return }
+            guard let d = v.double, d > 0, d.isFinite else { throw CortexError.parse("\(core): \(name) must be a number > 0") }
+            value = d
+        }
+        r.dKey = try optionalInt("d_key")
+        r.topK = try optionalInt("top_k")
+        r.dKeyLocal = try optionalInt("d_key_local")
+        try positive("temperature", &r.temperature)
+        try positive("local_temperature", &r.localTemperature)
+        if let v = json["whisper_lambda"], !v.isNull {
+            guard let d = v.double, d >= 0, d.isFinite else { throw CortexError.parse("\(core): whisper_lambda must be a number >= 0") }
+            r.whisperLambda = d
+        }
+        r.useSqrtScale = try json.boolField("use_sqrt_scale", default: true, core: core)
+        r.centerRefine = try json.boolField("center_refine", default: true, core: core)
+        r.restrictToTopK = try json.boolField("restrict_to_topk", default: true, core: core)
+        return r
     }
 }
 

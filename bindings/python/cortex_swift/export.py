@@ -14,18 +14,30 @@ FORMAT_VERSION = 1
 
 # cortexcore classes Cortex can represent, by architecture. Anything else is refused
 # with its class name rather than exported into a directory Cortex cannot load.
-_SUPPORTED_BLOCKS = {"PassThroughBlock"}
+_SUPPORTED_BLOCKS = {"PassThroughBlock", "PreUpBlock", "PreUpGatedBlock", "PostUpBlock", "PostUpGatedBlock",
+                     "AdapterBlock", "ColumnBlock"}
 _SUPPORTED_CELLS = {"LSTMCell", "CausalConv1d", "AGaLiTeCell", "sLSTMCell", "mLSTMCell", "XLCell", "AxonCell"}
+
+
+def _check_block(block: Any, where: str) -> None:
+    bname = type(block).__name__
+    if bname not in _SUPPORTED_BLOCKS:
+        raise TypeError(f"cx.export: {where} is a {bname}; supported: {sorted(_SUPPORTED_BLOCKS)}")
+    if bname == "AdapterBlock":
+        _check_block(block.wrapped_block, where + ".wrapped_block")
+        return
+    if bname == "ColumnBlock":
+        for i, expert in enumerate(block.experts):
+            _check_block(expert, f"{where}.experts.{i}")
+        return
+    cname = type(block.cell).__name__
+    if cname not in _SUPPORTED_CELLS:
+        raise TypeError(f"cx.export: {where} holds a {cname}; supported: {sorted(_SUPPORTED_CELLS)}")
 
 
 def _check_stack(module: Any) -> None:
     for i, block in enumerate(module.blocks):
-        bname = type(block).__name__
-        if bname not in _SUPPORTED_BLOCKS:
-            raise TypeError(f"cx.export: block {i} is a {bname}; supported: {sorted(_SUPPORTED_BLOCKS)}")
-        cname = type(block.cell).__name__
-        if cname not in _SUPPORTED_CELLS:
-            raise TypeError(f"cx.export: block {i} holds a {cname}; supported: {sorted(_SUPPORTED_CELLS)}")
+        _check_block(block, f"block {i}")
 
 
 def write_safetensors(path: str, tensors: Dict[str, Any]) -> None:
@@ -38,7 +50,8 @@ def write_safetensors(path: str, tensors: Dict[str, Any]) -> None:
     for name, t in tensors.items():
         if hasattr(t, "detach"):
             t = t.detach().to("cpu").float().contiguous().numpy()
-        a = np.ascontiguousarray(np.asarray(t, dtype="<f4"))
+        t = np.asarray(t, dtype="<f4")
+        a = np.ascontiguousarray(t).reshape(t.shape)  # keep 0-d scalars 0-d
         data = a.tobytes()
         header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
