@@ -216,6 +216,8 @@ public enum JSON: Equatable, Sendable {
             }
             guard i - start <= 64, let text = String(validating: bytes[start..<i], as: UTF8.self),
                   let d = Double(text) else { throw fail("bad number") }
+            // JSON has no infinities: a literal that overflows a double is refused.
+            guard d.isFinite else { throw fail("number out of range") }
             return d
         }
     }
