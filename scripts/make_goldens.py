@@ -347,9 +347,92 @@ def scaffold_goldens():
     EXPLICIT_RESETS = False
 
 
+# Recipes for the auto-stack builder (Swift: AutoStack.config; C: cx_auto_stack_config),
+# each checked against cortexcore's own builder.
+AUTO_RECIPES = [
+    {"d_hidden": 32},
+    {"d_hidden": 64, "num_layers": 3, "pattern": ["AX", "M^S^", "L C Ag"]},
+    {"d_hidden": 32, "num_layers": 1, "pattern": "Q,X^,Q^",
+     "custom_map": {"Q": {"block_type": "preup", "proj_factor": 1.5, "cell": {"cell_type": "mlstm", "num_heads": 2}}},
+     "router": {"top_k": 2, "temperature": 0.7}},
+    {"d_hidden": 48, "num_layers": 2, "pattern": "XS", "post_norm": False,
+     "overrides": [{"cell_type": "xl", "mem_len": 64}, {"block_type": "postup_gated", "proj_factor": 2.0}]},
+    {"d_hidden": 32, "pattern": "AMC", "compile_blocks": False,
+     "overrides": [{"config_type": "router", "top_k": 1}, {"cell_type": "axon", "activation": "silu"},
+                   {"cell_type": "cconv", "kernel_size": 2}]},
+    {"d_hidden": 16, "layers": [[{"block_type": "passthrough", "cell": {"cell_type": "lstm"}},
+                                 {"block_type": "postup", "cell": {"cell_type": "axon", "use_srht": True}}]],
+     "router": {"whisper_lambda": 0.0}},
+]
+
+
+def reference_auto_config(recipe):
+    """cortexcore's config for a recipe, through its own builder (or, for the seed's
+    explicit `layers`, Column configs built by hand)."""
+    from cortex.blocks.registry import get_block_config_class
+    from cortex.cells.registry import get_cell_config_class
+    from cortex.config import ColumnBlockConfig, CortexStackConfig, RouterConfig
+    from cortex.stacks.auto import build_cortex_auto_config
+
+    def block(j):
+        return get_block_config_class(j["block_type"]).model_validate(j)
+
+    router = RouterConfig(**recipe["router"]) if "router" in recipe else None
+    if "layers" in recipe:
+        cfg = CortexStackConfig(d_hidden=recipe["d_hidden"],
+                                blocks=[ColumnBlockConfig(experts=[block(b) for b in layer], router=router or RouterConfig())
+                                        for layer in recipe["layers"]])
+        return json.loads(cfg.model_dump_json())
+    overrides = []
+    for o in recipe.get("overrides", []):
+        fields = {k: v for k, v in o.items() if k not in ("cell_type", "block_type", "config_type")}
+        if o.get("config_type") == "router":
+            overrides.append(RouterConfig(**fields))
+        elif "cell_type" in o:
+            overrides.append(get_cell_config_class(o["cell_type"])(**fields))
+        else:
+            overrides.append(get_block_config_class(o["block_type"])(**fields))
+    kwargs = {k: recipe[k] for k in ("num_layers", "pattern", "post_norm", "compile_blocks") if k in recipe}
+    cfg = build_cortex_auto_config(
+        d_hidden=recipe["d_hidden"], router=router, override_global_configs=overrides or None,
+        custom_map={k: block(v) for k, v in recipe["custom_map"].items()} if "custom_map" in recipe else None,
+        **kwargs)
+    return json.loads(cfg.model_dump_json())
+
+
+def auto_goldens():
+    """auto_configs.json (recipe -> cortexcore's config) and auto_axms, a built stack."""
+    from cortex.stacks import CortexStack
+    from cortex.stacks.auto import build_cortex_auto_config
+
+    cases = [{"recipe": r, "config": reference_auto_config(r)} for r in AUTO_RECIPES]
+    path = os.path.join(ROOT, "Tests", "goldens", "auto_configs.json")
+    with open(path, "w") as f:
+        json.dump({"reference": "cortexcore 0.1.6 build_cortex_auto_config", "cases": cases}, f, indent=1)
+        f.write("\n")
+    print(f"wrote {path}: {len(cases)} recipes")
+
+    global EXPLICIT_RESETS
+    use_true_fwht(True)
+    EXPLICIT_RESETS = True
+    torch.manual_seed(71)
+    stack = CortexStack(build_cortex_auto_config(d_hidden=16, num_layers=1, pattern="AXMS")).eval()
+    with torch.no_grad():
+        stack.norm.weight.uniform_(0.5, 1.5)
+        stack.norm.bias.uniform_(-0.2, 0.2)
+    perturb(stack, ["router.", "refiner.", "e_mixer.", "alpha_", "gate", "outnorm", "recurrent_kernel"],
+            suffixes=(".u", ".v"))
+    write_golden("auto_axms", stack, 16, seed=72)
+    EXPLICIT_RESETS = False
+
+
 def main():
     global EXPLICIT_RESETS
     only = set(sys.argv[1].split(",")) if len(sys.argv) > 1 else None
+    if only == {"auto"}:
+        torch.set_num_threads(1)
+        auto_goldens()
+        return 0
     if only == {"axon"}:
         torch.set_num_threads(1)
         axon_goldens()
@@ -411,6 +494,7 @@ def main():
 
     axon_goldens()
     scaffold_goldens()
+    auto_goldens()
 
     # The small stack the README example streams (not a golden; just a bundled model).
     ex = build_stack(64, [LSTMCellConfig(), LSTMCellConfig()], seed=7)
