@@ -123,6 +123,13 @@ cx_status cx_model_load_from_memory(const char *config_json, size_t config_len,
                                     const void *weights, size_t weights_len,
                                     const cx_load_options *opts, cx_model_t **out);
 
+/* The config.json text (NUL-terminated) of an auto-built Column stack: cortexcore
+ * 0.1.6's build_cortex_auto_config for the recipe (a JSON object: d_hidden, num_layers,
+ * pattern, layers, custom_map, router, post_norm, compile_blocks, overrides; see the
+ * README). The config equals cortexcore's own; load it with the PyTorch module's
+ * weights through cx_model_load_from_memory. Size-query pattern as cx_model_info_json. */
+cx_status cx_auto_stack_config(const char *recipe_json, size_t recipe_len, char *buf, size_t cap, size_t *needed);
+
 /* Release a model. Accepts NULL. States created from it keep it alive. */
 void cx_model_free(cx_model_t *model);
 

@@ -35,6 +35,14 @@ cortexcore's CPU butterfly, loaded with "cortex_srht": "cpu_reference"), slstm_a
 mlstm_axon and xl_axon (use_axon_layer / use_axon_qkv with AxonLayer's defaults and
 with an explicit axon config).
 
+Scaffolds: scaffolds_up (PreUp around LSTM and mLSTM, PreUpGated around sLSTM, PostUp
+around a conv, PostUpGated around AGaLiTe), scaffolds_adapter (Adapters around PreUp,
+PassThrough(XL) and PostUp(Axon)), column (three experts with top-k prior and token
+refinement, a single expert, two experts without refinement), auto_axms (the stack
+cortexcore's auto builder makes for "AXMS"); parameters the reference initialises to zero
+or near zero (adapter up/gate, router, mixer, alphas) are perturbed so they matter.
+auto_configs.json: recipes and the config cortexcore's build_cortex_auto_config returns.
+
 SRHT: cortexcore's CPU `_fwht_` computes [a+b, a] instead of [a+b, a-b] (REFERENCE_NOTES
 bug 1). Every golden except axon_srht_cpu is made with `_fwht_` patched to the true
 Walsh-Hadamard butterfly below (what the CUDA kernel computes, and Cortex's default).

@@ -28,6 +28,20 @@ public func cx_model_load_from_memory(_ config: UnsafePointer<CChar>?, _ configL
     }
 }
 
+@_cdecl("cx_auto_stack_config")
+public func cx_auto_stack_config(_ recipe: UnsafePointer<CChar>?, _ recipeLen: Int, _ buf: UnsafeMutablePointer<CChar>?,
+                                 _ cap: Int, _ needed: UnsafeMutablePointer<Int>?) -> Int32 {
+    entry("cx_auto_stack_config") {
+        guard let recipe, recipeLen >= 0 else { throw CortexError.invalidArgument("recipe_json is NULL") }
+        guard recipeLen <= Model.maxConfigBytes else { throw CortexError.parse("recipe_json is larger than \(Model.maxConfigBytes) bytes") }
+        let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(recipe).assumingMemoryBound(to: UInt8.self), count: recipeLen))
+        let config = try AutoStack.config(recipe: try JSON.parse(bytes))
+        let doc = JSON.object([("format", .string("cortex")), ("format_version", .number(Double(Model.formatVersion))),
+                               ("architecture", .string("cortex_stack")), ("config", config)])
+        try copyOut(doc.serialized, buf, cap, needed)
+    }
+}
+
 @_cdecl("cx_model_free")
 public func cx_model_free(_ model: OpaquePointer?) { retire(model, .model) }
 

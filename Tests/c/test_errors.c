@@ -159,6 +159,19 @@ static void test_null_arguments(void) {
   EXPECT_STATUS(cx_model_dims(gm, NULL, &b), CX_STATUS_INVALID_ARGUMENT);
   EXPECT_STATUS(cx_model_dims(gm, &a, NULL), CX_STATUS_INVALID_ARGUMENT);
   CHECK(a == -7 && b == -7, "a failed cx_model_dims wrote an out-param (%lld, %lld)", (long long)a, (long long)b);
+  {
+    /* The auto-stack builder: NULL recipe, malformed JSON, a bad token, a size query. */
+    static const char good[] = "{\"d_hidden\": 8, \"pattern\": \"LC\"}";
+    static const char bad_token[] = "{\"d_hidden\": 8, \"pattern\": \"AZ\"}";
+    size_t need = 0;
+    EXPECT_STATUS(cx_auto_stack_config(NULL, 3, buf, sizeof buf, &needed), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(cx_auto_stack_config("{", 1, buf, sizeof buf, &needed), CX_STATUS_PARSE_ERROR);
+    EXPECT_STATUS(cx_auto_stack_config(bad_token, sizeof bad_token - 1, buf, sizeof buf, &needed), CX_STATUS_PARSE_ERROR);
+    CHECK(strstr(cx_last_error(), "unknown token") != NULL, "bad token message: %s", cx_last_error());
+    EXPECT_STATUS(cx_auto_stack_config(good, sizeof good - 1, NULL, 0, &need), CX_STATUS_BUFFER_TOO_SMALL);
+    CHECK(need > 100, "auto stack config size %zu", need);
+    EXPECT_STATUS(cx_auto_stack_config(good, sizeof good - 1, buf, sizeof buf, NULL), CX_STATUS_INVALID_ARGUMENT);
+  }
   EXPECT_STATUS(cx_model_info_json(NULL, buf, sizeof buf, &needed), CX_STATUS_INVALID_HANDLE);
   EXPECT_STATUS(cx_model_info_json(gm, buf, sizeof buf, NULL), CX_STATUS_INVALID_ARGUMENT);
   CHECK(needed == 12345, "a failed cx_model_info_json wrote needed");

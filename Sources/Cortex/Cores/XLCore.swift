@@ -222,14 +222,14 @@ public struct XLCore: RecurrentModule {
                 let mk = memK + b * memStride + h * D, mv = memV + b * memStride + h * D
                 let nk = newK + b * newStride + h * D, nv = newV + b * newStride + h * D
                 // (q+u)·kᵀ over memory then new keys, and (q+v)·rᵀ, for every (t, l).
-                BLAS.gemm(transB: true, m: T, n: M, k: D, a: qu, lda: D, b: mk, ldb: HD, c: ac, ldc: L)
-                BLAS.gemm(transB: true, m: T, n: T, k: D, a: qu, lda: D, b: nk, ldb: HD, c: ac + M, ldc: L)
-                BLAS.gemm(transB: true, m: T, n: L, k: D, a: qv, lda: D, b: r + h * D, ldb: HD, c: bd, ldc: L)
+                XLCore.product(transB: true, m: T, n: M, k: D, a: qu, lda: D, b: mk, ldb: HD, c: ac, ldc: L)
+                XLCore.product(transB: true, m: T, n: T, k: D, a: qu, lda: D, b: nk, ldb: HD, c: ac + M, ldc: L)
+                XLCore.product(transB: true, m: T, n: L, k: D, a: qv, lda: D, b: r + h * D, ldb: HD, c: bd, ldc: L)
                 softmaxRows(ac, bd, seg: seg + b * L, time: T, length: L, scale: scale)
                 // Context = attention · V (memory part, then new tokens).
                 let out = ctx + b * T * HD + h * D
-                BLAS.gemm(m: T, n: D, k: M, a: ac, lda: L, b: mv, ldb: HD, c: out, ldc: HD)
-                BLAS.gemm(m: T, n: D, k: T, a: ac + M, lda: L, b: nv, ldb: HD, c: out, ldc: HD, beta: M > 0 ? 1 : 0)
+                XLCore.product(m: T, n: D, k: M, a: ac, lda: L, b: mv, ldb: HD, c: out, ldc: HD)
+                XLCore.product(m: T, n: D, k: T, a: ac + M, lda: L, b: nv, ldb: HD, c: out, ldc: HD, beta: M > 0 ? 1 : 0)
             }
         }
         BLAS.linear(m: B * T, n: d, k: HD, a: ctx, lda: HD, weight: wo.data, c: y, ldc: d)
@@ -244,6 +244,33 @@ public struct XLCore: RecurrentModule {
                 XLCore.roll(cache.k + b * M * HD, rows: M, width: HD, appending: newK + b * T * HD, count: T)
                 XLCore.roll(cache.v + b * M * HD, rows: M, width: HD, appending: newV + b * T * HD, count: T)
                 cache.valid[b] = 1
+            }
+        }
+    }
+
+    /// A small matrix product: SGEMM for sequences; for one query row (step mode) plain
+    /// loops, because OpenBLAS allocates inside some single-row products and a step must
+    /// not allocate.
+    static func product(
+        transB: Bool = false, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0
+    ) {
+        guard m == 1 else {
+            BLAS.gemm(transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, beta: beta)
+            return
+        }
+        if transB {  // c[j] = Σ_p a[p]·b[j, p]
+            for j in 0..<n {
+                var acc: Float = 0
+                let bj = b + j * ldb
+                for p in 0..<k { acc += a[p] * bj[p] }
+                c[j] = beta == 0 ? acc : beta * c[j] + acc
+            }
+        } else {     // c[j] = Σ_p a[p]·b[p, j]
+            if beta == 0 { c.update(repeating: 0, count: n) } else if beta != 1 { for j in 0..<n { c[j] *= beta } }
+            for p in 0..<k {
+                let w = a[p], bp = b + p * ldb
+                for j in 0..<n { c[j] += w * bp[j] }
             }
         }
     }

@@ -9,7 +9,7 @@ public final class Model: @unchecked Sendable {
 
     public static let formatVersion = 1
     public static let architectures = ["cortex_stack"]
-    static let maxConfigBytes = 16 << 20
+    public static let maxConfigBytes = 16 << 20
 
     public let architecture: String
     /// The `config` object of config.json, as given.

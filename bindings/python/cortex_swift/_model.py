@@ -143,6 +143,32 @@ class Model(Handle):
         return f"cortex_swift.Model({info['architecture']}, d_in={info['d_in']}, parameters={info['parameters']})"
 
 
+def auto_stack_config(recipe: dict | None = None, **fields) -> dict:
+    """cortexcore's `build_cortex_auto_config` in Cortex: the config.json document of a
+    Column stack for a recipe (d_hidden, num_layers, pattern, layers, custom_map, router,
+    post_norm, compile_blocks, overrides), e.g.
+    `cx.auto_stack_config(d_hidden=64, pattern="AXMS", overrides=[{"cell_type": "xl", "mem_len": 64}])`.
+    Its "config" equals cortexcore's model_dump for the same recipe."""
+    text = json.dumps({**(recipe or {}), **fields}).encode()
+    return json.loads(size_query(lib.cx_auto_stack_config, text, len(text)).rstrip(b"\0"))
+
+
+def load_from_memory(config, weights, *, nan_policy: str = "propagate") -> Model:
+    """A model from a config.json document (dict or text) and model.safetensors contents
+    (bytes, or a path to the file), e.g. `cx.load_from_memory(cx.auto_stack_config(...), "w.safetensors")`."""
+    if nan_policy not in _NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {sorted(_NAN_POLICIES)}, got {nan_policy!r}")
+    text = (json.dumps(config) if isinstance(config, dict) else str(config)).encode()
+    if not isinstance(weights, (bytes, bytearray)):
+        with open(weights, "rb") as f:
+            weights = f.read()
+    opts = lib.cx_load_default_options()
+    opts.nan_policy = _NAN_POLICIES[nan_policy]
+    out = ctypes.c_void_p()
+    check(lib.cx_model_load_from_memory(text, len(text), bytes(weights), len(weights), ctypes.byref(opts), ctypes.byref(out)))
+    return Model(out)
+
+
 def load(path, *, nan_policy: str = "propagate") -> Model:
     """Load a model directory (config.json + model.safetensors).
     nan_policy: "propagate" (default) or "reject" (NaN/Inf inputs raise NanInput)."""
