@@ -259,18 +259,29 @@ public struct XLCore: RecurrentModule {
             BLAS.gemm(transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, beta: beta)
             return
         }
-        if transB {  // c[j] = Σ_p a[p]·b[j, p]
+        if transB {  // c[j] = Σ_p a[p]·b[j, p], SIMD over p
             for j in 0..<n {
-                var acc: Float = 0
                 let bj = b + j * ldb
-                for p in 0..<k { acc += a[p] * bj[p] }
-                c[j] = beta == 0 ? acc : beta * c[j] + acc
+                var acc = Vec.V()
+                var p = 0
+                while p < k {
+                    let w = min(8, k - p)
+                    acc += Vec.load(a + p, count: w) * Vec.load(bj + p, count: w)
+                    p += w
+                }
+                let sum = acc.sum()
+                c[j] = beta == 0 ? sum : beta * c[j] + sum
             }
-        } else {     // c[j] = Σ_p a[p]·b[p, j]
+        } else {     // c[j] = Σ_p a[p]·b[p, j], SIMD over j
             if beta == 0 { c.update(repeating: 0, count: n) } else if beta != 1 { for j in 0..<n { c[j] *= beta } }
             for p in 0..<k {
-                let w = a[p], bp = b + p * ldb
-                for j in 0..<n { c[j] += w * bp[j] }
+                let w = Vec.V(repeating: a[p]), bp = b + p * ldb
+                var j = 0
+                while j < n {
+                    let cnt = min(8, n - j)
+                    Vec.store(Vec.load(c + j, count: cnt) + w * Vec.load(bp + j, count: cnt), c + j, count: cnt)
+                    j += cnt
+                }
             }
         }
     }
