@@ -82,6 +82,10 @@ void cx_blas_sgemv_n(int n, int k, float alpha, const float *w, int ldw, const f
   p_sgemv(101, 111, n, k, alpha, w, ldw, x, 1, beta, y, 1);
 }
 
+void cx_blas_sgemv_t(int n, int k, float alpha, const float *w, int ldw, const float *x, float beta, float *y) {
+  p_sgemv(101, 112, n, k, alpha, w, ldw, x, 1, beta, y, 1);
+}
+
 /* Threads Cortex uses for matrix work (parallel.c): 1 or 2. */
 static int cortex_threads = 2;
 

@@ -21,6 +21,9 @@ void cx_blas_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, c
 /* Row-major y = alpha * W[n,k] x + beta * y. */
 void cx_blas_sgemv_n(int n, int k, float alpha, const float *w, int ldw,
                      const float *x, float beta, float *y);
+/* Row-major y = alpha * W[n,k]^T x + beta * y (x has n entries, y has k). */
+void cx_blas_sgemv_t(int n, int k, float alpha, const float *w, int ldw,
+                     const float *x, float beta, float *y);
 
 /* Threads Cortex splits matrix work over (1 or 2; n <= 0 means 2). OpenBLAS itself
  * always runs single-threaded inside each part. */

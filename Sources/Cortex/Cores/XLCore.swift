@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CKernels
 
 /// Mirrors cortexcore 0.1.6 `cortex.cells.xl.XLCell` (seed: `XLCore`) with its kernel
 /// `kernels/pytorch/txl.py::txl_pytorch`: Transformer-XL attention over
@@ -206,7 +207,7 @@ public struct XLCore: RecurrentModule {
         // Attention, one (row, head) pair at a time, pairs split over the threads; each
         // part has its own scratch.
         let ctx = try arena.take(B * T * HD)
-        let parts = B * NH > 1 && T * L * D >= 4096 ? 2 : 1
+        let parts = B * NH > 1 && B * NH * T * L * D >= 65_536 ? 2 : 1  // below that, syncing costs more
         let perPart = 2 * T * L + 2 * T * D
         let scratch = try arena.take(parts * perPart)
         let scale = Float(pow(Double(D), -0.5))
@@ -248,9 +249,8 @@ public struct XLCore: RecurrentModule {
         }
     }
 
-    /// A small matrix product: SGEMM for sequences; for one query row (step mode) plain
-    /// loops, because OpenBLAS allocates inside some single-row products and a step must
-    /// not allocate.
+    /// A small matrix product: SGEMM for sequences; for one query row (step mode) SGEMV,
+    /// because OpenBLAS allocates inside single-row SGEMMs and a step must not allocate.
     static func product(
         transB: Bool = false, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
         b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0
@@ -259,30 +259,12 @@ public struct XLCore: RecurrentModule {
             BLAS.gemm(transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, beta: beta)
             return
         }
-        if transB {  // c[j] = Σ_p a[p]·b[j, p], SIMD over p
-            for j in 0..<n {
-                let bj = b + j * ldb
-                var acc = Vec.V()
-                var p = 0
-                while p < k {
-                    let w = min(8, k - p)
-                    acc += Vec.load(a + p, count: w) * Vec.load(bj + p, count: w)
-                    p += w
-                }
-                let sum = acc.sum()
-                c[j] = beta == 0 ? sum : beta * c[j] + sum
-            }
-        } else {     // c[j] = Σ_p a[p]·b[p, j], SIMD over j
-            if beta == 0 { c.update(repeating: 0, count: n) } else if beta != 1 { for j in 0..<n { c[j] *= beta } }
-            for p in 0..<k {
-                let w = Vec.V(repeating: a[p]), bp = b + p * ldb
-                var j = 0
-                while j < n {
-                    let cnt = min(8, n - j)
-                    Vec.store(Vec.load(c + j, count: cnt) + w * Vec.load(bp + j, count: cnt), c + j, count: cnt)
-                    j += cnt
-                }
-            }
+        if n == 0 { return }
+        if k == 0 { if beta == 0 { c.update(repeating: 0, count: n) } else { for j in 0..<n { c[j] *= beta } }; return }
+        if transB {  // c = B[n, k]·a
+            cx_blas_sgemv_n(Int32(n), Int32(k), 1, b, Int32(ldb), a, beta, c)
+        } else {     // c = B[k, n]ᵀ·a
+            cx_blas_sgemv_t(Int32(k), Int32(n), 1, b, Int32(ldb), a, beta, c)
         }
     }
 
