@@ -130,6 +130,15 @@ cx_status cx_model_load_from_memory(const char *config_json, size_t config_len,
  * weights through cx_model_load_from_memory. Size-query pattern as cx_model_info_json. */
 cx_status cx_auto_stack_config(const char *recipe_json, size_t recipe_len, char *buf, size_t cap, size_t *needed);
 
+/* Score a trained task model directory (model/, head.safetensors, task.json,
+ * testset.safetensors; see scripts/train_tasks.py) on the synthetic task it was trained
+ * for. options_json (NULL: {}): {"source": "testset"} (default: the exported test set;
+ * the report adds PyTorch's accuracy and the max logit difference) or
+ * {"source": "generated", "samples": N, "seed": S} (fresh sequences from Cortex's
+ * generator). Writes a NUL-terminated JSON report; size-query pattern as
+ * cx_model_info_json. */
+cx_status cx_task_evaluate(const char *dir, const char *options_json, char *buf, size_t cap, size_t *needed);
+
 /* Release a model. Accepts NULL. States created from it keep it alive. */
 void cx_model_free(cx_model_t *model);
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README command 1: install what is missing, build libcortex, then stream the bundled
-# LSTM stack (examples/models/lstm_stack) from C and from Python.
+# LSTM stack (examples/models/lstm_stack) from C and from Python, then run a trained
+# delayed-recall model (examples/models/tasks) step by step and score it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -13,3 +14,6 @@ echo
 echo "== Python: examples/python/stream.py =="
 scripts/python_env.sh >/dev/null
 .venv/bin/python examples/python/stream.py examples/models/lstm_stack --batch 4 --steps 2000
+echo
+echo "== Python: examples/python/delayed_recall.py (a trained memory model on its task) =="
+.venv/bin/python examples/python/delayed_recall.py

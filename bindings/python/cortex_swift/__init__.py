@@ -14,7 +14,7 @@ float16 and bfloat16 are converted to float32 by the library, never reinterprete
 from ._lib import (Busy, BufferTooSmall, CortexError, CortexIOError, CortexMemoryError, DeviceError, DTypeError,
                    HandleError, InvalidArgument, MissingTensor, NanInput, ParseError, ShapeError, StateMismatch,
                    Unsupported, check, lib)
-from ._model import Model, State, auto_stack_config, load, load_from_memory
+from ._model import Model, State, auto_stack_config, evaluate_task, load, load_from_memory
 from ._tensor import Tensor
 from .export import export
 
@@ -35,7 +35,7 @@ def get_num_threads() -> int:
     return lib.cx_get_num_threads()
 
 
-__all__ = ["load", "load_from_memory", "auto_stack_config", "export", "Model", "State", "Tensor", "abi_version", "set_num_threads", "get_num_threads",
+__all__ = ["load", "load_from_memory", "auto_stack_config", "evaluate_task", "export", "Model", "State", "Tensor", "abi_version", "set_num_threads", "get_num_threads",
            "CortexError", "InvalidArgument", "HandleError", "ShapeError", "DTypeError", "DeviceError",
            "CortexIOError", "ParseError", "Unsupported", "MissingTensor", "StateMismatch", "BufferTooSmall",
            "CortexMemoryError", "NanInput", "Busy", "__version__"]

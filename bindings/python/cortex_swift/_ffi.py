@@ -113,6 +113,7 @@ FUNCTIONS = {
     'cx_model_load': (ctypes.c_int32, [ctypes.c_char_p, ctypes.POINTER(cx_load_options), ctypes.POINTER(ctypes.c_void_p)]),
     'cx_model_load_from_memory': (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(cx_load_options), ctypes.POINTER(ctypes.c_void_p)]),
     'cx_auto_stack_config': (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
+    'cx_task_evaluate': (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
     'cx_model_free': (None, [ctypes.c_void_p]),
     'cx_model_dims': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64)]),
     'cx_model_info_json': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),

@@ -169,6 +169,15 @@ def load_from_memory(config, weights, *, nan_policy: str = "propagate") -> Model
     return Model(out)
 
 
+def evaluate_task(path, *, source: str = "testset", samples: int = 1000, seed: int = 0) -> dict:
+    """Score a trained task model directory (scripts/train_tasks.py) on its synthetic task:
+    on the exported test set (source="testset": also PyTorch's accuracy and the max logit
+    difference) or on `samples` fresh sequences from Cortex's generator (source="generated")."""
+    opts = {"source": source} if source == "testset" else {"source": source, "samples": samples, "seed": seed}
+    raw = size_query(lib.cx_task_evaluate, os.fsencode(path), json.dumps(opts).encode())
+    return json.loads(raw.rstrip(b"\0"))
+
+
 def load(path, *, nan_policy: str = "propagate") -> Model:
     """Load a model directory (config.json + model.safetensors).
     nan_policy: "propagate" (default) or "reject" (NaN/Inf inputs raise NanInput)."""
