@@ -172,6 +172,10 @@ static void test_null_arguments(void) {
     CHECK(need > 100, "auto stack config size %zu", need);
     EXPECT_STATUS(cx_auto_stack_config(good, sizeof good - 1, buf, sizeof buf, NULL), CX_STATUS_INVALID_ARGUMENT);
   }
+  /* The task evaluator: NULL or missing directory, malformed options. */
+  EXPECT_STATUS(cx_task_evaluate(NULL, NULL, buf, sizeof buf, &needed), CX_STATUS_INVALID_ARGUMENT);
+  EXPECT_STATUS(cx_task_evaluate("/nonexistent/task", NULL, buf, sizeof buf, &needed), CX_STATUS_IO_ERROR);
+  EXPECT_STATUS(cx_task_evaluate(golden_model_dir, "{", buf, sizeof buf, &needed), CX_STATUS_PARSE_ERROR);
   EXPECT_STATUS(cx_model_info_json(NULL, buf, sizeof buf, &needed), CX_STATUS_INVALID_HANDLE);
   EXPECT_STATUS(cx_model_info_json(gm, buf, sizeof buf, NULL), CX_STATUS_INVALID_ARGUMENT);
   CHECK(needed == 12345, "a failed cx_model_info_json wrote needed");

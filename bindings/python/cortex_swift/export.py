@@ -74,6 +74,9 @@ def export(module: Any, directory: str) -> str:
     if cls != "CortexStack":
         raise TypeError(f"cx.export: cannot represent a {cls}; supported: CortexStack")
     _check_stack(module)
+    ra = getattr(module.cfg, "routed_adapter", None)
+    if ra is not None and getattr(ra, "enabled", False):
+        raise TypeError("cx.export: cannot represent a stack with routed adapters (RoutedAdapterLinear) yet")
     config = json.loads(module.cfg.model_dump_json())
     os.makedirs(directory, exist_ok=True)
     doc = {"format": "cortex", "format_version": FORMAT_VERSION, "architecture": "cortex_stack", "config": config}

@@ -29,3 +29,34 @@ def test_export_refuses_what_cortex_cannot_represent(tmp_path):
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="Linear"):
         cx.export(torch.nn.Linear(2, 2), tmp_path / "x")
+
+
+def test_export_refuses_routed_adapters(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("cortex")
+    from cortex.config import CortexStackConfig, LSTMCellConfig, PassThroughBlockConfig, RoutedAdapterConfig
+    from cortex.stacks import CortexStack
+
+    stack = CortexStack(CortexStackConfig(d_hidden=8, blocks=[PassThroughBlockConfig(cell=LSTMCellConfig())],
+                                          routed_adapter=RoutedAdapterConfig(num_slots=2)))
+    with pytest.raises(TypeError, match="RoutedAdapterLinear"):
+        cx.export(stack, tmp_path / "r")
+
+
+def test_export_handles_scaffolds_and_columns(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("cortex")
+    from cortex.stacks import CortexStack
+    from cortex.stacks.auto import build_cortex_auto_config
+
+    torch.manual_seed(5)
+    stack = CortexStack(build_cortex_auto_config(d_hidden=16, num_layers=1, pattern="L C Ag")).eval()
+    cx.export(stack, tmp_path / "m")
+    x = torch.randn(2, 6, 16)
+    with torch.no_grad():
+        want, _ = stack(x, None)
+    with cx.load(tmp_path / "m") as m:
+        y, _ = m.forward(x)
+    err = float(np.abs(np.from_dlpack(y) - want.numpy()).max())
+    print(f"[golden] export of an auto-built Column stack: max abs error {err:.3e}")
+    assert err <= 1e-5 * max(1.0, float(want.abs().max()))
