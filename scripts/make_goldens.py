@@ -368,6 +368,12 @@ AUTO_RECIPES = [
     {"d_hidden": 32, "pattern": "AMC", "compile_blocks": False,
      "overrides": [{"config_type": "router", "top_k": 1}, {"cell_type": "axon", "activation": "silu"},
                    {"cell_type": "cconv", "kernel_size": 2}]},
+    {"d_hidden": 32, "num_layers": 2, "router": {"d_key": 16, "temperature": 0.7},
+     "layers": [[{"cell_type": "axon"}, {"cell_type": "xl", "core": {"mem_len": 64, "use_axon_qkv": True}}],
+                [{"cell_type": "mlstm", "core": {"num_heads": 8, "chunk_size": 32}},
+                 {"cell_type": "xl", "scaffold": {"block_type": "postup", "proj_factor": 2.0}, "core": {"mem_len": 16}},
+                 {"cell_type": "slstm", "scaffold": {"gru_bias": 1.0}}]],
+     "overrides": [{"cell_type": "xl", "n_heads": 2}]},
     {"d_hidden": 16, "layers": [[{"block_type": "passthrough", "cell": {"cell_type": "lstm"}},
                                  {"block_type": "postup", "cell": {"cell_type": "axon", "use_srht": True}}]],
      "router": {"whisper_lambda": 0.0}},
@@ -383,14 +389,20 @@ def reference_auto_config(recipe):
     from cortex.stacks.auto import build_cortex_auto_config
 
     def block(j):
-        return get_block_config_class(j["block_type"]).model_validate(j)
+        if "block_type" in j:
+            return get_block_config_class(j["block_type"]).model_validate(j)
+        # The seed's cell shorthand: the cell type's default block (the token table), with
+        # core fields on its cell and scaffold fields on the block.
+        from cortex.registry import block_config_for_token
+        token = {"axon": "A", "xl": "X", "mlstm": "M", "slstm": "S", "lstm": "L", "cconv": "C", "agalite": "Ag"}[j["cell_type"]]
+        base = block_config_for_token(token)
+        cell = type(base.cell)(**{**base.cell.model_dump(), **j.get("core", {})})
+        sc = dict(j.get("scaffold", {}))
+        cls = get_block_config_class(sc.pop("block_type")) if "block_type" in sc else type(base)
+        fields = {} if cls is not type(base) else base.model_dump(exclude={"cell"})
+        return cls(**{**fields, **sc, "cell": cell})
 
     router = RouterConfig(**recipe["router"]) if "router" in recipe else None
-    if "layers" in recipe:
-        cfg = CortexStackConfig(d_hidden=recipe["d_hidden"],
-                                blocks=[ColumnBlockConfig(experts=[block(b) for b in layer], router=router or RouterConfig())
-                                        for layer in recipe["layers"]])
-        return json.loads(cfg.model_dump_json())
     overrides = []
     for o in recipe.get("overrides", []):
         fields = {k: v for k, v in o.items() if k not in ("cell_type", "block_type", "config_type")}
@@ -400,6 +412,14 @@ def reference_auto_config(recipe):
             overrides.append(get_cell_config_class(o["cell_type"])(**fields))
         else:
             overrides.append(get_block_config_class(o["block_type"])(**fields))
+    if "layers" in recipe:
+        from cortex.stacks.auto import _apply_overrides_model
+        blocks = [ColumnBlockConfig(experts=[block(b) for b in layer], router=router or RouterConfig())
+                  for layer in recipe["layers"]]
+        if overrides:
+            blocks = [_apply_overrides_model(b, overrides) for b in blocks]
+        cfg = CortexStackConfig(d_hidden=recipe["d_hidden"], blocks=blocks)
+        return json.loads(cfg.model_dump_json())
     kwargs = {k: recipe[k] for k in ("num_layers", "pattern", "post_norm", "compile_blocks") if k in recipe}
     cfg = build_cortex_auto_config(
         d_hidden=recipe["d_hidden"], router=router, override_global_configs=overrides or None,

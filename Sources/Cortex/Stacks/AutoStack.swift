@@ -11,8 +11,12 @@
 ///     pattern         "AXMS" (default), or one pattern per layer; tokens A, X, X^, M,
 ///                     M^, S, S^, L, C, Ag (concatenated), or custom tokens separated by
 ///                     spaces or commas
-///     layers          instead of pattern (the seed's form): one list of expert block
-///                     configs per layer
+///     layers          instead of pattern (the seed's form): one list of experts per
+///                     layer, each a block config or a cell (the seed's `CellConfig`):
+///                     {"cell_type": "xl", "core": {...}, "scaffold": {...}} — the cell's
+///                     default scaffold (as the tokens: Axon, XL, sLSTM, AGaLiTe in
+///                     PostUpGated, mLSTM in PreUpGated, LSTM and conv in PassThrough) with
+///                     the given core and scaffold fields
 ///     custom_map      {token: block config}; "<token>^" axonifies a custom mLSTM, XL or sLSTM
 ///     router          RouterConfig fields for every Column
 ///     post_norm, compile_blocks
@@ -47,11 +51,14 @@ public enum AutoStack {
         var layers: [[JSON]] = []
         if let l = recipe["layers"], !l.isNull {
             guard let list = l.array, !list.isEmpty else { throw CortexError.parse("layers must be a non-empty list") }
+            if let n = recipe["num_layers"]?.int, n != list.count {
+                throw CortexError.parse("layers has \(list.count) entries but num_layers is \(n)")
+            }
             for (i, layer) in list.enumerated() {
                 guard let experts = layer.array, !experts.isEmpty else {
                     throw CortexError.parse("layers[\(i)] must be a non-empty list of block configs")
                 }
-                layers.append(try experts.enumerated().map { try defaults.completeBlock($1, at: "layers[\(i)][\($0)]") })
+                layers.append(try experts.enumerated().map { try defaults.expert($1, at: "layers[\(i)][\($0)]") })
             }
         } else {
             let n = try recipe.intField("num_layers", default: 2, in: 1...4096, core: "auto stack")
@@ -157,6 +164,31 @@ public enum AutoStack {
                 }
             }
             return overlay(template, given)
+        }
+
+        /// A layer entry: a block config, or a cell in its default scaffold.
+        func expert(_ json: JSON, at path: String) throws -> JSON {
+            if json["block_type"] != nil || json["scaffold_type"] != nil { return try completeBlock(json, at: path) }
+            guard let pairs = json.objectPairs, let tag = json["cell_type"]?.string else {
+                throw CortexError.parse("\(path): an expert is a block config (block_type) or a cell (cell_type)")
+            }
+            let token = ["axon": "A", "xl": "X", "mlstm": "M", "slstm": "S", "lstm": "L", "cconv": "C", "agalite": "Ag"][tag]
+            guard let token, let base = tokens[token], let blockPairs = base.objectPairs else {
+                throw CortexError.unsupported("\(path): unknown cell type '\(tag)'")
+            }
+            if let extra = pairs.first(where: { !["cell_type", "core", "scaffold"].contains($0.0) }) {
+                throw CortexError.parse("\(path): unknown cell field '\(extra.0)' (cell_type, core, scaffold)")
+            }
+            var cell = json["core"] ?? .object([])
+            guard let corePairs = cell.objectPairs else { throw CortexError.parse("\(path).core must be an object") }
+            cell = .object([("cell_type", .string(tag))] + corePairs.filter { $0.0 != "cell_type" && $0.0 != "core_type" })
+            var block = blockPairs.filter { $0.0 != "cell" }
+            if let sc = json["scaffold"], !sc.isNull {
+                guard let scPairs = sc.objectPairs else { throw CortexError.parse("\(path).scaffold must be an object") }
+                block = scPairs.isEmpty ? block : scPairs.map { ($0.0 == "scaffold_type" ? "block_type" : $0.0, $0.1) }
+                if !block.contains(where: { $0.0 == "block_type" }), let t = base["block_type"] { block.insert(("block_type", t), at: 0) }
+            }
+            return try completeBlock(.object([("cell", cell)] + block), at: path)
         }
 
         func completeRouter(_ json: JSON?) throws -> JSON {
