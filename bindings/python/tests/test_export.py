@@ -14,14 +14,20 @@ def test_export_then_load_matches_the_module(tmp_path):
 
     torch.manual_seed(3)
     stack = CortexStack(CortexStackConfig(d_hidden=16, blocks=[PassThroughBlockConfig(cell=LSTMCellConfig())] * 2)).eval()
+    _assert_export_runs_as_the_module(stack, torch.randn(2, 7, 16), tmp_path, "export round trip")
+
+
+def _assert_export_runs_as_the_module(stack, x, tmp_path, what):
+    """Export `stack`, load it in Cortex and compare sequence outputs on `x`."""
+    import torch
+
     cx.export(stack, tmp_path / "m")
-    x = torch.randn(2, 7, 16)
     with torch.no_grad():
         want, _ = stack(x, None)
     with cx.load(tmp_path / "m") as m:
         y, _ = m.forward(x)
     err = float(np.abs(np.from_dlpack(y) - want.numpy()).max())
-    print(f"[golden] export round trip: max abs error {err:.3e}")
+    print(f"[golden] {what}: max abs error {err:.3e}")
     assert err <= 1e-5 * max(1.0, float(want.abs().max()))
 
 
@@ -51,12 +57,4 @@ def test_export_handles_scaffolds_and_columns(tmp_path):
 
     torch.manual_seed(5)
     stack = CortexStack(build_cortex_auto_config(d_hidden=16, num_layers=1, pattern="L C Ag")).eval()
-    cx.export(stack, tmp_path / "m")
-    x = torch.randn(2, 6, 16)
-    with torch.no_grad():
-        want, _ = stack(x, None)
-    with cx.load(tmp_path / "m") as m:
-        y, _ = m.forward(x)
-    err = float(np.abs(np.from_dlpack(y) - want.numpy()).max())
-    print(f"[golden] export of an auto-built Column stack: max abs error {err:.3e}")
-    assert err <= 1e-5 * max(1.0, float(want.abs().max()))
+    _assert_export_runs_as_the_module(stack, torch.randn(2, 6, 16), tmp_path, "export of an auto-built Column stack")
