@@ -38,8 +38,8 @@ with an explicit axon config).
 Scaffolds: scaffolds_up (PreUp around LSTM and mLSTM, PreUpGated around sLSTM, PostUp
 around a conv, PostUpGated around AGaLiTe), scaffolds_adapter (Adapters around PreUp,
 PassThrough(XL) and PostUp(Axon)), column (three experts with top-k prior and token
-refinement, a single expert, two experts without refinement), auto_axms (the stack
-cortexcore's auto builder makes for "AXMS"); parameters the reference initialises to zero
+refinement, a single expert, two experts without refinement), auto_axms (the seed's default
+four-expert stack, cortexcore's auto builder with "AXMS", at 2 layers); parameters the reference initialises to zero
 or near zero (adapter up/gate, router, mixer, alphas) are perturbed so they matter.
 auto_configs.json: recipes and the config cortexcore's build_cortex_auto_config returns.
 
@@ -334,8 +334,12 @@ def scaffold_goldens():
         AdapterBlockConfig(base_block=PassThroughBlockConfig(cell=XLCellConfig(n_heads=2, mem_len=3)),
                            bottleneck=4, activation="gelu"),
         AdapterBlockConfig(base_block=PostUpBlockConfig(cell=AxonConfig()), bottleneck=4, activation="relu"),
+        AdapterBlockConfig(base_block=PreUpGatedBlockConfig(cell=CausalConv1dConfig(kernel_size=3), proj_factor=1.5),
+                           bottleneck=6, per_channel_gate=True, activation="gelu"),
+        AdapterBlockConfig(base_block=PostUpGatedBlockConfig(cell=AGaLiTeCellConfig(n_heads=2, eta=2, r=1)),
+                           bottleneck=5, activation="silu"),
     ], seed=63)
-    perturb(stack, [".up.", "learnable_skip"], suffixes=(".gate", ".u", ".v"))
+    perturb(stack, [".up.", "learnable_skip", "router.", "e_mixer.", "alpha_"], suffixes=(".gate", ".u", ".v"))
     write_golden("scaffolds_adapter", stack, 16, seed=64)
 
     # Columns: three experts with top-2 prior and token refinement; a single expert (the
@@ -349,6 +353,17 @@ def scaffold_goldens():
         ColumnBlockConfig(experts=[PassThroughBlockConfig(cell=CausalConv1dConfig(kernel_size=2)),
                                    PassThroughBlockConfig(cell=AGaLiTeCellConfig(n_heads=2))],
                           router=RouterConfig(whisper_lambda=0.0, use_sqrt_scale=False, restrict_to_topk=False, top_k=1)),
+        # Four experts: top-3 prior, uncentred refinement. (An mLSTM here, fed PreUpGated's
+        # raw branch with resets inside chunks, was ill-conditioned in fp32: cortexcore
+        # itself differed from its float64 run by 8.7e-5, Cortex by 5.6e-5 — more than the
+        # 1e-5 tolerance — so the sLSTM takes its place; mLSTM in PreUp(Gated) is covered
+        # by scaffolds_up, column and auto_axms.)
+        ColumnBlockConfig(experts=[PassThroughBlockConfig(cell=AxonConfig(activation="silu")),
+                                   PostUpGatedBlockConfig(cell=XLCellConfig(n_heads=2, mem_len=4)),
+                                   PreUpGatedBlockConfig(cell=sLSTMCellConfig(num_heads=2, conv1d_kernel_size=2)),
+                                   PostUpBlockConfig(cell=CausalConv1dConfig(kernel_size=3, channel_mixing=True))],
+                          router=RouterConfig(top_k=3, whisper_lambda=0.5, center_refine=False, local_temperature=2.0,
+                                              temperature=1.3)),
     ], seed=65)
     perturb(stack, ["router.", "refiner.", "e_mixer.", "alpha_", "head.", "gate", "outnorm", "recurrent_kernel"])
     write_golden("column", stack, 16, seed=66)
@@ -444,7 +459,7 @@ def auto_goldens():
     use_true_fwht(True)
     EXPLICIT_RESETS = True
     torch.manual_seed(71)
-    stack = CortexStack(build_cortex_auto_config(d_hidden=16, num_layers=1, pattern="AXMS")).eval()
+    stack = CortexStack(build_cortex_auto_config(d_hidden=16, num_layers=2, pattern="AXMS")).eval()
     with torch.no_grad():
         stack.norm.weight.uniform_(0.5, 1.5)
         stack.norm.bias.uniform_(-0.2, 0.2)

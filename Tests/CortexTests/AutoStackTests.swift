@@ -19,7 +19,7 @@ final class AutoStackTests: XCTestCase {
     /// A stack built from a recipe loads the reference module's state_dict and matches it.
     func testBuiltStackRunsTheReferenceWeights() throws {
         let g = try Golden("auto_axms")
-        let recipe = try JSON.parse(#"{"d_hidden": 16, "num_layers": 1, "pattern": "AXMS"}"#)
+        let recipe = try JSON.parse(#"{"d_hidden": 16, "num_layers": 2}"#)  // the default: AXMS
         let config = try AutoStack.config(recipe: recipe)
         let exported = try JSON.parse(try FileIO.read(g.dir + "/model/config.json"))
         XCTAssertEqual(config.serialized, exported["config"]?.serialized, "the recipe gives the exported config")
@@ -50,6 +50,6 @@ final class AutoStackTests: XCTestCase {
 }
 
 final class AutoStackGoldenTests: XCTestCase {
-    /// The AXMS Column stack cortexcore's auto builder makes (d_hidden 16, one layer).
+    /// The seed's default stack: two AXMS Column layers (d_hidden 16).
     func testAutoAXMS() throws { try GoldenRunner("auto_axms").all() }
 }

@@ -67,10 +67,12 @@ final class ScaffoldGoldenTests: XCTestCase {
     /// PreUp (LSTM; mLSTM on the raw branch), PreUpGated (sLSTM), PostUp (conv),
     /// PostUpGated (AGaLiTe).
     func testUpScaffolds() throws { try GoldenRunner("scaffolds_up").all() }
-    /// Adapters around PreUp(LSTM) (per-channel gate, SiLU), PassThrough(XL) (GELU) and
-    /// PostUp(Axon) (ReLU).
+    /// Adapters around every scaffold kind: PreUp(LSTM), PassThrough(XL), PostUp(Axon),
+    /// PreUpGated(conv), PostUpGated(AGaLiTe) (cortexcore cannot wrap a Column or an
+    /// Adapter: it needs the base's cell); scalar and per-channel gates; GELU, SiLU, ReLU.
     func testAdapters() throws { try GoldenRunner("scaffolds_adapter").all() }
     /// Columns: three experts with top-2 prior and token refinement; one expert; two
-    /// experts without refinement, 1/d_key scaling and unrestricted top-1.
+    /// experts without refinement, 1/d_key scaling and unrestricted top-1; four experts with
+    /// top-3 and uncentred refinement.
     func testColumns() throws { try GoldenRunner("column").all() }
 }

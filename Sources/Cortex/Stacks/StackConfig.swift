@@ -119,6 +119,12 @@ public indirect enum ScaffoldConfig: Sendable {
             }
             let base: ScaffoldConfig
             do { base = try parse(b, dHidden: dHidden, depth: depth + 1) } catch let e as CortexError { throw e.prefixed("adapter base_block") }
+            switch base {
+            case .column, .adapter:
+                // cortexcore's AdapterBlock rebuilds the base's cell and fails without one.
+                throw CortexError.unsupported("adapter: base_block must be a scaffold with a cell (not a column or adapter), as in cortexcore")
+            default: break
+            }
             var activation = "gelu"
             if let a = json["activation"], !a.isNull {
                 guard let s = a.string else { throw CortexError.parse("adapter: activation must be a string") }

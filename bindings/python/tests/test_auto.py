@@ -32,7 +32,7 @@ def _key_order(x):
 
 def test_built_stack_loads_the_reference_weights():
     g = Golden("auto_axms")
-    doc = cx.auto_stack_config(d_hidden=16, num_layers=1, pattern="AXMS")
+    doc = cx.auto_stack_config(d_hidden=16, num_layers=2)  # the default: AXMS
     with cx.load_from_memory(doc, os.path.join(g.model_dir, "model.safetensors")) as m:
         y, _ = m.forward(g.t["seq/x"])
         assert_close(np.from_dlpack(y), g.t["seq/y"], "auto stack from a recipe")
