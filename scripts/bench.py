@@ -102,7 +102,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--d-hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--core", default="lstm", choices=["lstm", "cconv", "agalite", "slstm", "mlstm", "xl", "axon"])
+    ap.add_argument("--core", default="lstm", choices=["lstm", "cconv", "agalite", "slstm", "mlstm", "xl", "axon", "auto"],
+                    help="a stack of --layers PassThrough(core) blocks, or 'auto': the seed's default stack "
+                         "(build_cortex_auto_config, AXMS Columns, --layers layers)")
     ap.add_argument("--cell-json", default="{}", help="extra cell config fields, e.g. '{\"chunk_size\": 256}'")
     ap.add_argument("--no-torch", action="store_true", help="time Cortex only (e.g. to compare two Cortex paths)")
     ap.add_argument("--seq-len", type=int, default=128)
@@ -115,7 +117,8 @@ def main():
     from cortex.stacks import CortexStack
 
     cell = {"lstm": LSTMCellConfig, "cconv": CausalConv1dConfig, "agalite": AGaLiTeCellConfig,
-            "slstm": sLSTMCellConfig, "mlstm": mLSTMCellConfig, "xl": XLCellConfig, "axon": AxonConfig}[args.core]
+            "slstm": sLSTMCellConfig, "mlstm": mLSTMCellConfig, "xl": XLCellConfig, "axon": AxonConfig,
+            "auto": None}[args.core]
     extra = json.loads(args.cell_json)
 
     spec = importlib.util.spec_from_file_location("cx_export", os.path.join(ROOT, "bindings/python/cortex_swift/export.py"))
@@ -124,7 +127,11 @@ def main():
 
     torch.manual_seed(0)
     d = args.d_hidden
-    cfg = CortexStackConfig(d_hidden=d, blocks=[PassThroughBlockConfig(cell=cell(**extra)) for _ in range(args.layers)])
+    if cell is None:
+        from cortex.stacks.auto import build_cortex_auto_config
+        cfg = build_cortex_auto_config(d_hidden=d, num_layers=args.layers)
+    else:
+        cfg = CortexStackConfig(d_hidden=d, blocks=[PassThroughBlockConfig(cell=cell(**extra)) for _ in range(args.layers)])
     stack = CortexStack(cfg).eval()
     exe = build_native()
     with tempfile.TemporaryDirectory() as tmp:

@@ -88,6 +88,7 @@ public struct AGaLiTeCore: RecurrentModule {
         let twoR = Float(2 * R)
         typealias V = Vec.V
 
+        let omega = omegas.data  // hoisted out of the loops
         Parallel.run(parts: parts) { part, parts in
             let qf = scratch + part * perPart, gk = qf + F, dg = gk + F, kdq = dg + F, cosr = kdq + R, gates = cosr + R
             for pair in Parallel.slice(B * Hh, part: part, parts: parts, align: 1) {
@@ -96,7 +97,7 @@ public struct AGaLiTeCore: RecurrentModule {
                 let tick0 = tick[b]
                 for t in 0..<T {
                     let keep: Float = (resets.map { $0[b * T + t] != 0 } ?? false) ? 0 : 1
-                    for k in 0..<R { cosr[k] = Float(cos(Double((tick0 + Float(t + 1)) * omegas.data[k]))) }
+                    for k in 0..<R { cosr[k] = Float(cos(Double((tick0 + Float(t + 1)) * omega[k]))) }
                     let row = b * T + t
                     let base = proj + row * P1 + h * 5 * D
                     let kk = base, q = base + D, v = base + 2 * D, be = base + 3 * D, ga = base + 4 * D

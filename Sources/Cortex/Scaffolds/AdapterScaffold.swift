@@ -59,9 +59,10 @@ public struct AdapterScaffold: RecurrentModule {
         case .relu: Kernels.map(d, N * K) { $0.replacing(with: 0, where: $0 .< 0) }
         }
         up.apply(d, rows: N, into: a)
-        let perChannel = gate.count == H && gate.shape.count == 1
+        // Raw pointers hoisted out of the loops (a property access per element retains).
+        let perChannel = gate.count == H && gate.shape.count == 1, g = gate.data
         for r in 0..<N {
-            for j in 0..<H { y[r * H + j] += gate.data[perChannel ? j : 0] * a[r * H + j] }
+            for j in 0..<H { y[r * H + j] += g[perChannel ? j : 0] * a[r * H + j] }
         }
     }
 }

@@ -149,10 +149,14 @@ public struct ColumnScaffold: RecurrentModule {
         m.mixWk.apply(delta, rows: N * E, into: k)
         m.mixWv.apply(delta, rows: N * E, into: v)
         let o = try arena.take(N * E * H), scores = try arena.take(E * E), qe = try arena.take(dk)
+        // Raw pointers hoisted out of the per-token loops (property accesses would retain).
+        let qb = m.queryBias.data
+        let logits = try arena.take(E)
+        for e in 0..<E { logits[e] = m.globalLogits[e] }
         let sqrtK = Float(Double(dk).squareRoot())
         for n in 0..<N {
             for e in 0..<E {
-                for j in 0..<dk { qe[j] = qt[n * dk + j] + m.queryBias.data[e * dk + j] }
+                for j in 0..<dk { qe[j] = qt[n * dk + j] + qb[e * dk + j] }
                 for f in 0..<E {
                     var s: Float = 0
                     for j in 0..<dk { s += qe[j] * k[(n * E + f) * dk + j] }
@@ -172,21 +176,21 @@ public struct ColumnScaffold: RecurrentModule {
         m.mixOut.apply(o, rows: N * E, into: delta, accumulate: true)  // Δ̃ in place
         // Mixture weights per token, then r = Σ a_i Δ̃_i + (u − x) into `out`.
         let a = try arena.take(N * E)
-        for n in 0..<N { for e in 0..<E { a[n * E + e] = m.globalLogits[e] } }
+        for n in 0..<N { for e in 0..<E { a[n * E + e] = logits[e] } }
         if let r = m.refiner {
-            let dkl = r.keys.shape[1]
+            let dkl = r.keys.shape[1], keys = r.keys.data, scale = r.scale, lambda = r.lambda, center = r.center
             let tq = try arena.take(N * dkl)
             r.wq.apply(u, rows: N, into: tq)
             for n in 0..<N {
                 var mean: Float = 0
                 for e in 0..<E {
                     var s: Float = 0
-                    for j in 0..<dkl { s += tq[n * dkl + j] * r.keys.data[e * dkl + j] }
-                    scores[e] = s / r.scale
+                    for j in 0..<dkl { s += tq[n * dkl + j] * keys[e * dkl + j] }
+                    scores[e] = s / scale
                     mean += scores[e]
                 }
                 mean /= Float(E)
-                for e in 0..<E { a[n * E + e] += r.lambda * (r.center ? scores[e] - mean : scores[e]) }
+                for e in 0..<E { a[n * E + e] += lambda * (center ? scores[e] - mean : scores[e]) }
             }
         }
         Kernels.softmax(a, rows: N, n: E)
@@ -206,6 +210,7 @@ public struct ColumnScaffold: RecurrentModule {
         Kernels.gelu(h1, N * 2 * H)
         let h = try arena.take(N * H)
         m.fc2.apply(h1, rows: N, into: h)
-        for i in 0..<(N * H) { y[i] = (x[i] + m.alphaMain * out[i]) + m.alphaCol * h[i] }
+        let alphaMain = m.alphaMain, alphaCol = m.alphaCol
+        for i in 0..<(N * H) { y[i] = (x[i] + alphaMain * out[i]) + alphaCol * h[i] }
     }
 }

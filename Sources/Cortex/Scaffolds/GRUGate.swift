@@ -26,7 +26,8 @@ struct GRUGate: Sendable {
         Kernels.sigmoid(r, n)
         wz.apply(y, rows: rows, into: z)
         uz.apply(x, rows: rows, into: z, accumulate: true)
-        for i in 0..<rows { for j in 0..<H { z[i * H + j] -= bg.data[j] } }
+        let b = bg.data  // hoisted: a property access per element would retain the buffer
+        for i in 0..<rows { for j in 0..<H { z[i * H + j] -= b[j] } }
         Kernels.sigmoid(z, n)
         for i in 0..<n { r[i] *= x[i] }  // r ⊙ x
         wg.apply(y, rows: rows, into: h)

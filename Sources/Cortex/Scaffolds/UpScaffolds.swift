@@ -61,10 +61,11 @@ public struct PreUpScaffold: RecurrentModule {
         let inner = try arena.take(N * D)
         try core.run(x: activateCoreInput ? aAct : a, y: inner, batch: batch, time: time,
                      state: state, resets: resets, arena: arena)
+        let s = skip.data  // hoisted out of the loop
         for r in 0..<N {
             for j in 0..<D {
                 let i = r * D + j
-                inner[i] = (inner[i] + skip.data[j] * aAct[i]) * zAct[i]
+                inner[i] = (inner[i] + s[j] * aAct[i]) * zAct[i]
             }
         }
         if let gate {
