@@ -170,6 +170,19 @@ cx_status cx_state_batch(const cx_state_t *state, int64_t *batch);
  * or NULL to reset every row. */
 cx_status cx_state_reset(cx_state_t *state, const DLTensor *mask);
 
+/* Routed adapters (a config with "routed_adapter"; cx_model_info_json lists it): bind
+ * stream b to adapter slot ids[b] for every call that follows, until changed. ids: [B]
+ * of any integer dtype, values in [0, num_slots). NULL unbinds. cortexcore takes
+ * route_ids per call; here they stay with the state, as a stream keeps its slot. A model
+ * with require_route_ids (the default) refuses forward/step until ids are bound; without
+ * it, unbound streams use slot 0. Refused (CX_STATUS_INVALID_ARGUMENT) for a model
+ * without routed adapters. Route ids are not part of cx_state_to_bytes. */
+cx_status cx_state_set_route_ids(cx_state_t *state, const DLTensor *ids);
+
+/* The bound route ids: count must equal B; ids[b] receives stream b's slot (0 when
+ * unbound) and *is_set 1 if ids are bound, else 0. */
+cx_status cx_state_get_route_ids(const cx_state_t *state, int64_t *ids, int64_t count, int32_t *is_set);
+
 /* Copy of the state tensor at `path` (e.g. "PassThroughBlock_0.LSTMCell.h", as
  * listed by cx_model_info_json), shape [B, ...]. Caller-owned: cx_tensor_free. */
 cx_status cx_state_get_tensor(const cx_state_t *state, const char *path, cx_tensor_t **out);

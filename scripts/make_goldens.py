@@ -105,11 +105,22 @@ def build_stack(d_hidden: int, cells: list, seed: int):
 EXPLICIT_RESETS = False
 
 
-def run_seq(stack, x, state, resets=None):
+# Set per model with routed adapters: the route ids of every call, by batch size (the
+# tests bind the same ids to their states; the manifest records them).
+ROUTE_IDS = None
+
+
+def routing(batch, ids=None):
+    if ids is not None:
+        return {"route_ids": torch.tensor(ids)}
+    return {"route_ids": torch.tensor(ROUTE_IDS[str(batch)])} if ROUTE_IDS else {}
+
+
+def run_seq(stack, x, state, resets=None, ids=None):
     if resets is None and EXPLICIT_RESETS:
         resets = torch.zeros(x.shape[0], x.shape[1])
     with torch.no_grad():
-        return stack(x, state, resets=resets)
+        return stack(x, state, resets=resets, **routing(x.shape[0], ids))
 
 
 def run_steps(stack, x, state, resets=None):
@@ -117,7 +128,7 @@ def run_steps(stack, x, state, resets=None):
     with torch.no_grad():
         for t in range(x.shape[1]):
             r = None if resets is None else resets[:, t]
-            y, state = stack.step(x[:, t], state, resets=r)
+            y, state = stack.step(x[:, t], state, resets=r, **routing(x.shape[0]))
             ys.append(y)
     return torch.stack(ys, 1), state
 
@@ -174,6 +185,17 @@ def make_cases(stack, d: int, seed: int):
     x1 = torch.randn(1, 6, d, generator=g)
     y, st = run_seq(stack, x1, None)
     put("b1", "batch 1, sequence mode", {"x": x1}, {"y": y}, st)
+
+    if ROUTE_IDS:
+        # Streams change slots between two calls (caches built under the old slot must
+        # not be reused); and single steps (T = 1 applies the adapters the reference
+        # skips on flattened sequence inputs) then a sequence call, under other ids.
+        ida, idb = ROUTE_IDS[str(B)], ROUTE_IDS["reroute"]
+        ya, sa = run_seq(stack, xa, None, ids=ida)
+        yb, sb = run_seq(stack, xb, sa, ids=idb)
+        put("reroute", f"two sequence calls, route ids {ida} then {idb}",
+            {"xa": xa, "xb": xb, "ids_a": torch.tensor(ida, dtype=torch.float32),
+             "ids_b": torch.tensor(idb, dtype=torch.float32)}, {"ya": ya, "yb": yb}, sb)
     return cases, tensors
 
 
@@ -192,6 +214,8 @@ def write_golden(name: str, stack, d: int, seed: int):
                       "note": "max |cortex - reference| <= 1e-5 * max(1, max |reference|)"},
         "cases": cases,
     }
+    if ROUTE_IDS:
+        manifest["route_ids"] = ROUTE_IDS
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")
@@ -370,6 +394,58 @@ def scaffold_goldens():
     EXPLICIT_RESETS = False
 
 
+def routed_goldens():
+    """Routed adapters (cortexcore's RoutedAdapterLinear / RoutedAdapterHeadwiseLinearExpand)
+    on every kind of Linear: scaffold projections (flattened in sequence mode, so the
+    reference adapts them only at T = 1), GRU gates, sLSTM's headwise gates, mLSTM's
+    gates, XL's q/k/v/r/o (r per stream) with its key/value cache, AGaLiTe, Axon, the
+    Adapter scaffold and a Column's router (per-slot prior), mixer, refiner and head."""
+    global EXPLICIT_RESETS, ROUTE_IDS
+    from cortex.config import (AdapterBlockConfig, AGaLiTeCellConfig, AxonConfig, ColumnBlockConfig, LSTMCellConfig,
+                               PassThroughBlockConfig, PostUpGatedBlockConfig, PreUpBlockConfig, PreUpGatedBlockConfig,
+                               RoutedAdapterConfig, RouterConfig, XLCellConfig, mLSTMCellConfig, sLSTMCellConfig)
+    from cortex.stacks import CortexStack
+    from cortex.config import CortexStackConfig
+
+    use_true_fwht(True)
+    EXPLICIT_RESETS = True
+    ROUTE_IDS = {"3": [1, 3, 0], "1": [2], "reroute": [3, 3, 1]}
+    torch.manual_seed(81)
+    # post_norm off: the Column's outputs reach ~40, and the final LayerNorm would scale
+    # fp32 rounding (reference vs its own float64 run: 2.4e-5 in step mode) past the
+    # 1e-5 tolerance; without it errors are measured against the outputs' own scale.
+    cfg = CortexStackConfig(d_hidden=16, post_norm=False, routed_adapter=RoutedAdapterConfig(num_slots=4, rank=2, alpha=3.0),
+                            blocks=[
+        PreUpGatedBlockConfig(cell=sLSTMCellConfig(num_heads=2, conv1d_kernel_size=2), proj_factor=1.5),
+        PassThroughBlockConfig(cell=XLCellConfig(n_heads=2, mem_len=3)),
+        PostUpGatedBlockConfig(cell=AGaLiTeCellConfig(n_heads=2, eta=2, r=1)),
+        AdapterBlockConfig(base_block=PreUpBlockConfig(cell=mLSTMCellConfig(num_heads=2, chunk_size=4)), bottleneck=4),
+        ColumnBlockConfig(experts=[PassThroughBlockConfig(cell=AxonConfig()),
+                                   PassThroughBlockConfig(cell=LSTMCellConfig()),
+                                   PassThroughBlockConfig(cell=XLCellConfig(n_heads=2, mem_len=2, use_axon_qkv=True))],
+                          router=RouterConfig(top_k=2, whisper_lambda=0.4, d_key=8)),
+    ])
+    stack = CortexStack(cfg).eval()
+    with torch.no_grad():
+        for name, p in stack.named_parameters():  # adapter_B starts at zero
+            if name.endswith("adapter_B"):
+                p.normal_(0, 0.15)
+    # The router's keys and context start near zero: scale them so the per-slot prior
+    # (and its top-2 choice) differs between slots.
+    perturb(stack, ["router.", "refiner.", "e_mixer.", "alpha_", "gate", "outnorm", "recurrent_kernel", ".up."],
+            suffixes=(".u", ".v"))
+    with torch.no_grad():
+        blk = stack.blocks[4]
+        blk.router.keys.mul_(40)
+        blk.router.context.mul_(3)
+        from cortex.routed_adapter import use_route_ids
+        with use_route_ids(torch.arange(4)):
+            print("  per-slot router prior:", torch.softmax(blk.router.global_logits(), -1).numpy().round(3).tolist())
+    write_golden("routed", stack, 16, seed=82)
+    ROUTE_IDS = None
+    EXPLICIT_RESETS = False
+
+
 # Recipes for the auto-stack builder (Swift: AutoStack.config; C: cx_auto_stack_config),
 # each checked against cortexcore's own builder.
 AUTO_RECIPES = [
@@ -389,6 +465,7 @@ AUTO_RECIPES = [
                  {"cell_type": "xl", "scaffold": {"block_type": "postup", "proj_factor": 2.0}, "core": {"mem_len": 16}},
                  {"cell_type": "slstm", "scaffold": {"gru_bias": 1.0}}]],
      "overrides": [{"cell_type": "xl", "n_heads": 2}]},
+    {"d_hidden": 32, "num_layers": 1, "pattern": "XM", "routed_adapter": {"num_slots": 8, "rank": 2, "alpha": 0.5}},
     {"d_hidden": 16, "layers": [[{"block_type": "passthrough", "cell": {"cell_type": "lstm"}},
                                  {"block_type": "postup", "cell": {"cell_type": "axon", "use_srht": True}}]],
      "router": {"whisper_lambda": 0.0}},
@@ -436,6 +513,9 @@ def reference_auto_config(recipe):
         cfg = CortexStackConfig(d_hidden=recipe["d_hidden"], blocks=blocks)
         return json.loads(cfg.model_dump_json())
     kwargs = {k: recipe[k] for k in ("num_layers", "pattern", "post_norm", "compile_blocks") if k in recipe}
+    if "routed_adapter" in recipe:
+        from cortex.config import RoutedAdapterConfig
+        kwargs["routed_adapter"] = RoutedAdapterConfig(**recipe["routed_adapter"])
     cfg = build_cortex_auto_config(
         d_hidden=recipe["d_hidden"], router=router, override_global_configs=overrides or None,
         custom_map={k: block(v) for k, v in recipe["custom_map"].items()} if "custom_map" in recipe else None,
@@ -483,6 +563,10 @@ def main():
     if only == {"scaffolds"}:
         torch.set_num_threads(1)
         scaffold_goldens()
+        return 0
+    if only == {"routed"}:
+        torch.set_num_threads(1)
+        routed_goldens()
         return 0
     from cortex.config import (AGaLiTeCellConfig, CausalConv1dConfig, LSTMCellConfig, XLCellConfig, mLSTMCellConfig,
                                sLSTMCellConfig)
@@ -537,6 +621,7 @@ def main():
 
     axon_goldens()
     scaffold_goldens()
+    routed_goldens()
     auto_goldens()
 
     # The small stack the README example streams (not a golden; just a bundled model).

@@ -204,6 +204,28 @@ struct InputTensor {
         }
     }
 
+    /// The elements of an integer tensor (int8…int64, uint8…uint64), or nil for any
+    /// other dtype. uint64 values above Int.max come back as Int.max.
+    func readIntegers() -> [Int]? {
+        let k = kind
+        switch k { case .int, .uint: break; default: return nil }
+        var out = [Int](repeating: 0, count: count)
+        guard let base else { return out }
+        forEachOffset { i, o in
+            switch k {
+            case .int(1): out[i] = Int(base.load(fromByteOffset: o, as: Int8.self))
+            case .uint(1): out[i] = Int(base.load(fromByteOffset: o, as: UInt8.self))
+            case .int(2): out[i] = Int(base.loadUnaligned(fromByteOffset: o, as: Int16.self))
+            case .uint(2): out[i] = Int(base.loadUnaligned(fromByteOffset: o, as: UInt16.self))
+            case .int(4): out[i] = Int(base.loadUnaligned(fromByteOffset: o, as: Int32.self))
+            case .uint(4): out[i] = Int(base.loadUnaligned(fromByteOffset: o, as: UInt32.self))
+            case .int(8): out[i] = Int(base.loadUnaligned(fromByteOffset: o, as: Int64.self))
+            default: out[i] = Int(clamping: base.loadUnaligned(fromByteOffset: o, as: UInt64.self))
+            }
+        }
+        return out
+    }
+
     /// Convert to a 0/1 mask in `dst` (count bytes): any non-zero element is 1.
     func readMask(into dst: UnsafeMutablePointer<UInt8>) {
         guard let base else { return }

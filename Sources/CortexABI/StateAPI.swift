@@ -48,6 +48,38 @@ public func cx_state_reset(_ state: OpaquePointer?, _ mask: UnsafePointer<DLTens
     }
 }
 
+@_cdecl("cx_state_set_route_ids")
+public func cx_state_set_route_ids(_ state: OpaquePointer?, _ ids: UnsafePointer<DLTensor>?) -> Int32 {
+    entry("cx_state_set_route_ids") {
+        let s = try resolve(state, .state, "state", as: RecurrentState.self)
+        guard ids != nil else { return try s.setRouteIDs(nil) }
+        let t = try InputTensor(ids, name: "ids", maskAllowed: true)
+        guard let values = t.readIntegers() else {
+            throw CortexError.dtypeMismatch("ids: dtype \(t.kind.name) is not accepted (an integer dtype: int8…int64, uint8…uint64)")
+        }
+        guard t.shape.count == 1, t.shape[0] == s.batch else {
+            throw CortexError.shapeMismatch("ids: expected (B=\(s.batch)), got \(t.description)")
+        }
+        try s.setRouteIDs(values)
+    }
+}
+
+@_cdecl("cx_state_get_route_ids")
+public func cx_state_get_route_ids(_ state: OpaquePointer?, _ ids: UnsafeMutablePointer<Int64>?, _ count: Int64,
+                                   _ isSet: UnsafeMutablePointer<Int32>?) -> Int32 {
+    entry("cx_state_get_route_ids") {
+        let s = try resolve(state, .state, "state", as: RecurrentState.self)
+        let isSet = try requireOut(isSet, "is_set")
+        guard count == Int64(s.batch) else {
+            throw CortexError.shapeMismatch("count: expected the batch size \(s.batch), got \(count)")
+        }
+        let ids = try requireOut(ids, "ids")
+        let list = s.routeIDList
+        for b in 0..<s.batch { ids[b] = Int64(list?[b] ?? 0) }
+        isSet.pointee = list == nil ? 0 : 1
+    }
+}
+
 @_cdecl("cx_state_get_tensor")
 public func cx_state_get_tensor(_ state: OpaquePointer?, _ path: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     entry("cx_state_get_tensor") {

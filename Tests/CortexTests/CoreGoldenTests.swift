@@ -76,3 +76,55 @@ final class ScaffoldGoldenTests: XCTestCase {
     /// top-3 and uncentred refinement.
     func testColumns() throws { try GoldenRunner("column").all() }
 }
+
+/// Routed adapters (cortexcore's `routed_adapter`): every Linear kind, per-stream slots,
+/// streams changing slots between calls.
+final class RoutedAdapterTests: XCTestCase {
+    func testRoutedGolden() throws { try GoldenRunner("routed").all() }
+
+    func testRouteIDsAreRequiredAndChecked() throws {
+        let g = try Golden("routed")
+        let s = try g.model.makeState(batch: 3)
+        let x = try g.tensor("seq/x")
+        XCTAssertThrowsError(try g.model.forward(x, state: s)) { e in
+            XCTAssertTrue("\(e)".contains("route ids"), "\(e)")
+        }
+        XCTAssertThrowsError(try s.setRouteIDs([0, 4, 1]), "slot 4 of 4")
+        XCTAssertThrowsError(try s.setRouteIDs([0, -1, 1]))
+        XCTAssertThrowsError(try s.setRouteIDs([0, 1]), "one id per stream")
+        XCTAssertNil(s.routeIDList, "failed binds leave the state unbound")
+        try s.setRouteIDs([1, 3, 0])
+        XCTAssertEqual(s.routeIDList, [1, 3, 0])
+        XCTAssertEqual(try s.clone().routeIDList, [1, 3, 0], "clones keep their slots")
+        let other = try Golden("lstm_stack")
+        XCTAssertThrowsError(try other.model.makeState(batch: 1).setRouteIDs([0]), "no adapters: refused")
+    }
+
+    /// `"enabled": false` means no adapters: the plain model loads, route ids refused.
+    func testDisabledRoutedAdapterIsNoAdapter() throws {
+        let dir = repoRoot + "/Tests/goldens/lstm_stack/model"
+        var text = String(decoding: try FileIO.read(dir + "/config.json"), as: UTF8.self)
+        text = text.replacingOccurrences(of: "\"routed_adapter\": null", with: "\"routed_adapter\": {\"enabled\": false, \"num_slots\": 3}")
+        let m = try Model(configBytes: Array(text.utf8), weightBytes: try FileIO.read(dir + "/model.safetensors"))
+        XCTAssertNil(m.routedAdapter)
+        XCTAssertThrowsError(try m.makeState(batch: 1).setRouteIDs([0]))
+    }
+
+    /// Slot s of stream b gives the same output as a batch-1 run under slot s: streams
+    /// never see each other's adapters.
+    func testStreamsAreIndependent() throws {
+        let g = try Golden("routed")
+        let x = try g.tensor("seq/x")  // [3, T, D]
+        let s = try g.makeState(batch: 3)
+        let y = try g.model.forward(x, state: s).toArray()
+        let T = x.shape[1], D = x.shape[2], ids = g.routeIDs["3"]!
+        for b in 0..<3 {
+            let xb = try Tensor(shape: [1, T, D], values: Array(x.toArray()[(b * T * D)..<((b + 1) * T * D)]))
+            let sb = try g.model.makeState(batch: 1)
+            try sb.setRouteIDs([ids[b]])
+            let yb = try g.model.forward(xb, state: sb)
+            let want = try Tensor(shape: [1, T, D], values: Array(y[(b * T * D)..<((b + 1) * T * D)]))
+            assertClose(yb, want, "routed: stream \(b) alone (slot \(ids[b]))")
+        }
+    }
+}

@@ -22,6 +22,16 @@ struct GoldenRunner {
         try sequenceMode(); try stepMode(); try stepEqualsSequence(); try resetsSequence()
         try resetsStep(); try stateCarriedAcrossCalls(); try rowResetsInSequenceMode(); try batchOne()
         try stateBytesRoundTripContinuesIdentically()
+        if !g.routeIDs.isEmpty { try rerouted() }
+    }
+
+    /// Routed adapters: streams change slots between two calls.
+    func rerouted() throws {
+        let s = try g.makeState(batch: B)
+        close(try g.model.forward(try g.tensor("reroute/xa"), state: s), try g.tensor("reroute/ya"), "reroute first call")
+        try s.setRouteIDs(try g.tensor("reroute/ids_b").toArray().map { Int($0) })
+        close(try g.model.forward(try g.tensor("reroute/xb"), state: s), try g.tensor("reroute/yb"), "reroute second call")
+        try checkState(s, "reroute")
     }
 
     func checkState(_ state: RecurrentState, _ caseName: String) throws {
@@ -31,7 +41,7 @@ struct GoldenRunner {
     }
 
     func stateFrom(_ caseName: String, batch: Int) throws -> RecurrentState {
-        let s = try g.model.makeState(batch: batch)
+        let s = try g.makeState(batch: batch)
         return try load(g.stateTensors("\(caseName)/init/"), into: s)
     }
 
@@ -44,19 +54,19 @@ struct GoldenRunner {
         put(1); put(g.model.fingerprint); put(UInt64(s.batch)); put(UInt64(payload.count))
         blob += payload
         put(FNV1a64.hash(Array(blob[8...])))
-        return try StateCodec.decode(blob, model: g.model)
+        return try g.bind(try StateCodec.decode(blob, model: g.model))
     }
 
     func sequenceMode() throws {
         let x = try g.tensor("seq/x")
-        let s = try g.model.makeState(batch: B)
+        let s = try g.makeState(batch: B)
         close(try g.model.forward(x, state: s), try g.tensor("seq/y"), "seq y")
         try checkState(s, "seq")
     }
 
     func stepMode() throws {
         let x = try g.tensor("step/x")
-        let s = try g.model.makeState(batch: B)
+        let s = try g.makeState(batch: B)
         var ys: [Tensor] = []
         for t in 0..<x.shape[1] { ys.append(try g.model.forward(try timeSlice(x, t), state: s)) }
         close(try stackTime(ys), try g.tensor("step/y"), "step y")
@@ -69,7 +79,7 @@ struct GoldenRunner {
     func stepEqualsSequence() throws {
         let x = try g.tensor("seq/x")
         let (refGap, refTol) = maxError(try g.tensor("step/y"), try g.tensor("seq/y"))
-        let a = try g.model.makeState(batch: B), b = try g.model.makeState(batch: B)
+        let a = try g.makeState(batch: B), b = try g.makeState(batch: B)
         let ySeq = try g.model.forward(x, state: a)
         var ys: [Tensor] = []
         for t in 0..<x.shape[1] { ys.append(try g.model.forward(try timeSlice(x, t), state: b)) }
@@ -105,7 +115,7 @@ struct GoldenRunner {
     }
 
     func stateCarriedAcrossCalls() throws {
-        let s = try g.model.makeState(batch: B)
+        let s = try g.makeState(batch: B)
         close(try g.model.forward(try g.tensor("carry/xa"), state: s), try g.tensor("carry/ya"), "carry first call")
         close(try g.model.forward(try g.tensor("carry/xb"), state: s), try g.tensor("carry/yb"), "carry second call")
         try checkState(s, "carry")
@@ -119,16 +129,16 @@ struct GoldenRunner {
     }
 
     func batchOne() throws {
-        let s = try g.model.makeState(batch: 1)
+        let s = try g.makeState(batch: 1)
         close(try g.model.forward(try g.tensor("b1/x"), state: s), try g.tensor("b1/y"), "batch 1 y")
         try checkState(s, "b1")
     }
 
     func stateBytesRoundTripContinuesIdentically() throws {
         let x = try g.tensor("carry/xa"), x2 = try g.tensor("carry/xb")
-        let s = try g.model.makeState(batch: B)
+        let s = try g.makeState(batch: B)
         _ = try g.model.forward(x, state: s)
-        let restored = try StateCodec.decode(try StateCodec.encode(s), model: g.model)
+        let restored = try g.bind(try StateCodec.decode(try StateCodec.encode(s), model: g.model))
         let a = try g.model.forward(x2, state: s), b = try g.model.forward(x2, state: restored)
         XCTAssertEqual(a.toArray(), b.toArray(), "a restored state continues bit-identically")
     }

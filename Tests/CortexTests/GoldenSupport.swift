@@ -14,12 +14,29 @@ struct Golden {
     let dir: String
     let model: Model
     let cases: SafetensorsFile
+    /// Route ids the reference ran with, by batch size (models with routed adapters).
+    let routeIDs: [String: [Int]]
 
     init(_ name: String) throws {
         self.name = name
         dir = repoRoot + "/Tests/goldens/" + name
         model = try Model.load(directory: dir + "/model")
         cases = try SafetensorsFile(path: dir + "/cases.safetensors")
+        let manifest = try JSON.parse(try FileIO.read(dir + "/manifest.json"))
+        var ids: [String: [Int]] = [:]
+        for (k, v) in manifest["route_ids"]?.objectPairs ?? [] { ids[k] = (v.array ?? []).compactMap(\.int) }
+        routeIDs = ids
+    }
+
+    /// A fresh state, bound to the golden's route ids for its batch size.
+    func makeState(batch: Int) throws -> RecurrentState {
+        try bind(try model.makeState(batch: batch))
+    }
+
+    /// `s` bound to the golden's route ids for its batch size (unchanged without them).
+    func bind(_ s: RecurrentState) throws -> RecurrentState {
+        if let ids = routeIDs[String(s.batch)] { try s.setRouteIDs(ids) }
+        return s
     }
 
     func tensor(_ name: String) throws -> Tensor { try cases.tensor(name) }

@@ -132,6 +132,23 @@ static long count_steps(cx_model_t *m, int64_t batch, variant v, int warm_with_v
   cx_status st;
   REQUIRE_OK(cx_model_dims(m, &d_in, &d_out));
   REQUIRE_OK(cx_state_create(m, batch, &s));
+  {
+    /* Routed adapters: bind stream b to slot b % 2 (every model here has >= 2 slots). */
+    size_t need = 0;
+    char *info;
+    (void)cx_model_info_json(m, NULL, 0, &need);
+    info = tu_xmalloc(need);
+    REQUIRE_OK(cx_model_info_json(m, info, need, &need));
+    if (tu_contains(info, "\"num_slots\"")) {
+      int64_t ids[64], n = batch, b;
+      DLTensor it;
+      CHECK(batch <= 64, "batch too large for the route ids buffer");
+      for (b = 0; b < batch && b < 64; ++b) ids[b] = b % 2;
+      it = tu_dl(ids, kDLInt, 64, 1, &n, NULL);
+      REQUIRE_OK(cx_state_set_route_ids(s, &it));
+    }
+    free(info);
+  }
   x = tu_xmalloc((size_t)(batch * d_in) * sizeof(float));
   x64 = tu_xmalloc((size_t)(batch * d_in) * sizeof(double));
   y = tu_xmalloc((size_t)(batch * d_out * 2) * sizeof(float));

@@ -20,7 +20,54 @@ static int64_t D_in, D_out;
 static char paths[MAX_PATHS][256];
 static int npaths;
 
-static const char *const known_cases[] = {"seq", "step", "resets_seq", "resets_step", "carry", "rows_seq", "b1"};
+static const char *const known_cases[] = {"seq", "step", "resets_seq", "resets_step", "carry", "rows_seq", "b1",
+                                          "reroute"};
+/* manifest.json, kept for its "route_ids" (models with routed adapters). */
+static char *manifest;
+
+/* Bind `ids` (n int64 values) to the state's streams. */
+static void bind_ids(cx_state_t *s, int64_t *ids, int64_t n) {
+  DLTensor t;
+  memset(&t, 0, sizeof t);
+  t.data = ids;
+  t.device.device_type = kDLCPU;
+  t.ndim = 1;
+  t.dtype.code = kDLInt;
+  t.dtype.bits = 64;
+  t.dtype.lanes = 1;
+  t.shape = &n;
+  REQUIRE_OK(cx_state_set_route_ids(s, &t));
+}
+
+/* A fresh state; for a golden with routed adapters, bound to the ids the reference ran
+ * with at this batch size (manifest "route_ids": {"<B>": [ids...]}). */
+static cx_state_t *new_state(int64_t batch) {
+  cx_state_t *s = NULL;
+  const char *r = strstr(manifest, "\"route_ids\"");
+  REQUIRE_OK(cx_state_create(model, batch, &s));
+  if (r != NULL) {
+    char key[32];
+    int64_t ids[64], n = 0;
+    const char *p;
+    char *end;
+    snprintf(key, sizeof key, "\"%lld\"", (long long)batch);
+    p = strstr(r, key);
+    CHECK(p != NULL, "manifest route_ids has no entry for batch %lld", (long long)batch);
+    if (p == NULL) return s;
+    p = strchr(p, '[');
+    while (p != NULL && *p != ']' && n < 64) {
+      ++p;
+      while (*p == ' ' || *p == '\n') ++p;
+      if (*p == ']') break;
+      ids[n++] = strtoll(p, &end, 10);
+      p = end;
+      while (*p == ' ' || *p == '\n') ++p;
+    }
+    CHECK(n == batch, "manifest route_ids for batch %lld has %lld values", (long long)batch, (long long)n);
+    bind_ids(s, ids, n);
+  }
+  return s;
+}
 #define NCASES ((int)(sizeof known_cases / sizeof known_cases[0]))
 
 static float *get(const char *c, const char *name, const tu_st_entry **e) {
@@ -149,7 +196,7 @@ static cx_state_t *seq_final_state(void) {
   cx_tensor_t *y = NULL;
   memcpy(xs, ex->shape, sizeof xs);
   xt = tu_dl_f32(x, 3, xs);
-  REQUIRE_OK(cx_state_create(model, xs[0], &s));
+  s = new_state(xs[0]);
   REQUIRE_OK(cx_model_forward(model, s, &xt, NULL, &y));
   cx_tensor_free(y);
   free(x);
@@ -177,7 +224,7 @@ static void report(const char *c, double y_err, double state_err, double init_er
 }
 
 int main(int argc, char **argv) {
-  char *model_dir, *cases_path, *manifest_path, *manifest;
+  char *model_dir, *cases_path, *manifest_path;
   size_t manifest_len, i;
   int k, known;
   cx_state_t *s = NULL;
@@ -192,7 +239,6 @@ int main(int argc, char **argv) {
   manifest_path = tu_path(argv[1], "manifest.json");
   manifest = (char *)tu_read_file(manifest_path, &manifest_len);
   CHECK(tu_contains(manifest, "\"golden_format\": 1"), "%s: golden_format is not 1", manifest_path);
-  free(manifest);
 
   REQUIRE_OK(cx_model_load(model_dir, NULL, &model));
   REQUIRE_OK(cx_model_dims(model, &D_in, &D_out));
@@ -226,14 +272,14 @@ int main(int argc, char **argv) {
   printf("golden %s: d_in %lld, d_out %lld, %d state tensors\n", argv[1], (long long)D_in, (long long)D_out, npaths);
 
   /* seq: sequence mode from zero. */
-  REQUIRE_OK(cx_state_create(model, batch_of("seq", "x"), &s));
+  s = new_state(batch_of("seq", "x"));
   ey = forward_and_compare("seq", s, "x", "y", NULL);
   es = compare_state("seq", "state", s);
   report("seq", ey, es, -1);
   cx_state_free(s);
 
   /* step: cx_model_step_into T times from zero. */
-  REQUIRE_OK(cx_state_create(model, batch_of("step", "x"), &s));
+  s = new_state(batch_of("step", "x"));
   ey = steps_and_compare("step", s, NULL);
   es = compare_state("step", "state", s);
   report("step", ey, es, -1);
@@ -259,7 +305,7 @@ int main(int argc, char **argv) {
   }
 
   /* carry: two sequence calls, the state carried over. */
-  REQUIRE_OK(cx_state_create(model, batch_of("carry", "xa"), &s));
+  s = new_state(batch_of("carry", "xa"));
   ey = forward_and_compare("carry", s, "xa", "ya", NULL);
   ei = forward_and_compare("carry", s, "xb", "yb", NULL);
   if (ei > ey) ey = ei;
@@ -268,13 +314,32 @@ int main(int argc, char **argv) {
   cx_state_free(s);
 
   /* b1: batch 1. */
-  REQUIRE_OK(cx_state_create(model, batch_of("b1", "x"), &s));
+  s = new_state(batch_of("b1", "x"));
   ey = forward_and_compare("b1", s, "x", "y", NULL);
   es = compare_state("b1", "state", s);
   report("b1", ey, es, -1);
   cx_state_free(s);
 
+  /* reroute (routed adapters): the streams change slots between two calls. */
+  if (tu_st_find(&cases, "reroute/xa") != NULL) {
+    const tu_st_entry *e;
+    float *ids_b = get("reroute", "ids_b", &e);
+    int64_t ids[64], n = e->shape[0];
+    CHECK(n <= 64, "too many streams");
+    s = new_state(batch_of("reroute", "xa"));
+    ey = forward_and_compare("reroute", s, "xa", "ya", NULL);
+    for (k = 0; k < (int)n && k < 64; ++k) ids[k] = (int64_t)ids_b[k];
+    bind_ids(s, ids, n);
+    ei = forward_and_compare("reroute", s, "xb", "yb", NULL);
+    if (ei > ey) ey = ei;
+    es = compare_state("reroute", "state", s);
+    report("reroute", ey, es, -1);
+    cx_state_free(s);
+    free(ids_b);
+  }
+
   cx_model_free(model);
+  free(manifest);
   tu_st_free(&cases);
   free(model_dir);
   free(cases_path);

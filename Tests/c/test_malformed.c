@@ -759,8 +759,12 @@ static void configs(void) {
   config_variant("post_norm false (norm weights unused)", "\"post_norm\": true", "\"post_norm\": false",
                  CX_STATUS_MISSING_TENSOR, "norm");
   config_variant("post_norm 3", "\"post_norm\": true", "\"post_norm\": 3", CX_STATUS_PARSE_ERROR, "post_norm");
-  config_variant("routed_adapter enabled", "\"routed_adapter\": null", "\"routed_adapter\": {\"enabled\": true}",
-                 CX_STATUS_UNSUPPORTED, "routed_adapter");
+  config_variant("routed_adapter without num_slots", "\"routed_adapter\": null",
+                 "\"routed_adapter\": {\"enabled\": true}", CX_STATUS_PARSE_ERROR, "num_slots");
+  config_variant("routed_adapter rank 0", "\"routed_adapter\": null",
+                 "\"routed_adapter\": {\"num_slots\": 2, \"rank\": 0}", CX_STATUS_UNSUPPORTED, "rank");
+  config_variant("routed_adapter alpha -1", "\"routed_adapter\": null",
+                 "\"routed_adapter\": {\"num_slots\": 2, \"alpha\": -1}", CX_STATUS_PARSE_ERROR, "alpha");
 
   /* Bytes. */
   config_variant("invalid UTF-8 in a string", "\"lstm\"", "\"ls\xC3\x28m\"", CX_STATUS_PARSE_ERROR, NULL);

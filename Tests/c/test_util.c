@@ -84,7 +84,8 @@ unsigned char *tu_read_file(const char *path, size_t *len) {
     fprintf(stderr, "FATAL: cannot read %s\n", path);
     exit(1);
   }
-  buf = tu_xmalloc((size_t)n);
+  buf = tu_xmalloc((size_t)n + 1);  /* NUL-terminated, so text files can be searched */
+  buf[n] = 0;
   if (n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n) {
     fprintf(stderr, "FATAL: short read on %s\n", path);
     exit(1);

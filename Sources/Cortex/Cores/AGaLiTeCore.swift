@@ -28,10 +28,9 @@ public struct AGaLiTeCore: RecurrentModule {
     }
 
     let hidden: Int, heads: Int, headDim: Int, eta: Int, r: Int, eps: Float
-    let kqvbg: Tensor    // [heads·5·headDim, hidden]
-    let p123: Tensor     // [heads·3·eta, hidden]
-    let outWeight: Tensor // [hidden, heads·headDim]
-    let outBias: Tensor   // [hidden]
+    let kqvbg: Linear    // hidden → heads·5·headDim, no bias
+    let p123: Linear     // hidden → heads·3·eta, no bias
+    let outProj: Linear  // heads·headDim → hidden
     let omegas: Tensor    // [r]
 
     public init(config: Config, weights: WeightSource, prefix: String) throws {
@@ -44,10 +43,9 @@ public struct AGaLiTeCore: RecurrentModule {
         eta = config.eta
         r = config.r
         eps = config.eps
-        kqvbg = try weights.tensor(prefix + "kqvbg_proj.weight", shape: [heads * 5 * headDim, hidden])
-        p123 = try weights.tensor(prefix + "p123_proj.weight", shape: [heads * 3 * eta, hidden])
-        outWeight = try weights.tensor(prefix + "out_proj.weight", shape: [hidden, heads * headDim])
-        outBias = try weights.tensor(prefix + "out_proj.bias", shape: [hidden])
+        kqvbg = try Linear(weights, prefix + "kqvbg_proj", in: hidden, out: heads * 5 * headDim, bias: false)
+        p123 = try Linear(weights, prefix + "p123_proj", in: hidden, out: heads * 3 * eta, bias: false)
+        outProj = try Linear(weights, prefix + "out_proj", in: heads * headDim, out: hidden)
         omegas = try weights.tensor(prefix + "omegas", shape: [r])
     }
 
@@ -60,7 +58,7 @@ public struct AGaLiTeCore: RecurrentModule {
          StateSpec(name: "s", perRow: [heads, features]),
          StateSpec(name: "tick", perRow: [], initial: 1)]
     }
-    public var parameterCount: Int { kqvbg.count + p123.count + outWeight.count + outBias.count }
+    public var parameterCount: Int { kqvbg.parameterCount + p123.parameterCount + outProj.parameterCount }
 
     @inline(__always) static func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
 
@@ -76,8 +74,9 @@ public struct AGaLiTeCore: RecurrentModule {
         let P1 = Hh * 5 * D, P2 = Hh * 3 * E, A = Hh * D
         // Projections of every step at once.
         let proj = try arena.take(B * T * P1), aux = try arena.take(B * T * P2)
-        BLAS.linear(m: B * T, n: P1, k: hidden, a: x, lda: hidden, weight: kqvbg.data, c: proj, ldc: P1)
-        BLAS.linear(m: B * T, n: P2, k: hidden, a: x, lda: hidden, weight: p123.data, c: aux, ldc: P2)
+        let routing = arena.routing(rowsPerStream: T)
+        kqvbg.apply(x, rows: B * T, into: proj, routing: routing)
+        p123.apply(x, rows: B * T, into: aux, routing: routing)
         let attn = try arena.take(B * T * A)
         // (row, head) pairs are independent: split them over the threads, each part with
         // its own scratch: qf, gk, dg [F]; kdq, cos [R]; σ(gamma), σ(beta) per d and
@@ -162,7 +161,6 @@ public struct AGaLiTeCore: RecurrentModule {
             }
         }
         for b in 0..<B { tick[b] += Float(T) }
-        BLAS.linear(m: B * T, n: hidden, k: A, a: attn, lda: A, weight: outWeight.data, c: y, ldc: hidden)
-        Vec.addRows(y, rows: B * T, outBias.data, hidden)
+        outProj.apply(attn, rows: B * T, into: y, routing: routing)
     }
 }

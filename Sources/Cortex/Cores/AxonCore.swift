@@ -128,10 +128,10 @@ public struct AxonCore: RecurrentModule {
     let dynamics: Tensor
     let w1: Tensor?, w2: Tensor?      // diagonal input weights [H]
     let wc1: Tensor?, wc2: Tensor?    // full-rank input maps [H_in, H] (x·Wc)
-    let inputProj: Tensor?            // [H, H]
+    let inputProj: Linear?            // [H, H], no bias
     let srhtSigns: Tensor?
     let srhtPerm: [Int]?
-    let outWeight: Tensor, outBias: Tensor  // [out, 2H], [out]
+    let outProj: Linear               // [out, 2H] + bias
 
     public init(config: Config, weights: WeightSource, prefix: String) throws {
         let H = config.hiddenSize
@@ -176,7 +176,7 @@ public struct AxonCore: RecurrentModule {
             w2 = try weights.tensor(prefix + "w2", shape: [H])
             wc1 = nil; wc2 = nil
         }
-        inputProj = mix == .linear ? try weights.tensor(prefix + "input_proj.weight", shape: [H, H]) : nil
+        inputProj = mix == .linear ? try Linear(weights, prefix + "input_proj", in: H, out: H, bias: false) : nil
         if mix == .srht {
             srhtSigns = try weights.tensor(prefix + "srht_signs", shape: [H])
             let perm = try weights.integers(prefix + "srht_perm", shape: [H])
@@ -189,8 +189,7 @@ public struct AxonCore: RecurrentModule {
             try weights.emptyBuffer(prefix + "srht_perm")
             srhtSigns = nil; srhtPerm = nil
         }
-        outWeight = try weights.tensor(prefix + "out_proj.weight", shape: [out, 2 * H])
-        outBias = try weights.tensor(prefix + "out_proj.bias", shape: [out])
+        outProj = try Linear(weights, prefix + "out_proj", in: 2 * H, out: out)
     }
 
     public var inputSize: Int { hidden }
@@ -208,7 +207,8 @@ public struct AxonCore: RecurrentModule {
     }
 
     public var parameterCount: Int {
-        2 * hidden + [w1, w2, wc1, wc2, inputProj].reduce(0) { $0 + ($1?.count ?? 0) } + outWeight.count + outBias.count
+        2 * hidden + [w1, w2, wc1, wc2].reduce(0) { $0 + ($1?.count ?? 0) } + (inputProj?.parameterCount ?? 0)
+            + outProj.parameterCount
     }
 
     public func run(
@@ -224,7 +224,7 @@ public struct AxonCore: RecurrentModule {
         case .linear:
             guard let inputProj else { break }
             let m = try arena.take(N * H)
-            BLAS.linear(m: N, n: H, k: H, a: x, lda: H, weight: inputProj.data, c: m, ldc: H)
+            inputProj.apply(x, rows: N, into: m, routing: arena.routing(rowsPerStream: T))
             xhat = UnsafePointer(m)
         case .srht:
             let m = try arena.take(N * H)
@@ -261,8 +261,8 @@ public struct AxonCore: RecurrentModule {
         case .tanh: Kernels.tanh(z, N * 2 * H)
         case .relu: Kernels.map(z, N * 2 * H) { $0.replacing(with: 0, where: $0 .< 0) }
         }
-        BLAS.linear(m: N, n: out, k: 2 * H, a: z, lda: 2 * H, weight: outWeight.data, c: y, ldc: out)
-        Vec.addRows(y, rows: N, outBias.data, out)
+        // The reference flattens [B·T, 2H] here: routed adapters apply only at T = 1.
+        outProj.apply(z, rows: N, into: y, routing: arena.routingFlattened(time: T))
     }
 
     /// The recurrence and its traces for one range of channels, all rows and steps.

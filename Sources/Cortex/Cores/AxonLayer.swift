@@ -17,7 +17,7 @@ public enum AxonLayerOption: Sendable, Equatable {
 /// untraced linear map. Weights: `<name>.linear.{weight,bias}`, `<name>.cell.*`.
 public struct AxonLayer: RecurrentModule {
     let axon: AxonCore
-    let weight: Tensor, bias: Tensor  // the Linear branch [out, in], [out]
+    let linear: Linear  // the Linear branch [out, in] + bias
     let path: String
 
     /// `config`: the parent's `axon_layer_config` / `axon_qkv_config` (nil: defaults).
@@ -30,25 +30,22 @@ public struct AxonLayer: RecurrentModule {
         c.outDim = outFeatures
         c.activation = .identity
         axon = try AxonCore(config: c, weights: weights, prefix: prefix + "cell.")
-        weight = try weights.tensor(prefix + "linear.weight", shape: [outFeatures, inFeatures])
-        bias = try weights.tensor(prefix + "linear.bias", shape: [outFeatures])
+        linear = try Linear(weights, prefix + "linear", in: inFeatures, out: outFeatures)
         path = statePath
     }
 
     public var inputSize: Int { axon.inputSize }
     public var outputSize: Int { axon.outputSize }
     public var stateSpecs: [StateSpec] { axon.stateSpecs.map { $0.prefixed(path) } }
-    public var parameterCount: Int { axon.parameterCount + weight.count + bias.count }
+    public var parameterCount: Int { axon.parameterCount + linear.parameterCount }
 
     public func run(
         x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
         batch: Int, time: Int,
         state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena
     ) throws {
-        let n = batch * time, o = outputSize
         try axon.run(x: x, y: y, batch: batch, time: time, state: state, resets: resets, arena: arena)
-        BLAS.linear(m: n, n: o, k: inputSize, a: x, lda: inputSize, weight: weight.data, c: y, ldc: o, beta: 1)
-        Vec.addRows(y, rows: n, bias.data, o)
+        linear.apply(x, rows: batch * time, into: y, accumulate: true, routing: arena.routing(rowsPerStream: time))
     }
 
     /// `run`, writing row r of the output at `out + r·ldOut` (a column block of a wider

@@ -42,6 +42,8 @@ public struct MLSTMCore: RecurrentModule {
     let conv: CausalConv1dCore
     let gateWeight: Tensor?  // [2·NH, 3H]: igate rows, then fgate rows (nil: Axon gates)
     let gateBias: Tensor?    // [2·NH]
+    /// Routed adapters of igate and fgate (empty without them).
+    let gateAdapters: [LowRankAdapter]
     let axonQK: AxonLayer?, axonV: AxonLayer?, axonI: AxonLayer?, axonF: AxonLayer?
     let consistent: Bool
     let normWeight: Tensor  // [H]
@@ -64,6 +66,9 @@ public struct MLSTMCore: RecurrentModule {
                                           prefix: prefix + "igate.", statePath: "mlstm.igate")
         axonF = try config.axonLayer.make(inFeatures: 3 * H, outFeatures: NH, weights: weights,
                                           prefix: prefix + "fgate.", statePath: "mlstm.fgate")
+        gateAdapters = config.axonLayer.isOn ? [] : try ["igate", "fgate"].compactMap {
+            try weights.adapter(prefix + $0, in: 3 * H, out: NH)
+        }
         if config.axonLayer.isOn {
             gateWeight = nil; gateBias = nil
         } else {
@@ -92,6 +97,7 @@ public struct MLSTMCore: RecurrentModule {
     var axonLayers: [AxonLayer] { [axonQK, axonV, axonI, axonF].compactMap { $0 } }
     public var parameterCount: Int {
         (gateWeight?.count ?? 0) + (gateBias?.count ?? 0) + normWeight.count + conv.parameterCount
+            + gateAdapters.reduce(0) { $0 + $1.a.count + $1.b.count }
             + axonLayers.reduce(0) { $0 + $1.parameterCount }
     }
 
@@ -132,6 +138,11 @@ public struct MLSTMCore: RecurrentModule {
         if let gateWeight, let gateBias {
             BLAS.linear(m: B * T, n: 2 * NH, k: 3 * H, a: gin, lda: 3 * H, weight: gateWeight.data, c: gates, ldc: 2 * NH)
             Vec.addRows(gates, rows: B * T, gateBias.data, 2 * NH)
+            if let routing = arena.routing(rowsPerStream: T) {
+                for (g, adapter) in gateAdapters.enumerated() {
+                    adapter.add(gin, rows: B * T, ldx: 3 * H, into: gates + g * NH, ldy: 2 * NH, routing: routing)
+                }
+            }
         } else if let axonI, let axonF {
             try axonI.run(x: gin, into: gates, ldOut: 2 * NH, batch: B, time: T, state: state[slot..<(slot + n)],
                           resets: resets, arena: arena)

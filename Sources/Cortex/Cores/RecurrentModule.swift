@@ -64,6 +64,8 @@ public protocol RecurrentModule: Sendable {
 public final class WeightSource {
     public let file: SafetensorsFile
     private(set) var used = Set<String>()
+    /// The stack's routed adapters: Linear layers then load their `adapter_A`/`adapter_B`.
+    public var routing: RoutedAdapterSpec?
 
     public init(file: SafetensorsFile) { self.file = file }
 

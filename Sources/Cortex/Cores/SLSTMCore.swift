@@ -33,6 +33,8 @@ public struct SLSTMCore: RecurrentModule {
     /// (nil with `use_axon_layer`, where the AxonLayers compute them).
     let weightIF: Tensor?, weightZO: Tensor?
     let axonIF: AxonLayer?, axonZO: AxonLayer?
+    /// Routed adapters of the four headwise gates, [i, f, z, o] (empty without them).
+    let gateAdapters: [LowRankAdapter]
     /// Recurrence per head, `[NH, 4·DH, DH]` (the reference's layout): rows gate-major.
     let recurrent: Tensor
     let bias: Tensor        // [4H], gate-major
@@ -69,6 +71,9 @@ public struct SLSTMCore: RecurrentModule {
                                            prefix: prefix + "zo_fused.", statePath: "slstm.zo_fused")
         weightIF = config.axonLayer.isOn ? nil : try blockRows(["igate", "fgate"])
         weightZO = config.axonLayer.isOn ? nil : try blockRows(["zgate", "ogate"])
+        gateAdapters = config.axonLayer.isOn ? [] : try ["igate", "fgate", "zgate", "ogate"].compactMap {
+            try weights.headwiseAdapter(prefix + $0, heads: NH, headDim: DH)
+        }
         recurrent = try weights.tensor(prefix + "recurrent_kernel", shape: [NH, 4 * DH, DH])
         let b = try weights.tensor(prefix + "bias", shape: [NH, 4, DH])
         let flat = try Tensor(zeros: [4 * H])
@@ -86,6 +91,7 @@ public struct SLSTMCore: RecurrentModule {
     public var parameterCount: Int {
         let perGate = heads * headDim * headDim
         let gates = axonIF.map { $0.parameterCount + (axonZO?.parameterCount ?? 0) } ?? 4 * perGate
+            + gateAdapters.reduce(0) { $0 + $1.a.count + $1.b.count }
         return gates + 4 * perGate + bias.count + normWeight.count + (conv?.parameterCount ?? 0)
     }
 
@@ -111,6 +117,11 @@ public struct SLSTMCore: RecurrentModule {
         if let weightIF, let weightZO {
             BLAS.linear(m: B * T, n: 2 * H, k: H, a: xif, lda: H, weight: weightIF.data, c: wx, ldc: G)
             BLAS.linear(m: B * T, n: 2 * H, k: H, a: x, lda: H, weight: weightZO.data, c: wx + 2 * H, ldc: G)
+            if let routing = arena.routing(rowsPerStream: T) {
+                for (g, adapter) in gateAdapters.enumerated() {
+                    adapter.add(g < 2 ? xif : x, rows: B * T, ldx: H, into: wx + g * H, ldy: G, routing: routing)
+                }
+            }
         } else if let axonIF, let axonZO {
             let first = i0 + 4 + (conv == nil ? 0 : 1), n = AxonCore.slotCount
             try axonIF.run(x: xif, into: wx, ldOut: G, batch: B, time: T, state: state[first..<(first + n)],

@@ -37,8 +37,7 @@ public struct XLCore: RecurrentModule {
     }
 
     let model: Int, heads: Int, headDim: Int, memLen: Int
-    let wq: Tensor?, wk: Tensor?, wv: Tensor?, wr: Tensor, wo: Tensor
-    let bq: Tensor?, bk: Tensor?, bv: Tensor?, bo: Tensor?
+    let wq: Linear?, wk: Linear?, wv: Linear?, wr: Linear, wo: Linear
     let axonQ: AxonLayer?, axonK: AxonLayer?, axonV: AxonLayer?
     let consistent: Bool
     let u: Tensor, vBias: Tensor  // [heads, headDim]
@@ -65,16 +64,12 @@ public struct XLCore: RecurrentModule {
         axonK = try axon.make(inFeatures: model, outFeatures: HD, weights: weights, prefix: prefix + "k_proj.", statePath: "xl_qkv.k")
         axonV = try axon.make(inFeatures: model, outFeatures: HD, weights: weights, prefix: prefix + "v_proj.", statePath: "xl_qkv.v")
         let linear = !axon.isOn
-        wq = linear ? try weights.tensor(prefix + "q_proj.weight", shape: [HD, model]) : nil
-        wk = linear ? try weights.tensor(prefix + "k_proj.weight", shape: [HD, model]) : nil
-        wv = linear ? try weights.tensor(prefix + "v_proj.weight", shape: [HD, model]) : nil
-        wr = try weights.tensor(prefix + "r_proj.weight", shape: [HD, model])
-        wo = try weights.tensor(prefix + "o_proj.weight", shape: [model, HD])
-        let bias = config.useBias && linear
-        bq = bias ? try weights.tensor(prefix + "q_proj.bias", shape: [HD]) : nil
-        bk = bias ? try weights.tensor(prefix + "k_proj.bias", shape: [HD]) : nil
-        bv = bias ? try weights.tensor(prefix + "v_proj.bias", shape: [HD]) : nil
-        bo = config.useBias ? try weights.tensor(prefix + "o_proj.bias", shape: [model]) : nil
+        let bias = config.useBias
+        wq = linear ? try Linear(weights, prefix + "q_proj", in: model, out: HD, bias: bias) : nil
+        wk = linear ? try Linear(weights, prefix + "k_proj", in: model, out: HD, bias: bias) : nil
+        wv = linear ? try Linear(weights, prefix + "v_proj", in: model, out: HD, bias: bias) : nil
+        wr = try Linear(weights, prefix + "r_proj", in: model, out: HD, bias: false)
+        wo = try Linear(weights, prefix + "o_proj", in: HD, out: model, bias: bias)
         u = try weights.tensor(prefix + "u", shape: [heads, headDim])
         vBias = try weights.tensor(prefix + "v", shape: [heads, headDim])
         let dModel = config.hiddenSize, half = (dModel + 1) / 2
@@ -86,7 +81,7 @@ public struct XLCore: RecurrentModule {
         stepPositions = try Tensor(zeros: [L, HD])
         withExtendedLifetime(pos) {  // raw pointers below must not outlive the buffer
             XLCore.relativePositions(L, model: dModel, invFreq: freqs, into: pos.data)
-            BLAS.linear(m: L, n: HD, k: model, a: pos.data, lda: model, weight: wr.data, c: stepPositions.data, ldc: HD)
+            wr.apply(pos.data, rows: L, into: stepPositions.data)
         }
     }
 
@@ -100,12 +95,17 @@ public struct XLCore: RecurrentModule {
                                  StateSpec(name: "cortex_cache.v", perRow: [memLen, heads * headDim], derived: true),
                                  StateSpec(name: "cortex_cache.valid", perRow: [1], derived: true)] : [])
     }
+    /// What `cortex_cache.valid` holds for row b when its cache is current: 1 + its slot.
+    @inline(__always) static func cacheTag(_ arena: Arena, _ b: Int) -> Float {
+        1 + Float(arena.routeSlots.map { $0[b] } ?? 0)
+    }
+
     /// Segment id of a memory slot never written (consistent math): no token gets it,
     /// so such slots are never attended. Exact in float32.
     static let emptySlot: Float = -16_777_216
     var axonLayers: [AxonLayer] { [axonQ, axonK, axonV].compactMap { $0 } }
     public var parameterCount: Int {
-        [wr, wo, u, vBias].reduce(0) { $0 + $1.count } + [wq, wk, wv, bq, bk, bv, bo].reduce(0) { $0 + ($1?.count ?? 0) }
+        u.count + vBias.count + [wq, wk, wv, wr, wo].reduce(0) { $0 + ($1?.parameterCount ?? 0) }
             + axonLayers.reduce(0) { $0 + $1.parameterCount }
     }
 
@@ -168,24 +168,22 @@ public struct XLCore: RecurrentModule {
             memK = k; memV = v; memStride = L * HD
             newK = k + M * HD; newV = v + M * HD; newStride = L * HD
         } else if let wq, let wk, let wv {
-            BLAS.linear(m: B * T, n: HD, k: d, a: x, lda: d, weight: wq.data, c: q, ldc: HD)
-            if let bq { Vec.addRows(q, rows: B * T, bq.data, HD) }
+            let perRow = arena.routing(rowsPerStream: T)
+            wq.apply(x, rows: B * T, into: q, routing: perRow)
             newK = try arena.take(B * T * HD); newV = try arena.take(B * T * HD); newStride = T * HD
-            BLAS.linear(m: B * T, n: HD, k: d, a: x, lda: d, weight: wk.data, c: newK, ldc: HD)
-            BLAS.linear(m: B * T, n: HD, k: d, a: x, lda: d, weight: wv.data, c: newV, ldc: HD)
-            if let bk { Vec.addRows(newK, rows: B * T, bk.data, HD) }
-            if let bv { Vec.addRows(newV, rows: B * T, bv.data, HD) }
+            wk.apply(x, rows: B * T, into: newK, routing: perRow)
+            wv.apply(x, rows: B * T, into: newV, routing: perRow)
             if cachesMemoryKV {
                 // The memory's keys/values live in the (derived) cache; rows whose cache is
-                // not valid project their memory now.
+                // not valid project their memory now. `valid` holds 1 + the adapter slot the
+                // cache was projected with (routed adapters change k and v).
                 let slot = s0 + 2
                 let c = (k: state[slot], v: state[slot + 1], valid: state[slot + 2])
-                for b in 0..<B where c.valid[b] != 1 {
+                for b in 0..<B where c.valid[b] != XLCore.cacheTag(arena, b) {
                     let kb = c.k + b * M * HD, vb = c.v + b * M * HD
-                    BLAS.linear(m: M, n: HD, k: d, a: mem + b * M * d, lda: d, weight: wk.data, c: kb, ldc: HD)
-                    BLAS.linear(m: M, n: HD, k: d, a: mem + b * M * d, lda: d, weight: wv.data, c: vb, ldc: HD)
-                    if let bk { Vec.addRows(kb, rows: M, bk.data, HD) }
-                    if let bv { Vec.addRows(vb, rows: M, bv.data, HD) }
+                    let routing = arena.routeSlots.map { Routing(slots: $0 + b, rowsPerStream: M) }
+                    wk.apply(mem + b * M * d, rows: M, into: kb, routing: routing)
+                    wv.apply(mem + b * M * d, rows: M, into: vb, routing: routing)
                 }
                 cache = c
                 memK = c.k; memV = c.v
@@ -196,13 +194,23 @@ public struct XLCore: RecurrentModule {
         } else {
             return
         }
-        // Relative position projections, shared by the batch (fixed for a step).
-        var r = UnsafePointer(stepPositions.data)
-        if L != M + 1 {
-            let pos = try arena.take(L * d), rr = try arena.take(L * HD)
+        // Relative position projections, shared by the batch (fixed for a step) — unless
+        // routed adapters make them per row (the reference projects them per row).
+        var r = UnsafePointer(stepPositions.data), rStride = 0
+        if L != M + 1 || (wr.adapter != nil && arena.routeSlots != nil) {
+            let pos = try arena.take(L * d)
             XLCore.relativePositions(L, model: d, invFreq: invFreq, into: pos)
-            BLAS.linear(m: L, n: HD, k: d, a: pos, lda: d, weight: wr.data, c: rr, ldc: HD)
-            r = UnsafePointer(rr)
+            if let slots = arena.routeSlots, wr.adapter != nil {
+                let rr = try arena.take(B * L * HD)
+                for b in 0..<B {
+                    wr.apply(pos, rows: L, into: rr + b * L * HD, routing: Routing(slots: slots + b, rowsPerStream: L))
+                }
+                r = UnsafePointer(rr); rStride = L * HD
+            } else {
+                let rr = try arena.take(L * HD)
+                wr.apply(pos, rows: L, into: rr)
+                r = UnsafePointer(rr)
+            }
         }
         // Attention, one (row, head) pair at a time, pairs split over the threads; each
         // part has its own scratch.
@@ -225,7 +233,7 @@ public struct XLCore: RecurrentModule {
                 // (q+u)·kᵀ over memory then new keys, and (q+v)·rᵀ, for every (t, l).
                 XLCore.product(transB: true, m: T, n: M, k: D, a: qu, lda: D, b: mk, ldb: HD, c: ac, ldc: L)
                 XLCore.product(transB: true, m: T, n: T, k: D, a: qu, lda: D, b: nk, ldb: HD, c: ac + M, ldc: L)
-                XLCore.product(transB: true, m: T, n: L, k: D, a: qv, lda: D, b: r + h * D, ldb: HD, c: bd, ldc: L)
+                XLCore.product(transB: true, m: T, n: L, k: D, a: qv, lda: D, b: r + b * rStride + h * D, ldb: HD, c: bd, ldc: L)
                 softmaxRows(ac, bd, seg: seg + b * L, time: T, length: L, scale: scale)
                 // Context = attention · V (memory part, then new tokens).
                 let out = ctx + b * T * HD + h * D
@@ -233,8 +241,7 @@ public struct XLCore: RecurrentModule {
                 XLCore.product(m: T, n: D, k: T, a: ac + M, lda: L, b: nv, ldb: HD, c: out, ldc: HD, beta: M > 0 ? 1 : 0)
             }
         }
-        BLAS.linear(m: B * T, n: d, k: HD, a: ctx, lda: HD, weight: wo.data, c: y, ldc: d)
-        if let bo { Vec.addRows(y, rows: B * T, bo.data, d) }
+        wo.apply(ctx, rows: B * T, into: y, routing: arena.routing(rowsPerStream: T))
         // Roll the memory (and the key/value cache) by T: the last mem_len of
         // [memory; inputs] and their segment ids.
         guard M > 0 else { return }
@@ -244,7 +251,7 @@ public struct XLCore: RecurrentModule {
             if let cache {
                 XLCore.roll(cache.k + b * M * HD, rows: M, width: HD, appending: newK + b * T * HD, count: T)
                 XLCore.roll(cache.v + b * M * HD, rows: M, width: HD, appending: newV + b * T * HD, count: T)
-                cache.valid[b] = 1
+                cache.valid[b] = XLCore.cacheTag(arena, b)
             }
         }
     }

@@ -22,6 +22,8 @@ public final class Model: @unchecked Sendable {
     public let allStateSpecs: [StateSpec]
     public let fingerprint: UInt64
     public let nanPolicy: NaNPolicy
+    /// The stack's routed adapters (nil without them): states then need route ids.
+    public let routedAdapter: RoutedAdapterSpec?
 
     public var inputSize: Int { module.inputSize }
     public var outputSize: Int { module.outputSize }
@@ -63,6 +65,7 @@ public final class Model: @unchecked Sendable {
         case "cortex_stack":
             let cfg = try StackConfig.parse(config)
             module = try CortexStack(config: cfg, weights: weights)
+            routedAdapter = cfg.routedAdapter
         default:
             throw CortexError.unsupported("config.json: unknown architecture '\(arch)' (supported: \(Model.architectures.joined(separator: ", ")))")
         }
@@ -106,6 +109,10 @@ public final class Model: @unchecked Sendable {
             ("d_out", .number(Double(outputSize))),
             ("parameters", .number(Double(module.parameterCount))),
             ("nan_policy", .string(nanPolicy == .reject ? "reject" : "propagate")),
+            ("routed_adapter", routedAdapter.map { r in
+                .object([("num_slots", .number(Double(r.numSlots))), ("rank", .number(Double(r.rank))),
+                         ("scale", .number(Double(r.scale))), ("require_route_ids", .bool(r.requireRouteIDs))])
+            } ?? .null),
             ("blas", .object([("library", .string("OpenBLAS")), ("core", .string(BLAS.coreName)),
                               ("threads", .number(Double(BLAS.threads)))])),
             ("state", .array(stateSpecs.map {

@@ -21,6 +21,11 @@ public final class RecurrentState: @unchecked Sendable {
     /// Call shapes (time, with/without resets) that already ran to completion on this
     /// state: their scratch is reserved in `arena`, so they cannot fail and run in place.
     private var provenShapes = Set<Int>()
+    /// Routed-adapter slot of each stream (`[B]`, zeros until set); the arena points at it.
+    private let routeIDs: UnsafeMutablePointer<Int32>
+    /// Whether route ids were given (a model with `require_route_ids` refuses to run
+    /// until they are).
+    public private(set) var hasRouteIDs = false
 
     static let maxBatch = 1 << 24
 
@@ -41,6 +46,37 @@ public final class RecurrentState: @unchecked Sendable {
         shadow = try make()
         slots = tensors.map(\.data)
         shadowSlots = shadow.map(\.data)
+        routeIDs = .allocate(capacity: batch)
+        routeIDs.initialize(repeating: 0, count: batch)
+        arena.routeSlots = model.routedAdapter == nil ? nil : UnsafePointer(routeIDs)
+    }
+
+    deinit { routeIDs.deallocate() }
+
+    /// The route ids in use (`[B]`), or nil when none were given.
+    public var routeIDList: [Int]? {
+        hasRouteIDs ? (0..<batch).map { Int(routeIDs[$0]) } : nil
+    }
+
+    /// Bind stream b to adapter slot `ids[b]` for the calls that follow (nil: unbind).
+    /// cortexcore takes `route_ids` per call; here they stay with the state, as a
+    /// stream usually keeps its slot. Refused for a model without routed adapters.
+    public func setRouteIDs(_ ids: [Int]?) throws {
+        guard let spec = model.routedAdapter else {
+            throw CortexError.invalidArgument("route ids: the model has no routed adapters (its config has no routed_adapter)")
+        }
+        if let ids {
+            guard ids.count == batch else {
+                throw CortexError.shapeMismatch("route ids: expected \(batch) values (one per stream), got \(ids.count)")
+            }
+            if let bad = ids.firstIndex(where: { $0 < 0 || $0 >= spec.numSlots }) {
+                throw CortexError.invalidArgument("route ids: values must be in [0, \(spec.numSlots)), got \(ids[bad]) at index \(bad)")
+            }
+        }
+        try exclusive {
+            for b in 0..<batch { routeIDs[b] = Int32(ids?[b] ?? 0) }
+            hasRouteIDs = ids != nil
+        }
     }
 
     /// Run `body` as the only user of this state (else throw `.busy`), with the
@@ -67,6 +103,10 @@ public final class RecurrentState: @unchecked Sendable {
         // reserved, so it runs in place; anything else runs on a shadow copy that replaces
         // the state only on success (for large states, e.g. XL's memory at B=32, the
         // copy would otherwise dominate a step).
+        if let spec = model.routedAdapter, spec.requireRouteIDs, !hasRouteIDs {
+            throw CortexError.invalidArgument(
+                "routed adapters are enabled (require_route_ids): give route ids [B] first (cx_state_set_route_ids, or route_ids= in Python)")
+        }
         let shape = time &* 2 &+ (resets == nil ? 0 : 1)
         if provenShapes.contains(shape) {
             try model.module.run(x: x, y: y, batch: batch, time: time,
@@ -132,6 +172,8 @@ public final class RecurrentState: @unchecked Sendable {
         let out = try RecurrentState(model: model, batch: batch)
         try exclusive {
             for (dst, src) in zip(out.tensors, tensors) { dst.data.update(from: src.data, count: src.count) }
+            out.routeIDs.update(from: routeIDs, count: batch)
+            out.hasRouteIDs = hasRouteIDs
         }
         return out
     }

@@ -52,13 +52,14 @@ public struct AdapterScaffold: RecurrentModule {
         let t = try arena.take(N * H), d = try arena.take(N * K), a = try arena.take(N * H)
         t.update(from: y, count: N * H)
         norm.apply(t, rows: N)
-        down.apply(t, rows: N, into: d)
+        let routing = arena.routing(rowsPerStream: time)
+        down.apply(t, rows: N, into: d, routing: routing)
         switch activation {
         case .gelu: Kernels.gelu(d, N * K)
         case .silu: Kernels.silu(d, N * K)
         case .relu: Kernels.map(d, N * K) { $0.replacing(with: 0, where: $0 .< 0) }
         }
-        up.apply(d, rows: N, into: a)
+        up.apply(d, rows: N, into: a, routing: routing)
         // Raw pointers hoisted out of the loops (a property access per element retains).
         let perChannel = gate.count == H && gate.shape.count == 1, g = gate.data
         for r in 0..<N {

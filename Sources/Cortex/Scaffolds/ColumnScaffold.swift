@@ -28,7 +28,8 @@ public struct RouterConfig: Sendable, Equatable {
 ///     a = softmax(g + λ·p̂(u))        g: global logits (top-k masked), p̂: centred token logits
 ///     r = Σ_i a_i Δ̃_i + (u − x);  out = x + α_main·r + α_col·fc2(GELU(fc1(r)))
 ///
-/// The global logits depend on parameters only, so they are computed once at load.
+/// The global logits depend on parameters only (and the adapter slot), so they are
+/// computed once at load.
 /// State: each expert's, under `expert_<ExpertClass>_<i>`.
 public struct ColumnScaffold: RecurrentModule {
     let experts: [any RecurrentModule]
@@ -40,7 +41,7 @@ public struct ColumnScaffold: RecurrentModule {
     /// Everything a Column with more than one expert needs.
     struct Mixing: Sendable {
         let boundary: Norm
-        let globalLogits: [Float]                 // [E], −inf where top-k masked
+        let globalLogits: [Float]                 // [slots or 1, E], −inf where top-k masked
         let refiner: (wq: Linear, keys: Tensor, scale: Float, center: Bool, lambda: Float)?
         let mixWq: Linear, mixWk: Linear, mixWv: Linear, mixOut: Linear
         let queryBias: Tensor                     // [E, d_k]
@@ -63,17 +64,33 @@ public struct ColumnScaffold: RecurrentModule {
         let keys = try weights.tensor(prefix + "router.keys", shape: [E, dk])
         let rq = try Linear(weights, prefix + "router.Wq", in: H, out: dk, bias: false)
         let rk = try Linear(weights, prefix + "router.Wk", in: dk, out: dk, bias: false)
-        let q = try Tensor(zeros: [dk]), kp = try Tensor(zeros: [E, dk])
-        withExtendedLifetime((context, keys, q, kp)) {  // raw pointers must not outlive the buffers
-            rq.apply(context.data, rows: 1, into: q.data)
-            rk.apply(keys.data, rows: E, into: kp.data)
-        }
         let scale = router.useSqrtScale ? Float(1 / Double(dk).squareRoot()) : Float(1 / Double(dk))
-        var scores = (0..<E).map { e in (0..<dk).reduce(Float(0)) { $0 + kp.data[e * dk + $1] * q.data[$1] } * scale }
-        if router.restrictToTopK, let k = router.topK, k < E {
-            // torch.topk: the k largest (ties: the lower index first).
-            let keep = Set(scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }.prefix(k))
-            for e in 0..<E where !keep.contains(e) { scores[e] = -.infinity }
+        // With routed adapters the reference feeds the router one row per stream, so the
+        // prior differs per slot: one row of logits per slot (else one row).
+        let slotCount = weights.routing?.numSlots ?? 1
+        var table: [Float] = []
+        let q = try Tensor(zeros: [dk]), kp = try Tensor(zeros: [E, dk])
+        for s in 0..<slotCount {
+            var scores = [Float](repeating: 0, count: E)
+            withExtendedLifetime((context, keys, q, kp)) {  // raw pointers must not outlive the buffers
+                var slot = Int32(s)
+                withUnsafePointer(to: &slot) { sp in
+                    let routing = weights.routing == nil ? nil : Routing(slots: sp, rowsPerStream: E)
+                    rq.apply(context.data, rows: 1, into: q.data, routing: routing)
+                    rk.apply(keys.data, rows: E, into: kp.data, routing: routing)
+                }
+                for e in 0..<E {
+                    var acc: Float = 0
+                    for j in 0..<dk { acc += kp.data[e * dk + j] * q.data[j] }
+                    scores[e] = acc * scale
+                }
+            }
+            if router.restrictToTopK, let k = router.topK, k < E {
+                // torch.topk: the k largest (ties: the lower index first).
+                let keep = Set(scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }.prefix(k))
+                for e in 0..<E where !keep.contains(e) { scores[e] = -.infinity }
+            }
+            table += scores
         }
         let temperature = Float(max(router.temperature, 1e-6))
         let lambda = Float(router.whisperLambda)
@@ -87,7 +104,7 @@ public struct ColumnScaffold: RecurrentModule {
         }
         mix = Mixing(
             boundary: try Norm(weights, prefix + "boundary_norm", features: H, kind: .rms),
-            globalLogits: scores.map { $0 / temperature },
+            globalLogits: table.map { $0 / temperature },
             refiner: refiner,
             mixWq: try Linear(weights, prefix + "e_mixer.Wq", in: H, out: dk, bias: false),
             mixWk: try Linear(weights, prefix + "e_mixer.Wk", in: H, out: dk, bias: false),
@@ -145,14 +162,13 @@ public struct ColumnScaffold: RecurrentModule {
         }
         // Expert-axis cross-attention: Δ̃ = Δ + out(attn · W_v Δ).
         let qt = try arena.take(N * dk), k = try arena.take(N * E * dk), v = try arena.take(N * E * H)
-        m.mixWq.apply(u, rows: N, into: qt)
-        m.mixWk.apply(delta, rows: N * E, into: k)
-        m.mixWv.apply(delta, rows: N * E, into: v)
+        let perToken = arena.routing(rowsPerStream: time), perDelta = arena.routing(rowsPerStream: time * E)
+        m.mixWq.apply(u, rows: N, into: qt, routing: perToken)
+        m.mixWk.apply(delta, rows: N * E, into: k, routing: perDelta)
+        m.mixWv.apply(delta, rows: N * E, into: v, routing: perDelta)
         let o = try arena.take(N * E * H), scores = try arena.take(E * E), qe = try arena.take(dk)
         // Raw pointers hoisted out of the per-token loops (property accesses would retain).
         let qb = m.queryBias.data
-        let logits = try arena.take(E)
-        for e in 0..<E { logits[e] = m.globalLogits[e] }
         let sqrtK = Float(Double(dk).squareRoot())
         for n in 0..<N {
             for e in 0..<E {
@@ -173,14 +189,19 @@ public struct ColumnScaffold: RecurrentModule {
                 }
             }
         }
-        m.mixOut.apply(o, rows: N * E, into: delta, accumulate: true)  // Δ̃ in place
+        m.mixOut.apply(o, rows: N * E, into: delta, accumulate: true, routing: perDelta)  // Δ̃ in place
         // Mixture weights per token, then r = Σ a_i Δ̃_i + (u − x) into `out`.
         let a = try arena.take(N * E)
-        for n in 0..<N { for e in 0..<E { a[n * E + e] = logits[e] } }
+        m.globalLogits.withUnsafeBufferPointer { g in
+            for n in 0..<N {
+                let row = g.count > E ? (arena.routeSlots.map { Int($0[n / time]) * E } ?? 0) : 0
+                for e in 0..<E { a[n * E + e] = g[row + e] }
+            }
+        }
         if let r = m.refiner {
             let dkl = r.keys.shape[1], keys = r.keys.data, scale = r.scale, lambda = r.lambda, center = r.center
             let tq = try arena.take(N * dkl)
-            r.wq.apply(u, rows: N, into: tq)
+            r.wq.apply(u, rows: N, into: tq, routing: perToken)
             for n in 0..<N {
                 var mean: Float = 0
                 for e in 0..<E {
@@ -206,10 +227,10 @@ public struct ColumnScaffold: RecurrentModule {
         }
         // out = x + α_main·r + α_col·head(r)
         let h1 = try arena.take(N * 2 * H)
-        m.fc1.apply(out, rows: N, into: h1)
+        m.fc1.apply(out, rows: N, into: h1, routing: perToken)
         Kernels.gelu(h1, N * 2 * H)
         let h = try arena.take(N * H)
-        m.fc2.apply(h1, rows: N, into: h)
+        m.fc2.apply(h1, rows: N, into: h, routing: perToken)
         let alphaMain = m.alphaMain, alphaCol = m.alphaCol
         for i in 0..<(N * H) { y[i] = (x[i] + alphaMain * out[i]) + alphaCol * h[i] }
     }

@@ -18,20 +18,21 @@ struct GRUGate: Sendable {
     var parameterCount: Int { 6 * hidden * hidden + hidden }
 
     /// `out = gate(x, y)` for `rows` rows (out may alias neither input).
-    func apply(x: UnsafePointer<Float>, y: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>, arena: Arena) throws {
+    func apply(x: UnsafePointer<Float>, y: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>,
+               arena: Arena, routing: Routing?) throws {
         let H = hidden, n = rows * H
         let r = try arena.take(n), z = try arena.take(n), h = try arena.take(n)
-        wr.apply(y, rows: rows, into: r)
-        ur.apply(x, rows: rows, into: r, accumulate: true)
+        wr.apply(y, rows: rows, into: r, routing: routing)
+        ur.apply(x, rows: rows, into: r, accumulate: true, routing: routing)
         Kernels.sigmoid(r, n)
-        wz.apply(y, rows: rows, into: z)
-        uz.apply(x, rows: rows, into: z, accumulate: true)
+        wz.apply(y, rows: rows, into: z, routing: routing)
+        uz.apply(x, rows: rows, into: z, accumulate: true, routing: routing)
         let b = bg.data  // hoisted: a property access per element would retain the buffer
         for i in 0..<rows { for j in 0..<H { z[i * H + j] -= b[j] } }
         Kernels.sigmoid(z, n)
         for i in 0..<n { r[i] *= x[i] }  // r ⊙ x
-        wg.apply(y, rows: rows, into: h)
-        ug.apply(r, rows: rows, into: h, accumulate: true)
+        wg.apply(y, rows: rows, into: h, routing: routing)
+        ug.apply(r, rows: rows, into: h, accumulate: true, routing: routing)
         Kernels.tanh(h, n)
         for i in 0..<n { out[i] = (1 - z[i]) * x[i] + z[i] * h[i] }
     }

@@ -49,7 +49,10 @@ public struct PreUpScaffold: RecurrentModule {
         xn.update(from: x, count: N * H)
         norm.apply(xn, rows: N)
         let proj = try arena.take(N * 2 * D)
-        inProj.apply(xn, rows: N, into: proj)
+        // The reference flattens [B·T, ·] for its projections (adapters only at T = 1);
+        // its gates see [B, T, ·].
+        let flat = arena.routingFlattened(time: time), rows = arena.routing(rowsPerStream: time)
+        inProj.apply(xn, rows: N, into: proj, routing: flat)
         let a = try arena.take(N * D), aAct = try arena.take(N * D), zAct = try arena.take(N * D)
         for r in 0..<N {
             (a + r * D).update(from: proj + r * 2 * D, count: D)
@@ -70,10 +73,10 @@ public struct PreUpScaffold: RecurrentModule {
         }
         if let gate {
             let out = try arena.take(N * H)
-            outProj.apply(inner, rows: N, into: out)
-            try gate.apply(x: x, y: out, rows: N, into: y, arena: arena)
+            outProj.apply(inner, rows: N, into: out, routing: flat)
+            try gate.apply(x: x, y: out, rows: N, into: y, arena: arena, routing: rows)
         } else {
-            outProj.apply(inner, rows: N, into: y)
+            outProj.apply(inner, rows: N, into: y, routing: flat)
             Vec.add(y, x, N * H)
         }
     }
@@ -125,23 +128,26 @@ public struct PostUpScaffold: RecurrentModule {
     ) throws {
         let N = batch * time, H = hidden
         let xn = try arena.take(N * H), coreOut = try arena.take(N * H), mid = try arena.take(N * H)
+        // The reference flattens [B·T, ·] for the FFN (adapters only at T = 1); its gates
+        // see [B, T, ·].
+        let flat = arena.routingFlattened(time: time), rows = arena.routing(rowsPerStream: time)
         xn.update(from: x, count: N * H)
         norm1.apply(xn, rows: N)
         try core.run(x: xn, y: coreOut, batch: batch, time: time, state: state, resets: resets, arena: arena)
         // First sublayer's output `mid`, then the FFN on LN'(mid).
         if let gates {
-            try gates.0.apply(x: x, y: coreOut, rows: N, into: mid, arena: arena)
+            try gates.0.apply(x: x, y: coreOut, rows: N, into: mid, arena: arena, routing: rows)
         } else {
             for i in 0..<(N * H) { mid[i] = x[i] + coreOut[i] }
         }
         xn.update(from: mid, count: N * H)
         norm2.apply(xn, rows: N)
         let hiddenFFN = try arena.take(N * inner)
-        ffnIn.apply(xn, rows: N, into: hiddenFFN)
+        ffnIn.apply(xn, rows: N, into: hiddenFFN, routing: flat)
         Kernels.silu(hiddenFFN, N * inner)
-        ffnOut.apply(hiddenFFN, rows: N, into: coreOut)
+        ffnOut.apply(hiddenFFN, rows: N, into: coreOut, routing: flat)
         if let gates {
-            try gates.1.apply(x: mid, y: coreOut, rows: N, into: y, arena: arena)
+            try gates.1.apply(x: mid, y: coreOut, rows: N, into: y, arena: arena, routing: rows)
         } else {
             for i in 0..<(N * H) { y[i] = mid[i] + coreOut[i] }
         }

@@ -32,7 +32,7 @@ public enum AutoStack {
     private static func build(_ recipe: JSON) throws -> JSON {
         guard recipe.objectPairs != nil else { throw CortexError.parse("the recipe is not a JSON object") }
         let known: Set<String> = ["d_hidden", "num_layers", "pattern", "layers", "custom_map", "router", "post_norm",
-                                  "compile_blocks", "overrides"]
+                                  "compile_blocks", "overrides", "routed_adapter"]
         if let extra = recipe.objectPairs?.first(where: { !known.contains($0.0) }) {
             throw CortexError.parse("unknown recipe field '\(extra.0)' (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -88,10 +88,27 @@ public enum AutoStack {
             ("d_hidden", .number(Double(d))),
             ("post_norm", .bool(try recipe.boolField("post_norm", default: true, core: "auto stack"))),
             ("compile_blocks", .bool(try recipe.boolField("compile_blocks", default: true, core: "auto stack"))),
-            ("routed_adapter", .null),
+            ("routed_adapter", try routedAdapter(recipe["routed_adapter"])),
         ])
         _ = try StackConfig.parse(config)  // what we hand out must load
         return config
+    }
+
+    /// The recipe's `routed_adapter`, completed with `RoutedAdapterConfig`'s defaults in
+    /// its field order (null when absent).
+    static func routedAdapter(_ json: JSON?) throws -> JSON {
+        guard let json, !json.isNull else { return .null }
+        _ = try RoutedAdapterSpec.parse(json)  // validates
+        let defaults: [(String, JSON)] = [
+            ("enabled", .bool(true)), ("num_slots", .null), ("rank", .number(4)), ("alpha", .null),
+            ("dropout", .number(0)), ("freeze_base", .bool(false)), ("trunk_lr_mult", .number(1)),
+            ("require_route_ids", .bool(true)),
+        ]
+        let given = Dictionary(json.objectPairs ?? [], uniquingKeysWith: { $1 })
+        if let extra = given.keys.first(where: { k in !defaults.contains { $0.0 == k } }) {
+            throw CortexError.parse("routed_adapter: unknown field '\(extra)'")
+        }
+        return .object(defaults.map { ($0.0, given[$0.0] ?? $0.1) })
     }
 
     /// The reference's defaults and tokens (ReferenceDefaults.swift), parsed once.

@@ -11,6 +11,9 @@ public struct CortexStack: RecurrentModule {
 
     public init(config: StackConfig, weights: WeightSource) throws {
         self.config = config
+        // Every Linear built below loads its adapters while `routing` is set.
+        weights.routing = config.routedAdapter
+        defer { weights.routing = nil }
         var scaffolds: [any RecurrentModule] = []
         var names: [String] = []
         for (i, sc) in config.scaffolds.enumerated() {

@@ -10,6 +10,8 @@ public struct StackConfig: Sendable {
     public var postNorm: Bool
     public var scaffolds: [ScaffoldConfig]
     public var spelling: Spelling
+    /// cortexcore's `routed_adapter`: per-slot low-rank adapters on every Linear.
+    public var routedAdapter: RoutedAdapterSpec? = nil
 
     /// Generous bounds that keep every size computation far from overflow.
     static let maxHidden = 1 << 20
@@ -24,8 +26,9 @@ public struct StackConfig: Sendable {
             guard let b = p.bool else { throw CortexError.parse("stack config: post_norm must be a boolean") }
             postNorm = b
         }
-        if let ra = json["routed_adapter"], !ra.isNull, ra["enabled"]?.bool ?? true {
-            throw CortexError.unsupported("stack config: routed_adapter is not supported yet")
+        let routed: RoutedAdapterSpec?
+        do { routed = try RoutedAdapterSpec.parse(json["routed_adapter"]) } catch let e as CortexError {
+            throw e.prefixed("stack config")
         }
         let spelling: Spelling
         let list: [JSON]
@@ -48,7 +51,7 @@ public struct StackConfig: Sendable {
                 throw e.prefixed("stack config \(field)[\(i)]")
             }
         }
-        return StackConfig(dHidden: d, postNorm: postNorm, scaffolds: scaffolds, spelling: spelling)
+        return StackConfig(dHidden: d, postNorm: postNorm, scaffolds: scaffolds, spelling: spelling, routedAdapter: routed)
     }
 }
 
@@ -335,18 +338,24 @@ extension JSON {
     }
 
     /// Optional boolean field of a core config (absent or null: `default`).
+    /// How field errors name their owner: "lstm cell" for a cell type, else as given.
+    static func owner(_ core: String) -> String {
+        ["lstm", "cconv", "agalite", "slstm", "mlstm", "axon", "xl"].contains(core) ? core + " cell" : core
+    }
+
     func boolField(_ name: String, default value: Bool, core: String) throws -> Bool {
         guard let v = self[name], !v.isNull else { return value }
-        guard let b = v.bool else { throw CortexError.parse("\(core) cell: \(name) must be a boolean") }
+        guard let b = v.bool else { throw CortexError.parse("\(JSON.owner(core)): \(name) must be a boolean") }
         return b
     }
 
     /// Optional integer field of a core config, required to lie in `range`.
     func intField(_ name: String, default value: Int, in range: ClosedRange<Int>, core: String) throws -> Int {
         guard let v = self[name], !v.isNull else { return value }
-        guard let i = v.int else { throw CortexError.parse("\(core) cell: \(name) must be an integer") }
+        let owner = JSON.owner(core)
+        guard let i = v.int else { throw CortexError.parse("\(owner): \(name) must be an integer") }
         guard range.contains(i) else {
-            throw CortexError.unsupported("\(core) cell: \(name) \(i) is outside [\(range.lowerBound), \(range.upperBound)]")
+            throw CortexError.unsupported("\(owner): \(name) \(i) is outside [\(range.lowerBound), \(range.upperBound)]")
         }
         return i
     }

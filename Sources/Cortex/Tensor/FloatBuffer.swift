@@ -30,6 +30,11 @@ public final class FloatBuffer: @unchecked Sendable {
 /// A bump allocator for scratch memory. Step mode takes all its temporaries from
 /// one arena per state: the first step sizes it, later steps allocate nothing.
 public final class Arena: @unchecked Sendable {
+    /// Per-call context that travels with the scratch every module receives: the routed-
+    /// adapter slot of each stream (`[B]`), set by the state for the call; nil when the
+    /// model has no routed adapters.
+    public var routeSlots: UnsafePointer<Int32>?
+
     private var blocks: [FloatBuffer] = []
     private var used = 0
     private var highWater = 0

@@ -122,6 +122,8 @@ FUNCTIONS = {
     'cx_state_clone': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]),
     'cx_state_batch': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)]),
     'cx_state_reset': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor)]),
+    'cx_state_set_route_ids': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor)]),
+    'cx_state_get_route_ids': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64, ctypes.POINTER(ctypes.c_int32)]),
     'cx_state_get_tensor': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]),
     'cx_state_set_tensor': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(DLTensor)]),
     'cx_state_to_bytes': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),

@@ -39,6 +39,22 @@ class State(Handle):
         check(lib.cx_state_clone(self.handle, ctypes.byref(out)))
         return State(out, self.model)
 
+    def set_route_ids(self, ids) -> "State":
+        """Bind stream b to routed-adapter slot ids[b] ([B] integers) for the calls that
+        follow; None unbinds. (model.forward(..., route_ids=...) does this per call.)"""
+        with (Input(ids, mask=True) if ids is not None else NoInput()) as v:
+            check(lib.cx_state_set_route_ids(self.handle, v.view))
+        return self
+
+    @property
+    def route_ids(self):
+        """The bound route ids as a list, or None when unbound."""
+        b = self.batch
+        buf = (ctypes.c_int64 * b)()
+        is_set = ctypes.c_int32()
+        check(lib.cx_state_get_route_ids(self.handle, buf, b, ctypes.byref(is_set)))
+        return list(buf) if is_set.value else None
+
     def get(self, path: str) -> Tensor:
         """A copy of one state tensor, e.g. "PassThroughBlock_0.LSTMCell.h" ([B, ...])."""
         out = ctypes.c_void_p()
@@ -111,7 +127,7 @@ class Model(Handle):
         check(lib.cx_state_load(self.handle, os.fsencode(path), ctypes.byref(out)))
         return State(out, self)
 
-    def _run(self, fn, x, state, resets):
+    def _run(self, fn, x, state, resets, route_ids):
         with Input(x) as xin:
             if state is None:
                 shape = xin.shape
@@ -120,19 +136,31 @@ class Model(Handle):
                 state = self.init_state(shape[0])
             elif not isinstance(state, State):
                 raise TypeError(f"state must be a cortex_swift.State or None, not {type(state).__name__}")
-            with (Input(resets, mask=True) if resets is not None else NoInput()) as r:
-                y = ctypes.c_void_p()
-                check(fn(self.handle, state.handle, xin.view, r.view, ctypes.byref(y)))
+            previous = None
+            if route_ids is not None:
+                previous = (state.route_ids,)
+                state.set_route_ids(route_ids)
+            try:
+                with (Input(resets, mask=True) if resets is not None else NoInput()) as r:
+                    y = ctypes.c_void_p()
+                    check(fn(self.handle, state.handle, xin.view, r.view, ctypes.byref(y)))
+            except BaseException:
+                if previous is not None:  # a failed call leaves the state as it was
+                    state.set_route_ids(previous[0])
+                raise
         return Tensor(y), state
 
-    def forward(self, x, state: State | None = None, resets=None):
+    def forward(self, x, state: State | None = None, resets=None, route_ids=None):
         """Sequence mode. x: [B, T, D]; resets: None, [B, T] or [B] (rows reset before the
-        first step). Returns (y [B, T, D], state), advancing `state` in place."""
-        return self._run(lib.cx_model_forward, x, state, resets)
+        first step); route_ids: [B] adapter slots for a stack with routed adapters (they
+        stay bound to the state for later calls; see State.set_route_ids). Returns
+        (y [B, T, D], state), advancing `state` in place."""
+        return self._run(lib.cx_model_forward, x, state, resets, route_ids)
 
-    def step(self, x, state: State | None = None, resets=None):
-        """Step mode. x: [B, D]; resets: None or [B]. Returns (y [B, D], state)."""
-        return self._run(lib.cx_model_step, x, state, resets)
+    def step(self, x, state: State | None = None, resets=None, route_ids=None):
+        """Step mode. x: [B, D]; resets: None or [B]; route_ids as in forward.
+        Returns (y [B, D], state)."""
+        return self._run(lib.cx_model_step, x, state, resets, route_ids)
 
     __call__ = forward
 

@@ -74,9 +74,14 @@ def export(module: Any, directory: str) -> str:
     if cls != "CortexStack":
         raise TypeError(f"cx.export: cannot represent a {cls}; supported: CortexStack")
     _check_stack(module)
+    # Routed adapters are represented through the config's `routed_adapter`; adapters
+    # injected some other way (apply_routed_adapter_ on a block) are not in it.
     ra = getattr(module.cfg, "routed_adapter", None)
-    if ra is not None and getattr(ra, "enabled", False):
-        raise TypeError("cx.export: cannot represent a stack with routed adapters (RoutedAdapterLinear) yet")
+    if ra is None or not getattr(ra, "enabled", False):
+        for name, sub in module.named_modules():
+            if type(sub).__name__.startswith("RoutedAdapter"):
+                raise TypeError(f"cx.export: {name} is a {type(sub).__name__} but the stack config has no "
+                                "routed_adapter; build the stack with CortexStackConfig(routed_adapter=...)")
     config = json.loads(module.cfg.model_dump_json())
     os.makedirs(directory, exist_ok=True)
     doc = {"format": "cortex", "format_version": FORMAT_VERSION, "architecture": "cortex_stack", "config": config}

@@ -37,16 +37,34 @@ def test_export_refuses_what_cortex_cannot_represent(tmp_path):
         cx.export(torch.nn.Linear(2, 2), tmp_path / "x")
 
 
-def test_export_refuses_routed_adapters(tmp_path):
-    pytest.importorskip("torch")
+def test_export_routed_adapters(tmp_path):
+    torch = pytest.importorskip("torch")
     pytest.importorskip("cortex")
-    from cortex.config import CortexStackConfig, LSTMCellConfig, PassThroughBlockConfig, RoutedAdapterConfig
+    from cortex.config import (CortexStackConfig, PassThroughBlockConfig, PreUpBlockConfig, RoutedAdapterConfig,
+                               sLSTMCellConfig, XLCellConfig)
     from cortex.stacks import CortexStack
 
-    stack = CortexStack(CortexStackConfig(d_hidden=8, blocks=[PassThroughBlockConfig(cell=LSTMCellConfig())],
-                                          routed_adapter=RoutedAdapterConfig(num_slots=2)))
-    with pytest.raises(TypeError, match="RoutedAdapterLinear"):
-        cx.export(stack, tmp_path / "r")
+    torch.manual_seed(4)
+    stack = CortexStack(CortexStackConfig(
+        d_hidden=8, blocks=[PreUpBlockConfig(cell=sLSTMCellConfig(num_heads=2)),
+                            PassThroughBlockConfig(cell=XLCellConfig(n_heads=2, mem_len=3))],
+        routed_adapter=RoutedAdapterConfig(num_slots=3, rank=2, alpha=3.0))).eval()
+    with torch.no_grad():  # adapter_B starts at zero: make the adapters matter
+        for name, p in stack.named_parameters():
+            if name.endswith("adapter_B"):
+                p.normal_(0, 0.5)
+    cx.export(stack, tmp_path / "r")
+    x, ids = torch.randn(2, 5, 8), torch.tensor([2, 0])
+    with torch.no_grad():
+        want, _ = stack(x, None, route_ids=ids)
+    with cx.load(tmp_path / "r") as m:
+        with pytest.raises(cx.CortexError, match="route ids"):
+            m.forward(x)
+        y, st = m.forward(x, route_ids=ids)
+        assert st.route_ids == [2, 0]
+    err = float(np.abs(np.from_dlpack(y) - want.numpy()).max())
+    print(f"[golden] export with routed adapters: max abs error {err:.3e}")
+    assert err <= 1e-5 * max(1.0, float(want.abs().max()))
 
 
 def test_export_handles_scaffolds_and_columns(tmp_path):
