@@ -7,6 +7,7 @@
  * (cx_model_forward_into) at T (default 128) for B=1 and B=32. Used by scripts/bench.py. */
 #define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -86,7 +87,7 @@ static double time_sequence(cx_model_t *m, int64_t B, int64_t T, int64_t D) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s MODEL_DIR THREADS [T]\n", argv[0]);
+    fprintf(stderr, "usage: %s MODEL_DIR THREADS [T [step1|step32|seq1|seq32]]\n", argv[0]);
     return 2;
   }
   check(cx_set_num_threads(atoi(argv[2])), "threads");
@@ -95,6 +96,16 @@ int main(int argc, char **argv) {
   int64_t din, dout;
   check(cx_model_dims(m, &din, &dout), "dims");
   const int64_t T = argc > 3 ? atoi(argv[3]) : 128;
+  if (argc > 4) { /* one measurement only (for profilers) */
+    const char *w = argv[4];
+    double v = strcmp(w, "step1") == 0    ? 1e3 * time_steps(m, 1, din)
+               : strcmp(w, "step32") == 0 ? 1e3 * time_steps(m, 32, din)
+               : strcmp(w, "seq1") == 0   ? time_sequence(m, 1, T, din)
+                                          : time_sequence(m, 32, T, din);
+    printf("{\"%s\": %.5f}\n", w, v);
+    cx_model_free(m);
+    return 0;
+  }
   printf("{\"step_b1_ms\": %.5f, \"step_b32_ms\": %.5f, \"seq_b1_tok_s\": %.0f, \"seq_b32_tok_s\": %.0f}\n",
          1e3 * time_steps(m, 1, din), 1e3 * time_steps(m, 32, din),
          time_sequence(m, 1, T, din), time_sequence(m, 32, T, din));

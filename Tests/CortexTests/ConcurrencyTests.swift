@@ -97,4 +97,26 @@ final class ThreadCountTests: XCTestCase {
         XCTAssertLessThanOrEqual(diff, 1e-6)
         assertClose(try Tensor(shape: x.shape, values: two), try g.tensor("seq/y"), "seq y with 2 threads")
     }
+
+    /// Columns run their experts in two groups, one per thread: the same results as one
+    /// thread, bit for bit, in step and sequence mode (the routed golden too).
+    func testColumnExpertsInParallelAgree() throws {
+        defer { BLAS.setThreads(0) }
+        for name in ["auto_axms", "routed"] {
+            let g = try Golden(name)
+            let x = try g.tensor("seq/x")
+            func run() throws -> [Float] {
+                let s = try g.makeState(batch: 3)
+                var out = try g.model.forward(x, state: s).toArray()
+                for t in 0..<x.shape[1] { out += try g.model.forward(try timeSlice(x, t), state: s).toArray() }
+                return out
+            }
+            BLAS.setThreads(1)
+            let one = try run()
+            BLAS.setThreads(2)
+            let two = try run()
+            XCTAssertEqual(one, two, "\(name): 1 and 2 threads agree bitwise")
+            print("[threads] \(name): 1 vs 2 threads, \(one.count) values, identical: \(one == two)")
+        }
+    }
 }

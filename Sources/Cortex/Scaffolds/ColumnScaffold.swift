@@ -1,6 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import CKernels
+
 
 /// Router settings of a Column (cortexcore's `RouterConfig`). Only what inference needs;
 /// the init scales only matter for training.
@@ -35,11 +34,17 @@ public struct ColumnScaffold: RecurrentModule {
     let experts: [any RecurrentModule]
     let expertKeys: [String]
     let slotCounts: [Int]
+    /// First state slot of each expert (relative to the Column's first).
+    let slotStarts: [Int]
+    /// Experts split in two groups of similar size: with two threads each runs one
+    /// group (experts are independent until their deltas are mixed).
+    let groups: [[Int]]
     let hidden: Int
     let mix: Mixing?
 
-    /// Everything a Column with more than one expert needs.
-    struct Mixing: Sendable {
+    /// Everything a Column with more than one expert needs (a class: `run` binds it per
+    /// call, and a struct copy would retain every tensor).
+    final class Mixing: Sendable {
         let boundary: Norm
         let globalLogits: [Float]                 // [slots or 1, E], −inf where top-k masked
         let refiner: (wq: Linear, keys: Tensor, scale: Float, center: Bool, lambda: Float)?
@@ -48,6 +53,15 @@ public struct ColumnScaffold: RecurrentModule {
         let dKey: Int
         let fc1: Linear, fc2: Linear
         let alphaMain: Float, alphaCol: Float
+
+        init(boundary: Norm, globalLogits: [Float], refiner: (wq: Linear, keys: Tensor, scale: Float, center: Bool, lambda: Float)?,
+             mixWq: Linear, mixWk: Linear, mixWv: Linear, mixOut: Linear, queryBias: Tensor, dKey: Int,
+             fc1: Linear, fc2: Linear, alphaMain: Float, alphaCol: Float) {
+            self.boundary = boundary; self.globalLogits = globalLogits; self.refiner = refiner
+            self.mixWq = mixWq; self.mixWk = mixWk; self.mixWv = mixWv; self.mixOut = mixOut
+            self.queryBias = queryBias; self.dKey = dKey; self.fc1 = fc1; self.fc2 = fc2
+            self.alphaMain = alphaMain; self.alphaCol = alphaCol
+        }
     }
 
     init(experts: [any RecurrentModule], expertKeys: [String], hidden H: Int, router: RouterConfig,
@@ -55,6 +69,15 @@ public struct ColumnScaffold: RecurrentModule {
         self.experts = experts
         self.expertKeys = expertKeys
         slotCounts = experts.map { $0.stateSpecs.count }
+        slotStarts = slotCounts.reduce(into: [0]) { $0.append($0.last! + $1) }.dropLast()
+        // Largest first into the lighter group (parameters as the cost proxy).
+        var g: [[Int]] = [[], []], load = [0, 0]
+        for e in experts.indices.sorted(by: { experts[$0].parameterCount > experts[$1].parameterCount }) {
+            let k = load[0] <= load[1] ? 0 : 1
+            g[k].append(e)
+            load[k] += experts[e].parameterCount
+        }
+        groups = g.map { $0.sorted() }
         hidden = H
         let E = experts.count
         guard E > 1 else { mix = nil; return }
@@ -135,6 +158,31 @@ public struct ColumnScaffold: RecurrentModule {
         return n
     }
 
+    /// One parallel part's experts: group `part` of `groups` (all experts with one part).
+    struct ExpertJob {
+        let column: ColumnScaffold
+        let u: UnsafePointer<Float>, outs: UnsafeMutablePointer<Float>
+        let batch: Int, time: Int
+        let state: StateSlots, resets: UnsafePointer<UInt8>?
+        let arenas: (Arena, Arena)
+
+        func run(part: Int, parts: Int) {
+            let c = column, own = part == 0 ? arenas.0 : arenas.1, E = c.experts.count
+            let count = parts == 1 ? E : c.groups[part].count, rows = batch * time * c.hidden
+            for i in 0..<count {
+                let e = parts == 1 ? i : c.groups[part][i]
+                let first = state.startIndex + c.slotStarts[e]
+                do {
+                    try c.experts[e].run(x: u, y: outs + e * rows, batch: batch, time: time,
+                                         state: state[first..<(first + c.slotCounts[e])], resets: resets, arena: own)
+                } catch {
+                    own.failure = error
+                    return
+                }
+            }
+        }
+    }
+
     public func run(
         x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
         batch: Int, time: Int,
@@ -148,16 +196,26 @@ public struct ColumnScaffold: RecurrentModule {
         let u = try arena.take(N * H)
         u.update(from: x, count: N * H)
         m.boundary.apply(u, rows: N)
-        // Experts on u, then their deltas Δ [N, E, H].
+        // Experts on u (two groups in parallel when there are two threads), then their
+        // deltas Δ [N, E, H].
         let out = try arena.take(N * H), delta = try arena.take(N * E * H)
-        var slot = state.startIndex
-        for (e, expert) in experts.enumerated() {
-            try expert.run(x: u, y: out, batch: batch, time: time,
-                           state: state[slot..<(slot + slotCounts[e])], resets: resets, arena: arena)
-            slot += slotCounts[e]
+        let outs = try arena.take(E * N * H)
+        let arenas = (arena.child(0), arena.child(1))
+        arenas.0.failure = nil
+        arenas.1.failure = nil
+        // A plain C task over a job on the stack: a capturing closure here would be
+        // boxed on the heap every call (Parallel.run's withoutActuallyEscaping).
+        var job = ExpertJob(column: self, u: u, outs: outs, batch: batch, time: time, state: state,
+                            resets: resets, arenas: arenas)
+        _ = cx_parallel_run({ ctx, part, parts in
+            ctx?.assumingMemoryBound(to: ExpertJob.self).pointee.run(part: Int(part), parts: Int(parts))
+        }, &job, Int32(min(2, BLAS.threads)))
+        if let e = arenas.0.failure ?? arenas.1.failure { throw e }
+        for e in 0..<E {
+            let o = outs + e * N * H
             for n in 0..<N {
-                let d = delta + (n * E + e) * H, o = out + n * H, un = u + n * H
-                for j in 0..<H { d[j] = o[j] - un[j] }
+                let d = delta + (n * E + e) * H, on = o + n * H, un = u + n * H
+                for j in 0..<H { d[j] = on[j] - un[j] }
             }
         }
         // Expert-axis cross-attention: Δ̃ = Δ + out(attn · W_v Δ).

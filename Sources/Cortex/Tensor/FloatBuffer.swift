@@ -38,8 +38,22 @@ public final class Arena: @unchecked Sendable {
     private var blocks: [FloatBuffer] = []
     private var used = 0
     private var highWater = 0
+    /// The error a parallel part hit (parts cannot throw across threads; the caller
+    /// rethrows it after the section).
+    public var failure: (any Error)?
+    /// Scratch of parallel parts (`child(_:)`), reset with this arena.
+    private var children: [Arena] = []
 
     public init() {}
+
+    /// The arena part `i` of a parallel section allocates from (one per part, so parts
+    /// never share a bump pointer). Call on the calling thread, before the section.
+    public func child(_ i: Int) -> Arena {
+        while children.count <= i { children.append(Arena()) }
+        let c = children[i]
+        c.routeSlots = routeSlots
+        return c
+    }
 
     /// Scratch for `count` floats, valid until the next `reset()`. Not zeroed.
     public func take(_ count: Int) throws -> UnsafeMutablePointer<Float> {
@@ -71,6 +85,7 @@ public final class Arena: @unchecked Sendable {
             }
         }
         used = 0
+        for c in children { c.reset() }
     }
 
     /// Scratch for `count` bytes (masks), carved from float scratch; valid until `reset()`.
@@ -81,5 +96,5 @@ public final class Arena: @unchecked Sendable {
     }
 
     /// Floats currently reserved (for tests of the no-allocation contract).
-    public var capacity: Int { blocks.reduce(0) { $0 + $1.count } }
+    public var capacity: Int { blocks.reduce(0) { $0 + $1.count } + children.reduce(0) { $0 + $1.capacity } }
 }
