@@ -116,6 +116,9 @@ public final class WeightSource {
         }
     }
 
+    /// Accept a tensor without reading it (a buffer Cortex recomputes from the config).
+    public func ignore(_ name: String) throws { used.insert(name) }
+
     /// Names in the file that no module asked for.
     public var unused: [String] { file.names.filter { !used.contains($0) } }
 }

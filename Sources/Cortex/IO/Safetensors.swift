@@ -11,10 +11,12 @@ public struct SafetensorsFile: Sendable {
         case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16"
         case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8"
         case u64 = "U64", u32 = "U32", u16 = "U16", u8 = "U8", bool = "BOOL"
+        /// complex64 (open-mythos' RoPE buffers): parsed so such files load, never read.
+        case c64 = "C64"
 
         public var size: Int {
             switch self {
-            case .f64, .i64, .u64: return 8
+            case .f64, .i64, .u64, .c64: return 8
             case .f32, .i32, .u32: return 4
             case .f16, .bf16, .i16, .u16: return 2
             case .i8, .u8, .bool: return 1
@@ -195,8 +197,8 @@ public struct SafetensorsFile: Sendable {
                 }
                 return out
             }
-        case .bool:
-            throw CortexError.dtypeMismatch("tensor '\(name)' is BOOL; expected integers")
+        case .bool, .c64:
+            throw CortexError.dtypeMismatch("tensor '\(name)' is \(e.dtype.rawValue); expected integers")
         }
     }
 

@@ -8,7 +8,7 @@ public final class Model: @unchecked Sendable {
     public enum NaNPolicy: Int32, Sendable { case propagate = 0, reject = 1 }
 
     public static let formatVersion = 1
-    public static let architectures = ["cortex_stack"]
+    public static let architectures = ["cortex_stack", "open_mythos"]
     public static let maxConfigBytes = 16 << 20
 
     public let architecture: String
@@ -24,6 +24,9 @@ public final class Model: @unchecked Sendable {
     public let nanPolicy: NaNPolicy
     /// The stack's routed adapters (nil without them): states then need route ids.
     public let routedAdapter: RoutedAdapterSpec?
+    /// An OpenMythos language model (`"architecture": "open_mythos"`): it runs through
+    /// `MythosCache` and token ids, not recurrent states.
+    public let mythos: MythosModel?
 
     public var inputSize: Int { module.inputSize }
     public var outputSize: Int { module.outputSize }
@@ -66,6 +69,14 @@ public final class Model: @unchecked Sendable {
             let cfg = try StackConfig.parse(config)
             module = try CortexStack(config: cfg, weights: weights)
             routedAdapter = cfg.routedAdapter
+            mythos = nil
+        case "open_mythos":
+            let cfg: MythosConfig
+            do { cfg = try MythosConfig.parse(config) } catch let e as CortexError { throw e.prefixed("config.json") }
+            let lm = try MythosModel(config: cfg, weights: weights)
+            mythos = lm
+            module = LanguageModelStub(vocab: cfg.vocabSize, parameters: lm.parameterCount)
+            routedAdapter = nil
         default:
             throw CortexError.unsupported("config.json: unknown architecture '\(arch)' (supported: \(Model.architectures.joined(separator: ", ")))")
         }
@@ -155,6 +166,20 @@ public final class Model: @unchecked Sendable {
             }
         }
         return y
+    }
+}
+
+/// The recurrent-module face of a language model: no state, and `run` refuses (the
+/// model runs through `MythosCache`). Its sizes are the vocabulary (ids in, logits out).
+struct LanguageModelStub: RecurrentModule {
+    let vocab: Int, parameters: Int
+    var inputSize: Int { vocab }
+    var outputSize: Int { vocab }
+    var stateSpecs: [StateSpec] { [] }
+    var parameterCount: Int { parameters }
+    func run(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int, time: Int,
+             state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena) throws {
+        throw CortexError.unsupported("an open_mythos model runs on token ids with a KV cache, not on recurrent states")
     }
 }
 

@@ -30,6 +30,9 @@ public final class RecurrentState: @unchecked Sendable {
     static let maxBatch = 1 << 24
 
     init(model: Model, batch: Int) throws {
+        guard model.mythos == nil else {
+            throw CortexError.unsupported("an open_mythos model has no recurrent state: create a KV cache (cx_cache_create) and pass token ids")
+        }
         guard batch >= 1, batch <= RecurrentState.maxBatch else {
             throw CortexError.invalidArgument("batch must be in [1, \(RecurrentState.maxBatch)], got \(batch)")
         }

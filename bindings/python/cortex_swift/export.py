@@ -67,12 +67,40 @@ def write_safetensors(path: str, tensors: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _export_mythos(module: Any, directory: str) -> str:
+    """OpenMythos: config.json from its MythosConfig, the state dict without the complex
+    RoPE buffers (recomputed from the config) and without head.weight when it is tied to
+    embed.weight (Cortex ties them back)."""
+    import dataclasses
+
+    config = dataclasses.asdict(module.cfg)
+    tensors = {}
+    embed = module.embed.weight
+    for name, t in module.state_dict().items():
+        if name in ("freqs_cis", "freqs_cis_mla"):
+            continue
+        if name == "head.weight" and t.data_ptr() == embed.data_ptr():
+            continue
+        if t.is_complex():
+            raise TypeError(f"cx.export: {name} is complex; Cortex reads real tensors only")
+        tensors[name] = t
+    os.makedirs(directory, exist_ok=True)
+    doc = {"format": "cortex", "format_version": FORMAT_VERSION, "architecture": "open_mythos", "config": config}
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    write_safetensors(os.path.join(directory, "model.safetensors"), tensors)
+    return directory
+
+
 def export(module: Any, directory: str) -> str:
-    """Write `module` (a cortexcore CortexStack) as `directory/config.json` and
-    `directory/model.safetensors`. Returns the directory."""
+    """Write `module` (a cortexcore CortexStack or an open-mythos OpenMythos) as
+    `directory/config.json` and `directory/model.safetensors`. Returns the directory."""
     cls = type(module).__name__
+    if cls == "OpenMythos":
+        return _export_mythos(module, str(directory))
     if cls != "CortexStack":
-        raise TypeError(f"cx.export: cannot represent a {cls}; supported: CortexStack")
+        raise TypeError(f"cx.export: cannot represent a {cls}; supported: CortexStack, OpenMythos")
     _check_stack(module)
     # Routed adapters are represented through the config's `routed_adapter`; adapters
     # injected some other way (apply_routed_adapter_ on a block) are not in it.

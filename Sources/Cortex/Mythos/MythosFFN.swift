@@ -1,0 +1,121 @@
+/// open-mythos `Expert`: the SwiGLU feed-forward `down(silu(gate(x)) ⊙ up(x))`, the dense
+/// FFN of prelude and coda blocks and each expert of the MoE.
+struct SwiGLU: Sendable {
+    let gate: Linear, up: Linear, down: Linear
+    var inner: Int { gate.outFeatures }
+
+    init(_ w: WeightSource, _ p: String, dim: Int, inner: Int) throws {
+        gate = try Linear(w, p + "gate", in: dim, out: inner, bias: false)
+        up = try Linear(w, p + "up", in: dim, out: inner, bias: false)
+        down = try Linear(w, p + "down", in: inner, out: dim, bias: false)
+    }
+
+    var parameterCount: Int { gate.parameterCount + up.parameterCount + down.parameterCount }
+
+    /// `y = down(silu(gate x) ⊙ up x)` for `rows` rows.
+    func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, arena: Arena) throws {
+        let I = inner
+        let g = try arena.take(rows * I), u = try arena.take(rows * I)
+        gate.apply(x, rows: rows, into: g)
+        up.apply(x, rows: rows, into: u)
+        Kernels.silu(g, rows * I)
+        for i in 0..<(rows * I) { g[i] *= u[i] }
+        down.apply(g, rows: rows, into: y)
+    }
+}
+
+/// open-mythos `MoEFFN` (DeepSeekMoE): a softmax router over `n_experts` fine-grained
+/// SwiGLU experts, top-k chosen on `logits + router_bias` (the load-balancing bias picks
+/// experts but never weights them), the k softmax scores renormalised to sum to one, plus
+/// `n_shared_experts` always-on experts of width `expert_dim · k`.
+///
+/// Dispatch is grouped: each expert runs once on all the rows routed to it (one GEMM per
+/// active expert), and each row sums its k contributions in the reference's slot order.
+struct MoEFFN: Sendable {
+    let router: Linear
+    let routerBias: Tensor
+    let experts: [SwiGLU]
+    let shared: [SwiGLU]
+    let topK: Int
+    let dim: Int
+
+    init(_ w: WeightSource, _ p: String, _ c: MythosConfig) throws {
+        dim = c.dim
+        topK = c.nExpertsPerTok
+        router = try Linear(w, p + "router", in: c.dim, out: c.nExperts, bias: false)
+        routerBias = try w.tensor(p + "router_bias", shape: [c.nExperts])
+        experts = try (0..<c.nExperts).map { try SwiGLU(w, p + "routed_experts.\($0).", dim: c.dim, inner: c.expertDim) }
+        shared = try (0..<c.nSharedExperts).map {
+            try SwiGLU(w, p + "shared_experts.\($0).", dim: c.dim, inner: c.expertDim * c.nExpertsPerTok)
+        }
+    }
+
+    var parameterCount: Int {
+        router.parameterCount + (experts + shared).reduce(0) { $0 + $1.parameterCount }
+    }
+
+    func apply(_ x: UnsafePointer<Float>, rows N: Int, into y: UnsafeMutablePointer<Float>, arena: Arena) throws {
+        let E = experts.count, K = topK, D = dim
+        let logits = try arena.take(N * E), scores = try arena.take(N * E)
+        router.apply(x, rows: N, into: logits)
+        scores.update(from: logits, count: N * E)
+        Kernels.softmax(scores, rows: N, n: E)
+        // Per row: the k experts (largest biased logit first; ties: lower index) and
+        // their renormalised weights.
+        let chosen = try arena.take(N * K), weight = try arena.take(N * K)  // expert ids stored as Float
+        let counts = try arena.take(E)
+        counts.update(repeating: 0, count: E)
+        let bias = routerBias.data
+        let picked = try arena.takeBytes(E)
+        for n in 0..<N {
+            let l = logits + n * E
+            picked.update(repeating: 0, count: E)
+            var total: Float = 0
+            for i in 0..<K {
+                var best = -1
+                var bestValue = -Float.infinity
+                for e in 0..<E where picked[e] == 0 {
+                    let v = l[e] + bias[e]
+                    if best < 0 || v > bestValue { best = e; bestValue = v }
+                }
+                picked[best] = 1
+                chosen[n * K + i] = Float(best)
+                weight[n * K + i] = scores[n * E + best]
+                total += scores[n * E + best]
+                counts[best] += 1
+            }
+            for i in 0..<K { weight[n * K + i] /= total }
+        }
+        // Group rows per expert, run each expert once, keep each (row, slot) result.
+        let results = try arena.take(N * K * D)
+        let maxRows = (0..<E).reduce(0) { max($0, Int(counts[$1])) }
+        let gathered = try arena.take(max(maxRows, 1) * D), outRows = try arena.take(max(maxRows, 1) * D)
+        let slots = try arena.take(max(maxRows, 1))  // (row·K + slot) of each gathered row
+        for e in 0..<E where counts[e] > 0 {
+            var c = 0
+            for r in 0..<(N * K) where Int(chosen[r]) == e {
+                (gathered + c * D).update(from: x + (r / K) * D, count: D)
+                slots[c] = Float(r)
+                c += 1
+            }
+            try experts[e].apply(gathered, rows: c, into: outRows, arena: arena)
+            for j in 0..<c { (results + Int(slots[j]) * D).update(from: outRows + j * D, count: D) }
+        }
+        // out = Σ_slot w·expert(x) in slot order, then + each shared expert.
+        y.update(repeating: 0, count: N * D)
+        for n in 0..<N {
+            let yn = y + n * D
+            for i in 0..<K {
+                let w = weight[n * K + i], r = results + (n * K + i) * D
+                for j in 0..<D { yn[j] += w * r[j] }
+            }
+        }
+        if !shared.isEmpty {
+            let s = try arena.take(N * D)
+            for expert in shared {
+                try expert.apply(x, rows: N, into: s, arena: arena)
+                Vec.add(y, s, N * D)
+            }
+        }
+    }
+}
