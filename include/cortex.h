@@ -92,6 +92,8 @@ int32_t cx_get_num_threads(void);
 typedef struct cx_model cx_model_t;   /* a loaded model: immutable, shareable */
 typedef struct cx_state cx_state_t;   /* recurrent state of a batch of streams */
 typedef struct cx_tensor cx_tensor_t; /* an immutable tensor (output or import) */
+typedef struct cx_cache cx_cache_t;   /* KV cache of a batch of sequences (language models) */
+typedef struct cx_generator cx_generator_t; /* token-by-token generation (language models) */
 
 /* ------------------------------------------------------------- options -- */
 
@@ -226,6 +228,80 @@ cx_status cx_model_forward_into(const cx_model_t *model, cx_state_t *state, cons
                                 const DLTensor *resets, DLTensor *y);
 cx_status cx_model_step_into(const cx_model_t *model, cx_state_t *state, const DLTensor *x,
                              const DLTensor *resets, DLTensor *y);
+
+/* ----------------------------------------- language models (open_mythos) -- */
+
+/* An "architecture": "open_mythos" model (open-mythos' OpenMythos, exported with
+ * cx.export) reads token ids and writes logits; it has no recurrent state
+ * (cx_state_create refuses it) and cx_model_dims reports (vocab, vocab). Token ids are
+ * DLTensors [B, T] of any integer dtype, each in [0, vocab_size). */
+
+/* An empty KV cache for `batch` sequences. Caller-owned: cx_cache_free; keeps its model
+ * alive. One thread at a time (a concurrent call gets CX_STATUS_BUSY). Each attention
+ * layer holds the tokens it has seen, growing as needed up to max_seq_len (a call
+ * that would pass it fails with CX_STATUS_INVALID_ARGUMENT). */
+cx_status cx_cache_create(const cx_model_t *model, int64_t batch, cx_cache_t **out);
+
+/* Release a cache. Accepts NULL. */
+void cx_cache_free(cx_cache_t *cache);
+
+/* Its batch size and position (the end position of the latest call: start_pos + T). */
+cx_status cx_cache_info(const cx_cache_t *cache, int64_t *batch, int64_t *position);
+
+/* Serialize ("CXKVCAC1", version, model fingerprint, batch, position, per-layer keys;
+ * size-query pattern as cx_state_to_bytes) and rebuild (refused for another model or
+ * a damaged blob). */
+cx_status cx_cache_to_bytes(const cx_cache_t *cache, void *buf, size_t cap, size_t *needed);
+cx_status cx_cache_from_bytes(const cx_model_t *model, const void *buf, size_t len, cx_cache_t **out);
+
+/* Logits of ids [B, T]: *logits is float32 [B, T, vocab] (caller-owned). n_loops: the
+ * recurrent depth (0: max_loop_iters; deeper than trained is allowed). cache: NULL for a
+ * self-contained forward (ACT may stop the loop once every position halted), or a
+ * cache of B sequences: the call's keys are appended (every loop runs). start_pos: the
+ * position of ids[:, 0], or -1 for the cache's position (0 without a cache);
+ * start_pos + T must not exceed max_seq_len. Queries attend causally to the cache and
+ * to the call's earlier tokens. On failure the cache is unchanged. */
+cx_status cx_lm_forward(const cx_model_t *model, const DLTensor *ids, int32_t n_loops, cx_cache_t *cache,
+                        int64_t start_pos, cx_tensor_t **logits);
+
+typedef struct cx_generate_options {
+  uint32_t struct_size; /* sizeof(cx_generate_options), set by cx_generate_default_options */
+  int32_t n_loops;      /* recurrent depth per call; 0: max_loop_iters */
+  float temperature;    /* 0: greedy (argmax, first maximum on ties); else logits / temperature */
+  int32_t top_k;        /* keep logits >= the k-th largest (ties kept); 0: all */
+  uint64_t seed;        /* SplitMix64 seed of the sampler */
+  int64_t eos_token;    /* a sequence that emits it stops (then repeats it); -1: none */
+} cx_generate_options;
+
+/* Defaults: greedy, max_loop_iters, no top-k, seed 0, no EOS. */
+cx_generate_options cx_generate_default_options(void);
+
+/* Sampling (temperature > 0), per sequence in batch order: top-k filter, softmax of
+ * logits / temperature in double precision, one uniform u = (x >> 11) * 2^-53 from the
+ * generator's SplitMix64 stream (x its next 64-bit output), and the first token whose
+ * cumulative probability exceeds u. Same seed, same tokens. */
+
+/* A generator over prompt [B, T]: its own cache; the first cx_generator_next runs the
+ * prompt, each later one feeds the previous tokens back. Caller-owned:
+ * cx_generator_free. opts may be NULL (defaults). One thread at a time. */
+cx_status cx_generator_create(const cx_model_t *model, const DLTensor *prompt, const cx_generate_options *opts,
+                              cx_generator_t **out);
+void cx_generator_free(cx_generator_t *gen);
+
+/* The next token of each sequence into tokens[count] (count must be B); *done is 1 once
+ * every sequence has emitted eos_token. */
+cx_status cx_generator_next(cx_generator_t *gen, int64_t *tokens, int64_t count, int32_t *done);
+
+/* Called after each generated step with the B new tokens; return non-zero to stop. */
+typedef int32_t (*cx_token_callback)(void *user, int64_t step, const int64_t *tokens, int64_t batch);
+
+/* Generate up to max_new_tokens per sequence (stopping early when every sequence hit
+ * eos_token or the callback asks). out (may be NULL with out_count 0): int64
+ * [B, T + max_new_tokens], the prompt then the tokens, padded with eos_token (or 0)
+ * after an early stop; *generated receives the number of steps run. */
+cx_status cx_generate(const cx_model_t *model, const DLTensor *prompt, int64_t max_new_tokens,
+                      const cx_generate_options *opts, cx_token_callback callback, void *user, int64_t *out,
+                      int64_t out_count, int64_t *generated);
 
 /* -------------------------------------------------------------- tensor -- */
 

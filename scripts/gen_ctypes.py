@@ -19,8 +19,9 @@ SCALARS = {
     "int32_t": "ctypes.c_int32", "uint32_t": "ctypes.c_uint32", "int64_t": "ctypes.c_int64",
     "uint64_t": "ctypes.c_uint64", "uint8_t": "ctypes.c_uint8", "uint16_t": "ctypes.c_uint16",
     "int": "ctypes.c_int", "size_t": "ctypes.c_size_t", "cx_status": "ctypes.c_int32",
-    "DLDeviceType": "ctypes.c_int", "void": "None",
+    "DLDeviceType": "ctypes.c_int", "void": "None", "float": "ctypes.c_float",
 }
+CALLBACKS = {}  # function-pointer typedefs (name -> CFUNCTYPE expression), filled by parse()
 
 
 def strip_comments(text):
@@ -40,7 +41,7 @@ def ctype(decl, structs, handles):
         if stars == 0:
             return "None"
         t, stars = "ctypes.c_void_p", stars - 1
-    elif base in structs:
+    elif base in structs or base in CALLBACKS:
         t = base
     elif base in SCALARS:
         t = SCALARS[base]
@@ -63,6 +64,10 @@ def parse(texts):
             consts[name] = int(val)
     for h in re.findall(r"typedef\s+struct\s+\w+\s+(cx_\w+_t)\s*;", text):
         handles.add(h)
+    for ret, name, args in re.findall(r"typedef\s+([\w\s\*]+?)\s*\(\s*\*\s*(cx_\w+)\s*\)\s*\(([^)]*)\)\s*;", text):
+        types = [re.match(r"(.+?)(\w+)$", " ".join(p.split())).group(1).strip() for p in args.split(",")]
+        CALLBACKS[name] = "ctypes.CFUNCTYPE(" + ", ".join(
+            [ctype(ret, {}, handles)] + [ctype(t, {}, handles) for t in types]) + ")"
     for body, name in re.findall(r"typedef\s+struct\s*\w*\s*\{([^}]*)\}\s*(\w+)\s*;", text):
         fields = []
         for line in body.split(";"):
@@ -105,6 +110,8 @@ def render():
             t = ftype if ftype.startswith("ctypes.CFUNCTYPE") else ctype(ftype, structs, handles)
             out.append(f"        ({fname!r}, {t}),")
         out.append("    ]")
+    for name, expr in CALLBACKS.items():
+        out.append(f"\n{name} = {expr}")
     out.append("\n\nFUNCTIONS = {")
     for name, ret, params in funcs:
         args = ", ".join(ctype(p, structs, handles) for p in params)

@@ -1,6 +1,6 @@
 /// The language-model API of a loaded OpenMythos model: logits, KV caches, generation.
 extension Model {
-    func requireMythos() throws -> MythosModel {
+    public func requireMythos() throws -> MythosModel {
         guard let m = mythos else {
             throw CortexError.unsupported("this is a \(architecture) model; token ids and KV caches need an open_mythos model")
         }

@@ -7,22 +7,23 @@ import Glibc
 /// open-mythos `TransformerBlock`: pre-norm attention and FFN, each with a residual
 /// (`x + attn(norm(x))`, then `x + ffn(norm(x))`); RMSNorm eps 1e-6.
 struct MythosBlock: Sendable {
-    enum FFN: Sendable { case dense(SwiGLU), moe(MoEFFN) }
     let attnNorm: Tensor, ffnNorm: Tensor
     let attention: MythosAttention
-    let ffn: FFN
+    /// The FFN: dense SwiGLU (prelude, coda) or the MoE (recurrent block). Two optionals
+    /// rather than an enum with payloads, whose spare tag bits valgrind reports as
+    /// uninitialised on every copy.
+    let dense: SwiGLU?, moe: MoEFFN?
 
     init(_ w: WeightSource, _ p: String, _ c: MythosConfig, moe: Bool) throws {
         attnNorm = try w.tensor(p + "attn_norm.weight", shape: [c.dim])
         ffnNorm = try w.tensor(p + "ffn_norm.weight", shape: [c.dim])
         attention = try MythosAttention(w, p + "attn.", c)
-        ffn = moe ? .moe(try MoEFFN(w, p + "ffn.", c)) : .dense(try SwiGLU(w, p + "ffn.", dim: c.dim, inner: c.denseFFNDim))
+        self.moe = moe ? try MoEFFN(w, p + "ffn.", c) : nil
+        dense = moe ? nil : try SwiGLU(w, p + "ffn.", dim: c.dim, inner: c.denseFFNDim)
     }
 
     var parameterCount: Int {
-        let f: Int
-        switch ffn { case .dense(let d): f = d.parameterCount; case .moe(let m): f = m.parameterCount }
-        return attnNorm.count + ffnNorm.count + attention.parameterCount + f
+        attnNorm.count + ffnNorm.count + attention.parameterCount + (dense?.parameterCount ?? 0) + (moe?.parameterCount ?? 0)
     }
 
     /// `x ← block(x)` in place for `x [B·T, dim]`.
@@ -36,10 +37,8 @@ struct MythosBlock: Sendable {
         Vec.add(x, o, N * D)
         h.update(from: x, count: N * D)
         Kernels.rmsNorm(h, rows: N, n: D, weight: ffnNorm.data, eps: 1e-6)
-        switch ffn {
-        case .dense(let f): try f.apply(h, rows: N, into: o, arena: arena)
-        case .moe(let m): try m.apply(h, rows: N, into: o, arena: arena)
-        }
+        if let m = moe { try m.apply(h, rows: N, into: o, arena: arena) }
+        if let f = dense { try f.apply(h, rows: N, into: o, arena: arena) }
         Vec.add(x, o, N * D)
     }
 }

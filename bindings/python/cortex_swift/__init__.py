@@ -7,6 +7,10 @@
     blob = state.to_bytes(); state2 = model.state_from_bytes(blob)
     np.from_dlpack(y); torch.from_dlpack(y)                 # zero-copy out
 
+    lm = cx.load("mythos_dir")                              # "architecture": "open_mythos"
+    logits = lm.forward(ids, n_loops=None, cache=None)      # ids: [B, T] integers
+    tokens = lm.generate(ids, 32, temperature=0.8, top_k=40, seed=1)
+
 A thin layer over the C ABI in include/cortex.h (declarations generated into _ffi.py).
 Inputs are anything with __dlpack__ (numpy, torch, ...) or array-likes; float64,
 float16 and bfloat16 are converted to float32 by the library, never reinterpreted.
@@ -14,6 +18,7 @@ float16 and bfloat16 are converted to float32 by the library, never reinterprete
 from ._lib import (Busy, BufferTooSmall, CortexError, CortexIOError, CortexMemoryError, DeviceError, DTypeError,
                    HandleError, InvalidArgument, MissingTensor, NanInput, ParseError, ShapeError, StateMismatch,
                    Unsupported, check, lib)
+from ._lm import Cache, LanguageModel
 from ._model import Model, State, auto_stack_config, evaluate_task, load, load_from_memory
 from ._tensor import Tensor
 from .export import export
@@ -35,7 +40,8 @@ def get_num_threads() -> int:
     return lib.cx_get_num_threads()
 
 
-__all__ = ["load", "load_from_memory", "auto_stack_config", "evaluate_task", "export", "Model", "State", "Tensor", "abi_version", "set_num_threads", "get_num_threads",
+__all__ = ["load", "load_from_memory", "auto_stack_config", "evaluate_task", "export", "Model", "State", "Tensor",
+           "LanguageModel", "Cache", "abi_version", "set_num_threads", "get_num_threads",
            "CortexError", "InvalidArgument", "HandleError", "ShapeError", "DTypeError", "DeviceError",
            "CortexIOError", "ParseError", "Unsupported", "MissingTensor", "StateMismatch", "BufferTooSmall",
            "CortexMemoryError", "NanInput", "Busy", "__version__"]

@@ -101,6 +101,18 @@ class cx_load_options(ctypes.Structure):
         ('flags', ctypes.c_uint32),
     ]
 
+class cx_generate_options(ctypes.Structure):
+    _fields_ = [
+        ('struct_size', ctypes.c_uint32),
+        ('n_loops', ctypes.c_int32),
+        ('temperature', ctypes.c_float),
+        ('top_k', ctypes.c_int32),
+        ('seed', ctypes.c_uint64),
+        ('eos_token', ctypes.c_int64),
+    ]
+
+cx_token_callback = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64)
+
 
 FUNCTIONS = {
     'cx_last_error': (ctypes.c_char_p, []),
@@ -134,6 +146,17 @@ FUNCTIONS = {
     'cx_model_step': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(ctypes.c_void_p)]),
     'cx_model_forward_into': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor)]),
     'cx_model_step_into': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor)]),
+    'cx_cache_create': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_cache_free': (None, [ctypes.c_void_p]),
+    'cx_cache_info': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64)]),
+    'cx_cache_to_bytes': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
+    'cx_cache_from_bytes': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_lm_forward': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_generate_default_options': (cx_generate_options, []),
+    'cx_generator_create': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(cx_generate_options), ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_generator_free': (None, [ctypes.c_void_p]),
+    'cx_generator_next': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64, ctypes.POINTER(ctypes.c_int32)]),
+    'cx_generate': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.c_int64, ctypes.POINTER(cx_generate_options), cx_token_callback, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)]),
     'cx_tensor_view': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(DLTensor))]),
     'cx_tensor_to_dlpack': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(DLManagedTensorVersioned))]),
     'cx_tensor_to_dlpack_legacy': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(DLManagedTensor))]),

@@ -194,7 +194,7 @@ def load_from_memory(config, weights, *, nan_policy: str = "propagate") -> Model
     opts.nan_policy = _NAN_POLICIES[nan_policy]
     out = ctypes.c_void_p()
     check(lib.cx_model_load_from_memory(text, len(text), bytes(weights), len(weights), ctypes.byref(opts), ctypes.byref(out)))
-    return Model(out)
+    return _wrap(out)
 
 
 def evaluate_task(path, *, source: str = "testset", samples: int = 1000, seed: int = 0) -> dict:
@@ -215,4 +215,14 @@ def load(path, *, nan_policy: str = "propagate") -> Model:
     opts.nan_policy = _NAN_POLICIES[nan_policy]
     out = ctypes.c_void_p()
     check(lib.cx_model_load(os.fsencode(path), ctypes.byref(opts), ctypes.byref(out)))
-    return Model(out)
+    return _wrap(out)
+
+
+def _wrap(handle) -> Model:
+    """A Model, or a LanguageModel for "architecture": "open_mythos"."""
+    m = Model(handle)
+    if m.info["architecture"] == "open_mythos":
+        from ._lm import LanguageModel
+
+        m.__class__ = LanguageModel
+    return m

@@ -76,3 +76,24 @@ def test_export_handles_scaffolds_and_columns(tmp_path):
     torch.manual_seed(5)
     stack = CortexStack(build_cortex_auto_config(d_hidden=16, num_layers=1, pattern="L C Ag")).eval()
     _assert_export_runs_as_the_module(stack, torch.randn(2, 6, 16), tmp_path, "export of an auto-built Column stack")
+
+
+def test_export_open_mythos(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("open_mythos")
+    from open_mythos.main import MythosConfig, OpenMythos
+
+    torch.manual_seed(6)
+    model = OpenMythos(MythosConfig(vocab_size=64, dim=32, n_heads=4, n_kv_heads=2, max_seq_len=16, max_loop_iters=2,
+                                    prelude_layers=1, coda_layers=1, attn_type="gqa", n_experts=4,
+                                    n_shared_experts=1, n_experts_per_tok=2, expert_dim=16, lora_rank=2)).eval()
+    cx.export(model, tmp_path / "lm")
+    ids = torch.randint(0, 64, (2, 7))
+    with torch.no_grad():
+        want = model(ids).numpy()
+    with cx.load(tmp_path / "lm") as m:
+        assert isinstance(m, cx.LanguageModel)
+        got = np.from_dlpack(m.forward(ids))
+    err = float(np.abs(got - want).max())
+    print(f"[golden] export of OpenMythos: max abs error {err:.3e}")
+    assert err <= 1e-4 * max(1.0, float(np.abs(want).max()))
