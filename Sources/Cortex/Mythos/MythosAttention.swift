@@ -292,16 +292,12 @@ struct MythosAttention: Sendable {
                     let kh = kBase(b) + (h / group) * qkd
                     XLCore.product(transB: true, m: T, n: S, k: qkd, a: qh, lda: H * qkd, b: kh, ldb: kStride, c: sc, ldc: S)
                 }
-                // Scale, causal mask (query t sees rows ≤ past + t), softmax.
+                // Scale, causal mask (query t sees rows ≤ past + t), softmax (SIMD exp).
                 for t in 0..<T {
                     let row = sc + t * S, visible = S - T + t + 1
-                    var m = -Float.infinity
-                    for j in 0..<visible { row[j] *= scale; m = max(m, row[j]) }
-                    var sum: Float = 0
-                    for j in 0..<visible { let e = expf(row[j] - m); row[j] = e; sum += e }
-                    let inv = 1 / sum
-                    for j in 0..<visible { row[j] *= inv }
-                    for j in visible..<S { row[j] = 0 }
+                    Kernels.map(row, visible) { $0 * scale }
+                    Kernels.softmax(row, rows: 1, n: visible)
+                    if visible < S { (row + visible).update(repeating: 0, count: S - visible) }
                 }
                 let vh = isMLA ? vBase(b) + h * (nope + vDim) : vBase(b) + (h / group) * vDim
                 XLCore.product(m: T, n: vDim, k: S, a: sc, lda: S, b: vh, ldb: vStride,

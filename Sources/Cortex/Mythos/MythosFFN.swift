@@ -87,20 +87,40 @@ struct MoEFFN: Sendable {
             for i in 0..<K { weight[n * K + i] /= total }
         }
         // Group rows per expert, run each expert once, keep each (row, slot) result.
+        // Experts run in two groups of similar row counts, one per thread (each with its
+        // own scratch; their results land in disjoint rows).
         let results = try arena.take(N * K * D)
-        let maxRows = (0..<E).reduce(0) { max($0, Int(counts[$1])) }
-        let gathered = try arena.take(max(maxRows, 1) * D), outRows = try arena.take(max(maxRows, 1) * D)
-        let slots = try arena.take(max(maxRows, 1))  // (row·K + slot) of each gathered row
-        for e in 0..<E where counts[e] > 0 {
-            var c = 0
-            for r in 0..<(N * K) where Int(chosen[r]) == e {
-                (gathered + c * D).update(from: x + (r / K) * D, count: D)
-                slots[c] = Float(r)
-                c += 1
-            }
-            try experts[e].apply(gathered, rows: c, into: outRows, arena: arena)
-            for j in 0..<c { (results + Int(slots[j]) * D).update(from: outRows + j * D, count: D) }
+        var load = [0, 0], owner = [Int](repeating: 0, count: E)
+        for e in (0..<E).sorted(by: { counts[$0] > counts[$1] }) where counts[e] > 0 {
+            let k = load[0] <= load[1] ? 0 : 1
+            owner[e] = k
+            load[k] += Int(counts[e])
         }
+        let scratch = (arena.child(0), arena.child(1))
+        scratch.0.failure = nil
+        scratch.1.failure = nil
+        let work = N * K * D * (experts.first?.inner ?? 0)
+        Parallel.run(parts: work >= 1 << 18 ? 2 : 1) { part, parts in
+            let a = part == 0 ? scratch.0 : scratch.1
+            do {
+                for e in 0..<E where counts[e] > 0 && (parts == 1 || owner[e] == part) {
+                    let c = Int(counts[e])
+                    let gathered = try a.take(c * D), outRows = try a.take(c * D)
+                    let slots = try a.take(c)  // (row·K + slot) of each gathered row
+                    var j = 0
+                    for r in 0..<(N * K) where Int(chosen[r]) == e {
+                        (gathered + j * D).update(from: x + (r / K) * D, count: D)
+                        slots[j] = Float(r)
+                        j += 1
+                    }
+                    try experts[e].apply(gathered, rows: c, into: outRows, arena: a)
+                    for j in 0..<c { (results + Int(slots[j]) * D).update(from: outRows + j * D, count: D) }
+                }
+            } catch {
+                a.failure = error
+            }
+        }
+        if let e = scratch.0.failure ?? scratch.1.failure { throw e }
         // out = Σ_slot w·expert(x) in slot order, then + each shared expert.
         y.update(repeating: 0, count: N * D)
         for n in 0..<N {

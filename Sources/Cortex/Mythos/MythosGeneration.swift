@@ -39,7 +39,9 @@ extension Model {
             throw CortexError.invalidArgument("positions \(s)..<\(s + T) exceed max_seq_len \(c.maxSeqLen)")
         }
         let rows = lastOnly ? B : B * T
-        let out = try Tensor(zeros: lastOnly ? [B, c.vocabSize] : [B, T, c.vocabSize])
+        let shape = lastOnly ? [B, c.vocabSize] : [B, T, c.vocabSize]
+        // Every element is written by the head's product: no need to zero the buffer.
+        let out = Tensor(buffer: try FloatBuffer(count: try Checked.count(shape, "logits"), zeroed: false), shape: shape)
         let tokens = ids.map { Int32($0) }
         try tokens.withUnsafeBufferPointer { tp in
             guard let tb = tp.baseAddress else { return }
@@ -50,8 +52,10 @@ extension Model {
                     cache.advance(to: s + T)
                 }
             } else {
+                let arena = m.borrowArena()
+                defer { m.returnArena(arena) }
                 try m.forward(ids: tb, batch: B, time: T, loops: n, start: s, cache: nil, lastOnly: lastOnly,
-                              into: out.data, arena: Arena())
+                              into: out.data, arena: arena)
             }
         }
         _ = rows

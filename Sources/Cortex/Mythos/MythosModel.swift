@@ -66,6 +66,19 @@ public final class MythosModel: Sendable {
     let loraDown: Linear, loraB: Tensor, loraScale: Tensor  // [rank, dim], [max_loop_iters, rank]
     let loopNorm: Tensor, finalNorm: Tensor
     let rope: RopeTable
+    /// Scratch arenas of finished calls and freed caches, reused so repeated calls do
+    /// not fault in fresh pages (at most a few kept).
+    private let arenas = Mutex<[Arena]>([])
+
+    func borrowArena() -> Arena {
+        let a = arenas.withLock { $0.popLast() } ?? Arena()
+        a.reset()
+        return a
+    }
+
+    func returnArena(_ a: Arena) {
+        arenas.withLock { if $0.count < 4 { $0.append(a) } }
+    }
 
     init(config c: MythosConfig, weights w: WeightSource) throws {
         config = c
@@ -190,7 +203,7 @@ public final class MythosCache: @unchecked Sendable {
     var layers: [MythosModel.LayerKey: KVLayer] = [:]
     /// Tokens seen: the end position of the latest call (`start_pos + T`).
     public private(set) var position = 0
-    let arena = Arena()
+    let arena: Arena
     private let busy = Atomic<Bool>(false)
 
     init(model: Model, mythos: MythosModel, batch: Int) throws {
@@ -198,7 +211,10 @@ public final class MythosCache: @unchecked Sendable {
         self.model = model
         self.mythos = mythos
         self.batch = batch
+        arena = mythos.borrowArena()
     }
+
+    deinit { mythos.returnArena(arena) }
 
     func layer(_ key: MythosModel.LayerKey, block: MythosBlock) throws -> KVLayer {
         if let l = layers[key] { return l }

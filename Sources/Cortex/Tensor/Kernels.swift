@@ -96,13 +96,30 @@ public enum Kernels {
         guard n > 0 else { return }
         for r in 0..<rows {
             let row = p + r * n
-            var m = -Float.infinity
-            for i in 0..<n { m = Swift.max(m, row[i]) }
+            // Max and sum in 8 lanes (a scalar loop cannot vectorise its reduction).
+            var mv = V(repeating: -.infinity)
+            var i = 0
+            while i + 8 <= n {
+                let v = UnsafeRawPointer(row + i).loadUnaligned(as: V.self)
+                mv = mv.replacing(with: v, where: v .> mv)
+                i += 8
+            }
+            var m = mv.max()  // NaN lanes never win a comparison, as in the scalar loop
+            while i < n { m = Swift.max(m, row[i]); i += 1 }
             map(row, n) { exp($0 - m) }
-            var s: Float = 0
-            for i in 0..<n { s += row[i] }
+            var sv = V()
+            i = 0
+            while i + 8 <= n { sv += UnsafeRawPointer(row + i).loadUnaligned(as: V.self); i += 8 }
+            var s = sv.sum()
+            while i < n { s += row[i]; i += 1 }
             let inv = 1 / s
-            for i in 0..<n { row[i] *= inv }
+            i = 0
+            while i + 8 <= n {
+                let q = UnsafeMutableRawPointer(row + i)
+                q.storeBytes(of: q.loadUnaligned(as: V.self) * inv, as: V.self)
+                i += 8
+            }
+            while i < n { row[i] *= inv; i += 1 }
         }
     }
 
