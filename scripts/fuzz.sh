@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzz the safetensors, JSON, config and model loaders with libFuzzer + AddressSanitizer.
+# Fuzz the safetensors, JSON, config and model loaders and the KV-cache decoder with
+# libFuzzer + AddressSanitizer.
 #   scripts/fuzz.sh [runs]     (default 20000 runs; CI uses a bounded count)
 # A crash, trap or sanitizer report fails the run and leaves the input in .build-fuzz/.
 set -euo pipefail
@@ -28,10 +29,14 @@ import os, sys, glob
 out = sys.argv[1]
 root = os.getcwd()
 seeds = []
-for p in glob.glob(os.path.join(root, "Tests/goldens/*/model/model.safetensors")):
+for p in glob.glob(os.path.join(root, "Tests/goldens/*/model/model.safetensors")) + \
+        glob.glob(os.path.join(root, "Tests/goldens/mythos/*/model/model.safetensors")):
     data = open(p, "rb").read()
     seeds += [b"\x00" + data, b"\x02" + data]
-for p in glob.glob(os.path.join(root, "Tests/goldens/*/model/config.json")):
+for p in glob.glob(os.path.join(root, "Tests/Fuzz/seeds/*.bin")):
+    seeds.append(b"\x04" + open(p, "rb").read())
+for p in glob.glob(os.path.join(root, "Tests/goldens/*/model/config.json")) + \
+        glob.glob(os.path.join(root, "Tests/goldens/mythos/*/model/config.json")):
     data = open(p, "rb").read()
     seeds += [b"\x01" + data, b"\x03" + data]
 for i, s in enumerate(seeds):

@@ -1,5 +1,5 @@
 // libFuzzer entry point for the untrusted-input parsers: safetensors files, JSON
-// configs, whole model loads and state blobs. Built by scripts/fuzz.sh together with
+// configs, whole model loads and OpenMythos KV-cache blobs. Built by scripts/fuzz.sh together with
 // the Cortex sources (one module) with -sanitize=fuzzer,address.
 //
 // The first input byte picks the target, the rest is the payload.
@@ -8,11 +8,14 @@ let fuzzConfig = Array("""
 {"format":"cortex","format_version":1,"architecture":"cortex_stack","config":{"blocks":[{"cell":{"hidden_size":null,"cell_type":"lstm","num_layers":1,"bias":true,"dropout":0.0,"proj_size":0},"block_type":"passthrough"}],"d_hidden":2,"post_norm":true}}
 """.utf8)
 
+/// The OpenMythos golden model the cache target decodes against (run from the repo root).
+let fuzzMythos: Model? = try? Model.load(directory: "Tests/goldens/mythos/gqa/model")
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     guard size > 0 else { return 0 }
     let bytes = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
-    switch data[0] % 4 {
+    switch data[0] % 5 {
     case 0:
         // safetensors: parse, then convert every tensor.
         if let f = try? SafetensorsFile(bytes: bytes) {
@@ -28,9 +31,15 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     case 2:
         // A model config with fuzzed weights.
         _ = try? Model(configBytes: fuzzConfig, weightBytes: bytes)
-    default:
+    case 3:
         // A fuzzed config.json with no weights.
         _ = try? Model(configBytes: bytes, weightBytes: [])
+    default:
+        // OpenMythos KV-cache bytes for the gqa golden model, then a decode step on the
+        // restored cache (it must run or fail cleanly).
+        if let model = fuzzMythos, let cache = try? MythosCacheCodec.decode(bytes, model: model) {
+            _ = try? model.logits(ids: [Int](repeating: 1, count: cache.batch), batch: cache.batch, loops: 1, cache: cache)
+        }
     }
     return 0
 }
