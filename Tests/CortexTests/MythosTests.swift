@@ -82,6 +82,33 @@ final class MythosTests: XCTestCase {
         print("[golden] mythos \(name) greedy: \(seqs)")
     }
 
+    /// Past the goldens' length: a 40-token forward (queries in causal blocks of 32) equals
+    /// decoding token by token, and a prefill in two chunks (the second one attending to
+    /// the cache causally), for both attentions.
+    func testLongSequencesAgreeAcrossPaths() throws {
+        for name in ["gqa", "mla"] {
+            let g = try MythosGolden(name)
+            let V = g.model.mythos!.config.vocabSize, T = 40, B = 2
+            var rng = SplitMix64(seed: 5)
+            let ids = (0..<(B * T)).map { _ in Int(rng.next() % UInt64(V)) }
+            let part = { (r: Range<Int>) in (0..<B).flatMap { b in r.map { ids[b * T + $0] } } }
+            let full = try g.model.logits(ids: ids, batch: B, loops: 3)
+            let stepCache = try g.model.makeCache(batch: B)
+            var parts: [Tensor] = []
+            for t in 0..<T { parts.append(try g.model.logits(ids: part(t..<(t + 1)), batch: B, loops: 3, cache: stepCache)) }
+            let chunkCache = try g.model.makeCache(batch: B)
+            let chunks = [try g.model.logits(ids: part(0..<20), batch: B, loops: 3, cache: chunkCache),
+                          try g.model.logits(ids: part(20..<T), batch: B, loops: 3, cache: chunkCache)]
+            for (what, got) in [("token by token", try concatTime(parts)), ("two chunks", try concatTime(chunks))] {
+                let a = got.toArray(), b = full.toArray()
+                var err: Float = 0, scale: Float = 1
+                for (x, y) in zip(a, b) { err = max(err, abs(x - y)); scale = max(scale, abs(y)) }
+                print("[golden] mythos \(name) T=40, \(what) vs one forward: max abs difference \(err)")
+                XCTAssertLessThanOrEqual(err, 1e-5 * scale, "\(name): \(what)")
+            }
+        }
+    }
+
     func testGQA() throws { try check("gqa") }
     func testMLA() throws { try check("mla") }
 }

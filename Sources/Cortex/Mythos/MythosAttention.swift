@@ -278,30 +278,39 @@ struct MythosAttention: Sendable {
             let sc = scoresAll + part * T * S
             for pair in Parallel.slice(B * H, part: part, parts: parts, align: 1) {
                 let b = pair / H, h = pair % H
-                let qh = q + (b * T) * H * qkd + h * qkd
-                if isMLA {
-                    let kb = kBase(b) + h * (nope + vDim)
-                    if nope > 0 {
-                        XLCore.product(transB: true, m: T, n: S, k: nope, a: qh, lda: H * qkd, b: kb, ldb: kStride, c: sc, ldc: S)
-                    }
-                    if rope > 0, let rk = ropeKeys {
-                        XLCore.product(transB: true, m: T, n: S, k: rope, a: qh + nope, lda: H * qkd, b: rk(b), ldb: rope,
-                                       c: sc, ldc: S, beta: nope > 0 ? 1 : 0)
-                    }
-                } else {
-                    let kh = kBase(b) + (h / group) * qkd
-                    XLCore.product(transB: true, m: T, n: S, k: qkd, a: qh, lda: H * qkd, b: kh, ldb: kStride, c: sc, ldc: S)
-                }
-                // Scale, causal mask (query t sees rows ≤ past + t), softmax (SIMD exp).
-                for t in 0..<T {
-                    let row = sc + t * S, visible = S - T + t + 1
-                    Kernels.map(row, visible) { $0 * scale }
-                    Kernels.softmax(row, rows: 1, n: visible)
-                    if visible < S { (row + visible).update(repeating: 0, count: S - visible) }
-                }
                 let vh = isMLA ? vBase(b) + h * (nope + vDim) : vBase(b) + (h / group) * vDim
-                XLCore.product(m: T, n: vDim, k: S, a: sc, lda: S, b: vh, ldb: vStride,
-                               c: ctx + (b * T) * ctxWidth + h * vDim, ldc: ctxWidth)
+                // Queries in blocks of 32: block [t0, t1) only needs the first S − T + t1
+                // keys (causal), so a prefill computes about half the score matrix.
+                var t0 = 0
+                while t0 < T {
+                    let t1 = min(T, t0 + 32), rows = t1 - t0, keys = S - T + t1
+                    let qh = q + (b * T + t0) * H * qkd + h * qkd
+                    if isMLA {
+                        let kb = kBase(b) + h * (nope + vDim)
+                        if nope > 0 {
+                            XLCore.product(transB: true, m: rows, n: keys, k: nope, a: qh, lda: H * qkd, b: kb, ldb: kStride,
+                                           c: sc, ldc: S)
+                        }
+                        if rope > 0, let rk = ropeKeys {
+                            XLCore.product(transB: true, m: rows, n: keys, k: rope, a: qh + nope, lda: H * qkd, b: rk(b),
+                                           ldb: rope, c: sc, ldc: S, beta: nope > 0 ? 1 : 0)
+                        }
+                    } else {
+                        let kh = kBase(b) + (h / group) * qkd
+                        XLCore.product(transB: true, m: rows, n: keys, k: qkd, a: qh, lda: H * qkd, b: kh, ldb: kStride,
+                                       c: sc, ldc: S)
+                    }
+                    // Scale, causal mask (query t sees rows ≤ past + t), softmax (SIMD exp).
+                    for r in 0..<rows {
+                        let row = sc + r * S, visible = S - T + t0 + r + 1
+                        Kernels.map(row, visible) { $0 * scale }
+                        Kernels.softmax(row, rows: 1, n: visible)
+                        if visible < keys { (row + visible).update(repeating: 0, count: keys - visible) }
+                    }
+                    XLCore.product(m: rows, n: vDim, k: keys, a: sc, lda: S, b: vh, ldb: vStride,
+                                   c: ctx + (b * T + t0) * ctxWidth + h * vDim, ldc: ctxWidth)
+                    t0 = t1
+                }
             }
         }
         wo.apply(ctx, rows: N, into: y)
