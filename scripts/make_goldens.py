@@ -199,27 +199,30 @@ def make_cases(stack, d: int, seed: int):
     return cases, tensors
 
 
-def write_golden(name: str, stack, d: int, seed: int):
-    out = os.path.join(ROOT, "Tests", "goldens", name)
-    cx_export.export(stack, os.path.join(out, "model"))
-    cases, tensors = make_cases(stack, d, seed)
-    cx_export.write_safetensors(os.path.join(out, "cases.safetensors"), tensors)
-    import cortex  # noqa: F401
+def write_cases(out: str, package: str, tolerance: float, cases: dict, tensors: dict, **extra):
+    """cases.safetensors and manifest.json of a golden folder."""
     from importlib.metadata import version
 
+    cx_export.write_safetensors(os.path.join(out, "cases.safetensors"), tensors)
     manifest = {
         "golden_format": GOLDEN_FORMAT,
-        "reference": {"cortexcore": version("cortexcore"), "torch": torch.__version__},
-        "tolerance": {"max_abs_relative_to_scale": 1e-5,
-                      "note": "max |cortex - reference| <= 1e-5 * max(1, max |reference|)"},
+        "reference": {package: version(package), "torch": torch.__version__},
+        "tolerance": {"max_abs_relative_to_scale": tolerance,
+                      "note": f"max |cortex - reference| <= {tolerance:.0e} * max(1, max |reference|)".replace("e-0", "e-")},
         "cases": cases,
+        **extra,
     }
-    if ROUTE_IDS:
-        manifest["route_ids"] = ROUTE_IDS
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")
     print(f"wrote {out}: {len(cases)} cases, {len(tensors)} tensors")
+
+
+def write_golden(name: str, stack, d: int, seed: int):
+    out = os.path.join(ROOT, "Tests", "goldens", name)
+    cx_export.export(stack, os.path.join(out, "model"))
+    cases, tensors = make_cases(stack, d, seed)
+    write_cases(out, "cortexcore", 1e-5, cases, tensors, **({"route_ids": ROUTE_IDS} if ROUTE_IDS else {}))
 
 
 def _true_fwht_(x_2d):
@@ -668,19 +671,7 @@ def mythos_goldens():
         put("greedy", f"greedy generation of {new} tokens after a {prompt.shape[1]}-token prompt",
             {"prompt": prompt}, {"tokens": seq}, max_new_tokens=new, n_loops=cfg.max_loop_iters)
 
-        cx_export.write_safetensors(os.path.join(out, "cases.safetensors"), tensors)
-        from importlib.metadata import version
-        manifest = {
-            "golden_format": GOLDEN_FORMAT,
-            "reference": {"open-mythos": version("open-mythos"), "torch": torch.__version__},
-            "tolerance": {"logits_max_abs_relative_to_scale": 1e-4,
-                          "note": "max |cortex - reference| <= 1e-4 * max(1, max |reference|)"},
-            "cases": cases,
-        }
-        with open(os.path.join(out, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=1)
-            f.write("\n")
-        print(f"wrote {out}: {len(cases)} cases")
+        write_cases(out, "open-mythos", 1e-4, cases, tensors)
 
 
 def main():

@@ -44,14 +44,7 @@ public func cx_cache_to_bytes(_ cache: OpaquePointer?, _ buf: UnsafeMutableRawPo
                               _ needed: UnsafeMutablePointer<Int>?) -> Int32 {
     entry("cx_cache_to_bytes") {
         let c = try resolve(cache, .cache, "cache", as: MythosCache.self)
-        let needed = try requireOut(needed, "needed")
-        let bytes = try MythosCacheCodec.encode(c)
-        guard let buf, cap >= bytes.count else {
-            needed.pointee = bytes.count
-            throw CortexError.bufferTooSmall(needed: bytes.count)
-        }
-        bytes.withUnsafeBytes { src in if let base = src.baseAddress { buf.copyMemory(from: base, byteCount: bytes.count) } }
-        needed.pointee = bytes.count
+        try copyOut(bytes: try MythosCacheCodec.encode(c), buf, cap, try requireOut(needed, "needed"))
     }
 }
 

@@ -55,6 +55,14 @@ public func cx_model_dims(_ model: OpaquePointer?, _ dIn: UnsafeMutablePointer<I
     }
 }
 
+/// The size-query/copy pattern for bytes: `*needed` always gets the size; copied only
+/// when `cap` suffices (else CX_STATUS_BUFFER_TOO_SMALL).
+func copyOut(bytes: [UInt8], _ buf: UnsafeMutableRawPointer?, _ cap: Int, _ needed: UnsafeMutablePointer<Int>) throws {
+    needed.pointee = bytes.count
+    guard let buf, cap >= bytes.count else { throw CortexError.bufferTooSmall(needed: bytes.count) }
+    bytes.withUnsafeBytes { src in if let base = src.baseAddress { buf.copyMemory(from: base, byteCount: bytes.count) } }
+}
+
 /// The size-query/copy pattern: NUL-terminated text into (buf, cap).
 func copyOut(_ text: String, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int, _ needed: UnsafeMutablePointer<Int>?) throws {
     let needed = try requireOut(needed, "needed")

@@ -111,16 +111,7 @@ public func cx_state_to_bytes(_ state: OpaquePointer?, _ buf: UnsafeMutableRawPo
                               _ needed: UnsafeMutablePointer<Int>?) -> Int32 {
     entry("cx_state_to_bytes") {
         let s = try resolve(state, .state, "state", as: RecurrentState.self)
-        let needed = try requireOut(needed, "needed")
-        let bytes = try StateCodec.encode(s)
-        guard let buf, cap >= bytes.count else {
-            needed.pointee = bytes.count
-            throw CortexError.bufferTooSmall(needed: bytes.count)
-        }
-        bytes.withUnsafeBytes { src in
-            if let base = src.baseAddress { buf.copyMemory(from: base, byteCount: bytes.count) }
-        }
-        needed.pointee = bytes.count
+        try copyOut(bytes: try StateCodec.encode(s), buf, cap, try requireOut(needed, "needed"))
     }
 }
 

@@ -27,15 +27,7 @@ static char *manifest;
 
 /* Bind `ids` (n int64 values) to the state's streams. */
 static void bind_ids(cx_state_t *s, int64_t *ids, int64_t n) {
-  DLTensor t;
-  memset(&t, 0, sizeof t);
-  t.data = ids;
-  t.device.device_type = kDLCPU;
-  t.ndim = 1;
-  t.dtype.code = kDLInt;
-  t.dtype.bits = 64;
-  t.dtype.lanes = 1;
-  t.shape = &n;
+  DLTensor t = tu_dl(ids, kDLInt, 64, 1, &n, NULL);
   REQUIRE_OK(cx_state_set_route_ids(s, &t));
 }
 
