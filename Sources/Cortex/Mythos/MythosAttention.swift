@@ -303,8 +303,7 @@ struct MythosAttention: Sendable {
                     // Scale, causal mask (query t sees rows ≤ past + t), softmax (SIMD exp).
                     for r in 0..<rows {
                         let row = sc + r * S, visible = S - T + t0 + r + 1
-                        Kernels.map(row, visible) { $0 * scale }
-                        Kernels.softmax(row, rows: 1, n: visible)
+                        Kernels.softmax(row, rows: 1, n: visible, scale: scale)
                         if visible < keys { (row + visible).update(repeating: 0, count: keys - visible) }
                     }
                     XLCore.product(m: rows, n: vDim, k: keys, a: sc, lda: S, b: vh, ldb: vStride,

@@ -93,6 +93,12 @@ public enum Kernels {
 
     /// Softmax over each of `rows` contiguous rows of length `n`.
     public static func softmax(_ p: UnsafeMutablePointer<Float>, rows: Int, n: Int) {
+        softmax(p, rows: rows, n: n, scale: 1)
+    }
+
+    /// Softmax of `scale · x` (scale > 0) per row, in place: `exp(scale·(x − max x))`
+    /// normalised — one pass fewer than scaling first.
+    public static func softmax(_ p: UnsafeMutablePointer<Float>, rows: Int, n: Int, scale: Float) {
         guard n > 0 else { return }
         for r in 0..<rows {
             let row = p + r * n
@@ -106,7 +112,7 @@ public enum Kernels {
             }
             var m = mv.max()  // NaN lanes never win a comparison, as in the scalar loop
             while i < n { m = Swift.max(m, row[i]); i += 1 }
-            map(row, n) { exp($0 - m) }
+            if scale == 1 { map(row, n) { exp($0 - m) } } else { map(row, n) { exp(($0 - m) * scale) } }
             var sv = V()
             i = 0
             while i + 8 <= n { sv += UnsafeRawPointer(row + i).loadUnaligned(as: V.self); i += 8 }
