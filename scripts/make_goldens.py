@@ -674,6 +674,47 @@ def mythos_goldens():
         write_cases(out, "open-mythos", 1e-4, cases, tensors)
 
 
+def gdn_kernel_goldens():
+    """The gated delta rule kernel of the GDN sidecar (issue 6), against the canonical
+    reference: flash-linear-attention's `fla/ops/gated_delta_rule/naive.py`
+    (`naive_recurrent_gated_delta_rule`, `naive_chunk_gated_delta_rule`, chunk 64), on
+    L2-normalised q/k, β = σ(·), g = logσ(·) (≤ 0), a non-zero initial state, T = 150
+    (not a multiple of the chunk) and a second call carrying the state."""
+    import torch.nn.functional as F
+    from fla.ops.gated_delta_rule.naive import naive_chunk_gated_delta_rule, naive_recurrent_gated_delta_rule
+
+    g = torch.Generator().manual_seed(101)
+    B, T, H, K, V = 2, 150, 2, 32, 24
+    q = F.normalize(torch.randn(B, T, H, K, generator=g), dim=-1)
+    k = F.normalize(torch.randn(B, T, H, K, generator=g), dim=-1)
+    v = torch.randn(B, T, H, V, generator=g)
+    beta = torch.sigmoid(torch.randn(B, T, H, generator=g))
+    gate = F.logsigmoid(torch.randn(B, T, H, generator=g) + 2.0)
+    s0 = 0.3 * torch.randn(B, H, K, V, generator=g)
+    o_rec, s_rec = naive_recurrent_gated_delta_rule(q, k, v, beta, gate, initial_state=s0, output_final_state=True)
+    o_chk, s_chk = naive_chunk_gated_delta_rule(q, k, v, gate, beta, chunk_size=64, initial_state=s0,
+                                                output_final_state=True)
+    print(f"  fla naive recurrent vs chunk: {(o_rec - o_chk).abs().max().item():.2e}")
+    # A second call from the first's final state (state carried across calls).
+    q2, k2 = F.normalize(torch.randn(B, 70, H, K, generator=g), dim=-1), F.normalize(torch.randn(B, 70, H, K, generator=g), dim=-1)
+    v2, b2 = torch.randn(B, 70, H, V, generator=g), torch.sigmoid(torch.randn(B, 70, H, generator=g))
+    g2 = F.logsigmoid(torch.randn(B, 70, H, generator=g) + 2.0)
+    o2, s2 = naive_recurrent_gated_delta_rule(q2, k2, v2, b2, g2, initial_state=s_rec, output_final_state=True)
+    out = os.path.join(ROOT, "Tests", "goldens", "sidecars", "gdn_kernel")
+    os.makedirs(out, exist_ok=True)
+    tensors = {"gdn/q": q, "gdn/k": k, "gdn/v": v, "gdn/beta": beta, "gdn/g": gate, "gdn/s0": s0,
+               "gdn/o_recurrent": o_rec, "gdn/s_recurrent": s_rec, "gdn/o_chunk": o_chk, "gdn/s_chunk": s_chk,
+               "gdn2/q": q2, "gdn2/k": k2, "gdn2/v": v2, "gdn2/beta": b2, "gdn2/g": g2, "gdn2/o": o2, "gdn2/s": s2}
+    from importlib.metadata import version
+    cx_export.write_safetensors(os.path.join(out, "cases.safetensors"), tensors)
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump({"golden_format": GOLDEN_FORMAT, "reference": {"fla-core": version("fla-core"), "torch": torch.__version__},
+                   "layout": "q, k [B, T, H, K]; v [B, T, H, V]; beta, g [B, T, H]; states [B, H, K, V]; scale K^-1/2",
+                   "tolerance": {"max_abs_relative_to_scale": 1e-5}}, f, indent=1)
+        f.write("\n")
+    print(f"wrote {out}")
+
+
 def main():
     global EXPLICIT_RESETS
     only = set(sys.argv[1].split(",")) if len(sys.argv) > 1 else None
@@ -688,6 +729,10 @@ def main():
     if only == {"scaffolds"}:
         torch.set_num_threads(1)
         scaffold_goldens()
+        return 0
+    if only == {"sidecars"}:
+        torch.set_num_threads(1)
+        gdn_kernel_goldens()
         return 0
     if only == {"mythos"}:
         torch.set_num_threads(1)
@@ -753,6 +798,7 @@ def main():
     routed_goldens()
     auto_goldens()
     mythos_goldens()
+    gdn_kernel_goldens()
 
     # The small stack the README example streams (not a golden; just a bundled model).
     ex = build_stack(64, [LSTMCellConfig(), LSTMCellConfig()], seed=7)

@@ -24,16 +24,16 @@ public enum BLAS {
         cx_parallel_linear(Int32(m), Int32(n), Int32(k), a, Int32(lda), weight, c, Int32(ldc), beta)
     }
 
-    /// Row-major `C[m, n] = op(A)·op(B) + beta·C` on the calling thread (small products
+    /// Row-major `C[m, n] = alpha·op(A)·op(B) + beta·C` on the calling thread (small products
     /// inside a model's own loops). `op` transposes when `transA`/`transB`.
     @inline(__always)
     public static func gemm(
         transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-        c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0
+        c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0, alpha: Float = 1
     ) {
         if m == 0 || n == 0 { return }
-        cx_blas_sgemm(transA ? 1 : 0, transB ? 1 : 0, Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb),
+        cx_blas_sgemm(transA ? 1 : 0, transB ? 1 : 0, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb),
                       beta, c, Int32(ldc))
     }
 

@@ -58,7 +58,7 @@ def assert_close(got, want, what):
 
 
 # Stack goldens (OpenMythos goldens live under mythos/ and have their own tests).
-GOLDEN_NAMES = sorted(n for n in os.listdir(GOLDENS) if os.path.isdir(os.path.join(GOLDENS, n)) and n != "mythos")
+GOLDEN_NAMES = sorted(n for n in os.listdir(GOLDENS) if os.path.isdir(os.path.join(GOLDENS, n)) and n not in ("mythos", "sidecars"))
 
 
 @pytest.fixture(scope="session")
