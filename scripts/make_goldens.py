@@ -674,6 +674,135 @@ def mythos_goldens():
         write_cases(out, "open-mythos", 1e-4, cases, tensors)
 
 
+class GDNSidecarLayer(torch.nn.Module):
+    """PyTorch reference of seed 001's hybrid Gated-DeltaNet sidecar layer (no package
+    implements it; this is the math the seed and issue 6 describe, written plainly):
+
+        q, k, v = SiLU(ShortConv1d_4(W_q h)), SiLU(ShortConv1d_4(W_k h)), SiLU(ShortConv1d_4(W_v h))
+        α = σ(W_α h + b_α)  (b_α initialised to +2: persistence),  g = log α,  β = σ(W_β h)
+        delta rule per head on (L2-normalised q, k, v), scale K^-1/2:
+            S ← α S;  S ← S + β (v − S k) kᵀ;  o_Δ = S (scale·q̂)
+        sliding-window attention per head over the last W tokens (itself included), on the
+        un-normalised q, k:  o_W = softmax_j((q·k_j)/√K) v_j
+        m = σ(W_m h + b_m);  o = m·o_Δ + (1 − m)·o_W;  y = W_o [o_heads]   (W_o zero-initialised)
+
+    State: the raw projections of the last 3 tokens (the convs' windows), S [H, K, K], and
+    the keys/values of the last W − 1 tokens with a count of how many are valid."""
+
+    def __init__(self, d_model, n_heads, head_dim, window=128, conv=4):
+        super().__init__()
+        self.H, self.K, self.W, self.C = n_heads, head_dim, window, conv
+        HK = n_heads * head_dim
+        self.q_proj = torch.nn.Linear(d_model, HK, bias=False)
+        self.k_proj = torch.nn.Linear(d_model, HK, bias=False)
+        self.v_proj = torch.nn.Linear(d_model, HK, bias=False)
+        self.a_proj = torch.nn.Linear(d_model, n_heads)
+        self.b_proj = torch.nn.Linear(d_model, n_heads, bias=False)
+        self.mix_proj = torch.nn.Linear(d_model, n_heads)
+        self.conv_q = torch.nn.Conv1d(HK, HK, conv, groups=HK, bias=False)
+        self.conv_k = torch.nn.Conv1d(HK, HK, conv, groups=HK, bias=False)
+        self.conv_v = torch.nn.Conv1d(HK, HK, conv, groups=HK, bias=False)
+        self.o_proj = torch.nn.Linear(HK, d_model, bias=False)
+        with torch.no_grad():
+            self.a_proj.bias.fill_(2.0)
+            self.o_proj.weight.zero_()
+
+    def init_state(self, B):
+        HK = self.H * self.K
+        return {"conv_q": torch.zeros(B, self.C - 1, HK), "conv_k": torch.zeros(B, self.C - 1, HK),
+                "conv_v": torch.zeros(B, self.C - 1, HK), "S": torch.zeros(B, self.H, self.K, self.K),
+                "win_k": torch.zeros(B, self.W - 1, HK), "win_v": torch.zeros(B, self.W - 1, HK),
+                "win_n": torch.zeros(B)}
+
+    def _conv(self, conv, x, window):  # x [B, T, HK], window [B, C-1, HK] of raw inputs
+        full = torch.cat([window, x], 1)
+        y = torch.nn.functional.conv1d(full.transpose(1, 2), conv.weight, groups=full.shape[-1]).transpose(1, 2)
+        return torch.nn.functional.silu(y), full[:, -(self.C - 1):]
+
+    def forward(self, h, state):
+        """h [B, T, D] -> y [B, T, D], new state (one token at a time inside: the reference)."""
+        import torch.nn.functional as F
+        B, T, _ = h.shape
+        H, K, W = self.H, self.K, self.W
+        st = {k: v.clone() for k, v in state.items()}
+        q, st["conv_q"] = self._conv(self.conv_q, self.q_proj(h), st["conv_q"])
+        k, st["conv_k"] = self._conv(self.conv_k, self.k_proj(h), st["conv_k"])
+        v, st["conv_v"] = self._conv(self.conv_v, self.v_proj(h), st["conv_v"])
+        alpha = torch.sigmoid(self.a_proj(h))
+        beta = torch.sigmoid(self.b_proj(h))
+        mix = torch.sigmoid(self.mix_proj(h))
+        qh, kh, vh = (t.view(B, T, H, K) for t in (q, k, v))
+        qn, kn = F.normalize(qh, dim=-1), F.normalize(kh, dim=-1)
+        out = torch.zeros(B, T, H, K)
+        S = st["S"]
+        for t in range(T):
+            for b in range(B):
+                for i in range(H):
+                    S[b, i] = alpha[b, t, i] * S[b, i]
+                    err = vh[b, t, i] - S[b, i].T @ kn[b, t, i]          # S [K_key, V]
+                    S[b, i] = S[b, i] + beta[b, t, i] * torch.outer(kn[b, t, i], err)
+                    o_delta = S[b, i].T @ (qn[b, t, i] * K ** -0.5)
+                    # window: the last W-1 cached tokens that are valid, then this call's
+                    n = int(st["win_n"][b])
+                    keys = torch.cat([st["win_k"][b, W - 1 - n:].view(-1, H, K)[:, i], kh[b, :t + 1, i]], 0)[-W:]
+                    vals = torch.cat([st["win_v"][b, W - 1 - n:].view(-1, H, K)[:, i], vh[b, :t + 1, i]], 0)[-W:]
+                    p = torch.softmax(keys @ qh[b, t, i] / K ** 0.5, 0)
+                    o_win = p @ vals
+                    out[b, t, i] = mix[b, t, i] * o_delta + (1 - mix[b, t, i]) * o_win
+        st["S"] = S
+        for b in range(B):  # roll the window: the last W-1 of [cache; this call]
+            n = int(st["win_n"][b])
+            allk = torch.cat([st["win_k"][b, W - 1 - n:], k[b]], 0)[-(W - 1):]
+            allv = torch.cat([st["win_v"][b, W - 1 - n:], v[b]], 0)[-(W - 1):]
+            st["win_k"][b].zero_(); st["win_v"][b].zero_()
+            st["win_k"][b, W - 1 - allk.shape[0]:] = allk
+            st["win_v"][b, W - 1 - allv.shape[0]:] = allv
+            st["win_n"][b] = allk.shape[0]
+        return self.o_proj(out.reshape(B, T, H * K)), st
+
+
+def gdn_layer_goldens():
+    """A GDN hybrid sidecar layer (GDNSidecarLayer above): sequence and step mode, state
+    carried across calls past the window, batch 2, and the zero-initialised output."""
+    torch.manual_seed(111)
+    D, H, K, W = 24, 2, 8, 6
+    layer = GDNSidecarLayer(D, H, K, window=W).eval()
+    g = torch.Generator().manual_seed(112)
+    B = 2
+    h = torch.randn(B, 9, D, generator=g)
+    with torch.no_grad():
+        y0, _ = layer(h, layer.init_state(B))
+    assert y0.abs().max().item() == 0.0, "a fresh sidecar (zero o_proj) outputs exactly zero"
+    with torch.no_grad():
+        layer.o_proj.weight.normal_(0, 0.3)
+        layer.a_proj.weight.mul_(3)
+        for c in (layer.conv_q, layer.conv_k, layer.conv_v):
+            c.weight.mul_(2)
+    tensors = {f"weights/{k}": v for k, v in layer.state_dict().items()}
+    with torch.no_grad():
+        y, st = layer(h, layer.init_state(B))
+        h2 = torch.randn(B, 5, D, generator=g)
+        y2, st2 = layer(h2, st)
+        ys, s = [], layer.init_state(B)
+        for t in range(h.shape[1]):
+            yt, s = layer(h[:, t:t + 1], s)
+            ys.append(yt)
+    print(f"  gdn layer: step vs sequence {(torch.cat(ys, 1) - y).abs().max().item():.2e}")
+    tensors.update({"seq/h": h, "seq/y": y, "carry/h": h2, "carry/y": y2})
+    for name, state in (("seq", st), ("carry", st2)):
+        for k, v in state.items():
+            tensors[f"{name}/state/{k}"] = v
+    out = os.path.join(ROOT, "Tests", "goldens", "sidecars", "gdn_layer")
+    os.makedirs(out, exist_ok=True)
+    cx_export.write_safetensors(os.path.join(out, "cases.safetensors"), tensors)
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump({"golden_format": GOLDEN_FORMAT, "reference": {"scripts/make_goldens.py": "GDNSidecarLayer",
+                   "torch": torch.__version__}, "config": {"d_model": D, "n_heads": H, "head_dim": K, "window": W,
+                   "conv": 4}, "tolerance": {"max_abs_relative_to_scale": 1e-5}}, f, indent=1)
+        f.write("\n")
+    print(f"wrote {out}")
+
+
 def gdn_kernel_goldens():
     """The gated delta rule kernel of the GDN sidecar (issue 6), against the canonical
     reference: flash-linear-attention's `fla/ops/gated_delta_rule/naive.py`
@@ -733,6 +862,7 @@ def main():
     if only == {"sidecars"}:
         torch.set_num_threads(1)
         gdn_kernel_goldens()
+        gdn_layer_goldens()
         return 0
     if only == {"mythos"}:
         torch.set_num_threads(1)
@@ -799,6 +929,7 @@ def main():
     auto_goldens()
     mythos_goldens()
     gdn_kernel_goldens()
+    gdn_layer_goldens()
 
     # The small stack the README example streams (not a golden; just a bundled model).
     ex = build_stack(64, [LSTMCellConfig(), LSTMCellConfig()], seed=7)
