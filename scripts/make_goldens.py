@@ -803,6 +803,120 @@ def gdn_layer_goldens():
     print(f"wrote {out}")
 
 
+class FastWeightSidecarLayer(torch.nn.Module):
+    """PyTorch reference of seed 002's low-rank fast-weight sidecar layer (its published
+    code never moves the fast weights; this is the math the seed's text gives). Per
+    head, U [d, r], V [r, d]; per token, with α_eff = σ(W_α h)·m_gate·write_scale·α_max:
+
+        U, V ← γU, γV;   k_u = Uᵀk;   U += α_eff k k_uᵀ;   V += α_eff k_u vᵀ
+        U −= β·clamp(U, −1, 1);   V −= β·clamp(V, −1, 1)
+        y_fast = Vᵀ(Uᵀq)                      (never forming UV; the seed writes V·(Uᵀq))
+        y = σ(g)·y_fast + (1 − σ(g))·v,  g = w_g·[q; k; y_fast] + b_g      (gate mode)
+        or y = w₀v + w₁y_fast, w = softmax(qᵀk/√d, qᵀy_fast/√d)            (two-way mode)
+        out = W_o [y_heads]   (W_o zero-initialised)
+
+    Controller: [m_gate, write_scale] = σ(W₂ tanh(W₁ [surprise, uncertainty, reward,
+    phase] + b₁) + b₂), write_scale capped at 0.5 when uncertainty > guard. U starts from a
+    fixed seeded orthonormal basis / √r (`U0`, a buffer in the state dict): from zero,
+    k_u = Uᵀk = 0 and every write vanishes."""
+
+    def __init__(self, d_model, n_heads, head_dim, rank, gamma=0.95, beta=0.01, alpha_max=0.05, two_way=False,
+                 guard=2.0, ctrl_hidden=8):
+        super().__init__()
+        self.H, self.d, self.r = n_heads, head_dim, rank
+        self.gamma, self.beta, self.alpha_max, self.two_way, self.guard = gamma, beta, alpha_max, two_way, guard
+        Hd = n_heads * head_dim
+        self.q_proj = torch.nn.Linear(d_model, Hd, bias=False)
+        self.k_proj = torch.nn.Linear(d_model, Hd, bias=False)
+        self.v_proj = torch.nn.Linear(d_model, Hd, bias=False)
+        self.alpha_proj = torch.nn.Linear(d_model, n_heads)
+        self.gate = torch.nn.Linear(3 * head_dim, 1)
+        self.ctrl1 = torch.nn.Linear(4, ctrl_hidden)
+        self.ctrl2 = torch.nn.Linear(ctrl_hidden, 2)
+        self.o_proj = torch.nn.Linear(Hd, d_model, bias=False)
+        g = torch.Generator().manual_seed(1234)
+        basis = torch.linalg.qr(torch.randn(n_heads, head_dim, rank, generator=g))[0]  # orthonormal columns
+        self.register_buffer("U0", basis / rank ** 0.5)
+        with torch.no_grad():
+            self.o_proj.weight.zero_()
+
+    def init_state(self, B):
+        return {"U": self.U0.unsqueeze(0).repeat(B, 1, 1, 1), "V": torch.zeros(B, self.H, self.r, self.d)}
+
+    def forward(self, h, signals, state):
+        B, T, _ = h.shape
+        H, d = self.H, self.d
+        U, V = state["U"].clone(), state["V"].clone()
+        q, k, v = (p(h).view(B, T, H, d) for p in (self.q_proj, self.k_proj, self.v_proj))
+        gates = torch.sigmoid(self.ctrl2(torch.tanh(self.ctrl1(signals))))  # [B, T, 2]
+        m_gate, ws = gates[..., 0], gates[..., 1]
+        ws = torch.where(signals[..., 1] > self.guard, torch.clamp(ws, max=0.5), ws)
+        a = torch.sigmoid(self.alpha_proj(h)) * (m_gate * ws * self.alpha_max).unsqueeze(-1)  # [B, T, H]
+        out = torch.zeros(B, T, H, d)
+        for t in range(T):
+            for b in range(B):
+                for i in range(H):
+                    U[b, i] *= self.gamma
+                    V[b, i] *= self.gamma
+                    ku = U[b, i].T @ k[b, t, i]
+                    U[b, i] += a[b, t, i] * torch.outer(k[b, t, i], ku)
+                    V[b, i] += a[b, t, i] * torch.outer(ku, v[b, t, i])
+                    U[b, i] -= self.beta * torch.clamp(U[b, i], -1, 1)
+                    V[b, i] -= self.beta * torch.clamp(V[b, i], -1, 1)
+                    y_fast = V[b, i].T @ (U[b, i].T @ q[b, t, i])
+                    if self.two_way:
+                        s = torch.stack([q[b, t, i] @ k[b, t, i], q[b, t, i] @ y_fast]) / d ** 0.5
+                        w = torch.softmax(s, 0)
+                        out[b, t, i] = w[0] * v[b, t, i] + w[1] * y_fast
+                    else:
+                        gl = torch.sigmoid(self.gate(torch.cat([q[b, t, i], k[b, t, i], y_fast])))[0]
+                        out[b, t, i] = gl * y_fast + (1 - gl) * v[b, t, i]
+        return self.o_proj(out.reshape(B, T, H * d)), {"U": U, "V": V}
+
+
+def fast_weight_goldens():
+    """Fast-weight sidecar layers (FastWeightSidecarLayer above), gate and two-way mixing:
+    a sequence from the seeded initial state (surprise/uncertainty signals that trip the
+    guard on some tokens), a carried second call, batch 2, exact zero output at init."""
+    out = os.path.join(ROOT, "Tests", "goldens", "sidecars", "fast_weights")
+    os.makedirs(out, exist_ok=True)
+    tensors, configs = {}, {}
+    for mode in ("gate", "two_way"):
+        torch.manual_seed(121 if mode == "gate" else 122)
+        D, H, d, r = 20, 2, 8, 3
+        layer = FastWeightSidecarLayer(D, H, d, r, two_way=(mode == "two_way"), alpha_max=0.5).eval()
+        g = torch.Generator().manual_seed(123)
+        B, T = 2, 7
+        h = torch.randn(B, T, D, generator=g)
+        sig = torch.randn(B, T, 4, generator=g) * 1.5
+        with torch.no_grad():
+            y0, _ = layer(h, sig, layer.init_state(B))
+            assert y0.abs().max().item() == 0.0
+            layer.o_proj.weight.normal_(0, 0.3)
+            layer.q_proj.weight.mul_(3); layer.k_proj.weight.mul_(3); layer.v_proj.weight.mul_(3)
+            y, st = layer(h, sig, layer.init_state(B))
+            h2, sig2 = torch.randn(B, 4, D, generator=g), torch.randn(B, 4, 4, generator=g) * 1.5
+            y2, st2 = layer(h2, sig2, st)
+        moved = (st["U"] - layer.init_state(B)["U"]).abs().max().item()
+        print(f"  fast weights ({mode}): |U - U0| max {moved:.3e}, guard tripped on "
+              f"{int((sig[..., 1] > 2.0).sum())} tokens")
+        for k, v in layer.state_dict().items():
+            tensors[f"{mode}/weights/{k}"] = v
+        tensors.update({f"{mode}/seq/h": h, f"{mode}/seq/signals": sig, f"{mode}/seq/y": y,
+                        f"{mode}/seq/state/U": st["U"], f"{mode}/seq/state/V": st["V"],
+                        f"{mode}/carry/h": h2, f"{mode}/carry/signals": sig2, f"{mode}/carry/y": y2,
+                        f"{mode}/carry/state/U": st2["U"], f"{mode}/carry/state/V": st2["V"]})
+        configs[mode] = {"d_model": D, "n_heads": H, "head_dim": d, "rank": r, "gamma": 0.95, "beta": 0.01,
+                         "alpha_max": 0.5, "two_way": mode == "two_way", "guard": 2.0, "controller_hidden": 8}
+    cx_export.write_safetensors(os.path.join(out, "cases.safetensors"), tensors)
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump({"golden_format": GOLDEN_FORMAT, "reference": {"scripts/make_goldens.py": "FastWeightSidecarLayer",
+                   "torch": torch.__version__}, "configs": configs,
+                   "tolerance": {"max_abs_relative_to_scale": 1e-5}}, f, indent=1)
+        f.write("\n")
+    print(f"wrote {out}")
+
+
 def gdn_kernel_goldens():
     """The gated delta rule kernel of the GDN sidecar (issue 6), against the canonical
     reference: flash-linear-attention's `fla/ops/gated_delta_rule/naive.py`
@@ -863,6 +977,7 @@ def main():
         torch.set_num_threads(1)
         gdn_kernel_goldens()
         gdn_layer_goldens()
+        fast_weight_goldens()
         return 0
     if only == {"mythos"}:
         torch.set_num_threads(1)
@@ -930,6 +1045,7 @@ def main():
     mythos_goldens()
     gdn_kernel_goldens()
     gdn_layer_goldens()
+    fast_weight_goldens()
 
     # The small stack the README example streams (not a golden; just a bundled model).
     ex = build_stack(64, [LSTMCellConfig(), LSTMCellConfig()], seed=7)

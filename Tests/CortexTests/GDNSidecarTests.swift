@@ -9,11 +9,7 @@ final class GDNSidecarTests: XCTestCase {
     let names = ["conv_q", "conv_k", "conv_v", "S", "win_k", "win_v", "win_n"]
 
     func close(_ got: UnsafePointer<Float>, _ want: Tensor, _ what: String) {
-        let w = want.toArray()
-        var err: Float = 0, scale: Float = 1
-        for i in 0..<w.count { err = max(err, abs(got[i] - w[i])); scale = max(scale, abs(w[i])) }
-        print("[golden] gdn sidecar \(what): max abs error \(err) (tolerance \(1e-5 * scale))")
-        XCTAssertLessThanOrEqual(err, 1e-5 * scale, what)
+        assertClose(got, want, "gdn sidecar " + what)
     }
 
     func testAgainstReference() throws {

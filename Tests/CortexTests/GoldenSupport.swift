@@ -70,6 +70,16 @@ func assertClose(_ got: Tensor, _ want: Tensor, _ what: String, file: StaticStri
     XCTAssertLessThanOrEqual(err, tol, "\(what): max abs error \(err) > \(tol)", file: file, line: line)
 }
 
+/// assertClose for raw output memory holding `want.count` floats (components tested
+/// outside a model).
+func assertClose(_ got: UnsafePointer<Float>, _ want: Tensor, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+    let w = want.toArray()
+    var err: Float = 0, scale: Float = 1
+    for i in 0..<w.count { err = max(err, abs(got[i] - w[i])); scale = max(scale, abs(w[i])) }
+    print("[golden] \(what): max abs error \(err) (tolerance \(1e-5 * scale))")
+    XCTAssertLessThanOrEqual(err, 1e-5 * scale, "\(what): max abs error \(err)", file: file, line: line)
+}
+
 /// Slice `[B, T, D]` at time t → `[B, D]`.
 func timeSlice(_ x: Tensor, _ t: Int) throws -> Tensor {
     let B = x.shape[0], T = x.shape[1], D = x.shape[2]
