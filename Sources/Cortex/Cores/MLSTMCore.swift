@@ -101,8 +101,6 @@ public struct MLSTMCore: RecurrentModule {
             + axonLayers.reduce(0) { $0 + $1.parameterCount }
     }
 
-    @inline(__always) static func logSigmoid(_ x: Float) -> Float { min(x, 0) - log1pf(expf(-abs(x))) }
-
     public func run(
         x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
         batch: Int, time: Int,
@@ -205,7 +203,7 @@ public struct MLSTMCore: RecurrentModule {
         let DH = headDim
         if h.reset(t) { c.update(repeating: 0, count: DH * DH); n.update(repeating: 0, count: DH); m.pointee = 0 }
         let q = h.q + t * h.stride, k = q, v = h.v + t * h.stride
-        let ig = h.i[t * h.gateStride], logf = MLSTMCore.logSigmoid(h.f[t * h.gateStride])
+        let ig = h.i[t * h.gateStride], logf = Kernels.logSigmoid(h.f[t * h.gateStride])
         let mNew = max(logf + m.pointee, ig)
         let fg = expf(logf + m.pointee - mNew), iAct = expf(ig - mNew)
         let scale = Float(Double(DH).squareRoot())
@@ -241,7 +239,7 @@ public struct MLSTMCore: RecurrentModule {
             for u in 0..<CS {
                 let t = t0 + u
                 if h.reset(t) { count += 1; base = acc }
-                acc = u == 0 ? MLSTMCore.logSigmoid(h.f[t * h.gateStride]) : acc + MLSTMCore.logSigmoid(h.f[t * h.gateStride])
+                acc = u == 0 ? Kernels.logSigmoid(h.f[t * h.gateStride]) : acc + Kernels.logSigmoid(h.f[t * h.gateStride])
                 s.A[u] = acc
                 s.pre[u] = count
                 s.base[u] = base

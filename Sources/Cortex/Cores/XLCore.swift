@@ -231,14 +231,14 @@ public struct XLCore: RecurrentModule {
                 let mk = memK + b * memStride + h * D, mv = memV + b * memStride + h * D
                 let nk = newK + b * newStride + h * D, nv = newV + b * newStride + h * D
                 // (q+u)·kᵀ over memory then new keys, and (q+v)·rᵀ, for every (t, l).
-                XLCore.product(transB: true, m: T, n: M, k: D, a: qu, lda: D, b: mk, ldb: HD, c: ac, ldc: L)
-                XLCore.product(transB: true, m: T, n: T, k: D, a: qu, lda: D, b: nk, ldb: HD, c: ac + M, ldc: L)
-                XLCore.product(transB: true, m: T, n: L, k: D, a: qv, lda: D, b: r + b * rStride + h * D, ldb: HD, c: bd, ldc: L)
+                BLAS.product(transB: true, m: T, n: M, k: D, a: qu, lda: D, b: mk, ldb: HD, c: ac, ldc: L)
+                BLAS.product(transB: true, m: T, n: T, k: D, a: qu, lda: D, b: nk, ldb: HD, c: ac + M, ldc: L)
+                BLAS.product(transB: true, m: T, n: L, k: D, a: qv, lda: D, b: r + b * rStride + h * D, ldb: HD, c: bd, ldc: L)
                 softmaxRows(ac, bd, seg: seg + b * L, time: T, length: L, scale: scale)
                 // Context = attention · V (memory part, then new tokens).
                 let out = ctx + b * T * HD + h * D
-                XLCore.product(m: T, n: D, k: M, a: ac, lda: L, b: mv, ldb: HD, c: out, ldc: HD)
-                XLCore.product(m: T, n: D, k: T, a: ac + M, lda: L, b: nv, ldb: HD, c: out, ldc: HD, beta: M > 0 ? 1 : 0)
+                BLAS.product(m: T, n: D, k: M, a: ac, lda: L, b: mv, ldb: HD, c: out, ldc: HD)
+                BLAS.product(m: T, n: D, k: T, a: ac + M, lda: L, b: nv, ldb: HD, c: out, ldc: HD, beta: M > 0 ? 1 : 0)
             }
         }
         wo.apply(ctx, rows: B * T, into: y, routing: arena.routing(rowsPerStream: T))
@@ -253,25 +253,6 @@ public struct XLCore: RecurrentModule {
                 XLCore.roll(cache.v + b * M * HD, rows: M, width: HD, appending: newV + b * T * HD, count: T)
                 cache.valid[b] = XLCore.cacheTag(arena, b)
             }
-        }
-    }
-
-    /// A small matrix product: SGEMM for sequences; for one query row (step mode) SGEMV,
-    /// because OpenBLAS allocates inside single-row SGEMMs and a step must not allocate.
-    static func product(
-        transB: Bool = false, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-        b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0
-    ) {
-        guard m == 1 else {
-            BLAS.gemm(transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, beta: beta)
-            return
-        }
-        if n == 0 { return }
-        if k == 0 { if beta == 0 { c.update(repeating: 0, count: n) } else { for j in 0..<n { c[j] *= beta } }; return }
-        if transB {  // c = B[n, k]·a
-            cx_blas_sgemv_n(Int32(n), Int32(k), 1, b, Int32(ldb), a, beta, c)
-        } else {     // c = B[k, n]ᵀ·a
-            cx_blas_sgemv_t(Int32(k), Int32(n), 1, b, Int32(ldb), a, beta, c)
         }
     }
 

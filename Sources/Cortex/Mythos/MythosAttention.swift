@@ -16,8 +16,8 @@ struct RopeTable: Sendable {
             let freq = 1 / powf(th, Float(2 * k) / Float(d))
             for m in 0..<maxLen {
                 let angle = Float(m) * freq
-                c[m * half + k] = Float(Foundation_cos(Double(angle)))
-                s[m * half + k] = Float(Foundation_sin(Double(angle)))
+                c[m * half + k] = Float(Glibc.cos(Double(angle)))
+                s[m * half + k] = Float(Glibc.sin(Double(angle)))
             }
         }
         cos = c; sin = s
@@ -46,8 +46,6 @@ struct RopeTable: Sendable {
     }
 }
 
-@inline(__always) private func Foundation_cos(_ x: Double) -> Double { Glibc.cos(x) }
-@inline(__always) private func Foundation_sin(_ x: Double) -> Double { Glibc.sin(x) }
 
 /// One attention layer's cached rows for `batch` sequences: a few streams (GQA: k, v;
 /// MLA: c_kv, k_rope and the derived kv_up output), each `[B][capacity][width]`, grown
@@ -288,16 +286,16 @@ struct MythosAttention: Sendable {
                     if isMLA {
                         let kb = kBase(b) + h * (nope + vDim)
                         if nope > 0 {
-                            XLCore.product(transB: true, m: rows, n: keys, k: nope, a: qh, lda: H * qkd, b: kb, ldb: kStride,
+                            BLAS.product(transB: true, m: rows, n: keys, k: nope, a: qh, lda: H * qkd, b: kb, ldb: kStride,
                                            c: sc, ldc: S)
                         }
                         if rope > 0, let rk = ropeKeys {
-                            XLCore.product(transB: true, m: rows, n: keys, k: rope, a: qh + nope, lda: H * qkd, b: rk(b),
+                            BLAS.product(transB: true, m: rows, n: keys, k: rope, a: qh + nope, lda: H * qkd, b: rk(b),
                                            ldb: rope, c: sc, ldc: S, beta: nope > 0 ? 1 : 0)
                         }
                     } else {
                         let kh = kBase(b) + (h / group) * qkd
-                        XLCore.product(transB: true, m: rows, n: keys, k: qkd, a: qh, lda: H * qkd, b: kh, ldb: kStride,
+                        BLAS.product(transB: true, m: rows, n: keys, k: qkd, a: qh, lda: H * qkd, b: kh, ldb: kStride,
                                        c: sc, ldc: S)
                     }
                     // Scale, causal mask (query t sees rows ≤ past + t), softmax (SIMD exp).
@@ -306,7 +304,7 @@ struct MythosAttention: Sendable {
                         Kernels.softmax(row, rows: 1, n: visible, scale: scale)
                         if visible < keys { (row + visible).update(repeating: 0, count: keys - visible) }
                     }
-                    XLCore.product(m: rows, n: vDim, k: keys, a: sc, lda: S, b: vh, ldb: vStride,
+                    BLAS.product(m: rows, n: vDim, k: keys, a: sc, lda: S, b: vh, ldb: vStride,
                                    c: ctx + (b * T + t0) * ctxWidth + h * vDim, ldc: ctxWidth)
                     t0 = t1
                 }

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The language-model API of a loaded OpenMythos model: logits, KV caches, generation.
 extension Model {
     public func requireMythos() throws -> MythosModel {
@@ -38,7 +42,6 @@ extension Model {
         guard s >= 0, s + T <= c.maxSeqLen else {
             throw CortexError.invalidArgument("positions \(s)..<\(s + T) exceed max_seq_len \(c.maxSeqLen)")
         }
-        let rows = lastOnly ? B : B * T
         let shape = lastOnly ? [B, c.vocabSize] : [B, T, c.vocabSize]
         // Every element is written by the head's product: no need to zero the buffer.
         let out = Tensor(buffer: try FloatBuffer(count: try Checked.count(shape, "logits"), zeroed: false), shape: shape)
@@ -58,7 +61,6 @@ extension Model {
                               into: out.data, arena: arena)
             }
         }
-        _ = rows
         return out
     }
 }
@@ -150,7 +152,7 @@ public final class MythosGenerator: @unchecked Sendable {
             for i in 0..<V where scaled[i] < kth { scaled[i] = -.infinity }
         }
         let m = scaled.max() ?? 0
-        var probs = scaled.map { Double($0 - m).exp }
+        var probs = scaled.map { Glibc.exp(Double($0 - m)) }
         let total = probs.reduce(0, +)
         for i in 0..<V { probs[i] /= total }
         let u = rng.uniform()
@@ -164,11 +166,3 @@ public final class MythosGenerator: @unchecked Sendable {
     }
 }
 
-private extension Double {
-    var exp: Double { Foundation_exp(self) }
-}
-
-#if canImport(Glibc)
-import Glibc
-@inline(__always) private func Foundation_exp(_ x: Double) -> Double { Glibc.exp(x) }
-#endif

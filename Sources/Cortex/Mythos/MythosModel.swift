@@ -244,6 +244,4 @@ public final class MythosCache: @unchecked Sendable {
 
     func advance(to end: Int) { position = max(position, end) }
 
-    /// Tokens held by the longest layer.
-    public var longestLayer: Int { layers.values.map(\.length).max() ?? 0 }
 }

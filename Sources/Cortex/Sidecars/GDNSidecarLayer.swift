@@ -120,7 +120,7 @@ public struct GDNSidecarLayer: Sendable {
                     normalised(k, into: kh)
                     (vh + t * K).update(from: v + row, count: K)
                     let av = a[(b * T + t) * H + hd]
-                    gh[t] = MLSTMCore.logSigmoid(av)
+                    gh[t] = Kernels.logSigmoid(av)
                     betah[t] = bt[(b * T + t) * H + hd]
                 }
                 let S = st.S + (b * H + hd) * K * K

@@ -28,12 +28,12 @@ public struct PlasticitySignals: Sendable, Equatable {
         var m = -Double.infinity
         for i in 0..<V { m = max(m, Double(logits[i])) }
         var z = 0.0
-        for i in 0..<V { z += Foundation_exp(Double(logits[i]) - m) }
-        let logZ = m + Foundation_log(z)
+        for i in 0..<V { z += Glibc.exp(Double(logits[i]) - m) }
+        let logZ = m + Glibc.log(z)
         var h = 0.0
         for i in 0..<V {
             let lp = Double(logits[i]) - logZ
-            h -= Foundation_exp(lp) * lp
+            h -= Glibc.exp(lp) * lp
         }
         return (h, token.map { logZ - Double(logits[$0]) })
     }
@@ -42,7 +42,7 @@ public struct PlasticitySignals: Sendable, Equatable {
     public mutating func update(loss: Double, uncertainty: Double, reward: Double = 0) -> [Float] {
         let e = ema.map { decay * $0 + (1 - decay) * loss } ?? loss
         ema = e
-        let phase = Foundation_sin(2 * Double.pi * Double(step) / period)
+        let phase = Glibc.sin(2 * Double.pi * Double(step) / period)
         step += 1
         return [Float(loss - e), Float(uncertainty), Float(reward), Float(phase)]
     }
@@ -90,7 +90,3 @@ public struct Segmenter: Sendable {
         t += 1
     }
 }
-
-@inline(__always) private func Foundation_exp(_ x: Double) -> Double { Glibc.exp(x) }
-@inline(__always) private func Foundation_log(_ x: Double) -> Double { Glibc.log(x) }
-@inline(__always) private func Foundation_sin(_ x: Double) -> Double { Glibc.sin(x) }

@@ -46,4 +46,23 @@ public enum BLAS {
 
     /// The kernel family OpenBLAS runs ("SkylakeX", "Haswell", ...).
     public static var coreName: String { String(cString: cx_blas_corename()) }
+
+    /// A small matrix product: SGEMM for sequences; for one query row (step mode) SGEMV,
+    /// because OpenBLAS allocates inside single-row SGEMMs and a step must not allocate.
+    public static func product(
+        transB: Bool = false, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0
+    ) {
+        guard m == 1 else {
+            gemm(transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, beta: beta)
+            return
+        }
+        if n == 0 { return }
+        if k == 0 { if beta == 0 { c.update(repeating: 0, count: n) } else { for j in 0..<n { c[j] *= beta } }; return }
+        if transB {  // c = B[n, k]·a
+            cx_blas_sgemv_n(Int32(n), Int32(k), 1, b, Int32(ldb), a, beta, c)
+        } else {     // c = B[k, n]ᵀ·a
+            cx_blas_sgemv_t(Int32(k), Int32(n), 1, b, Int32(ldb), a, beta, c)
+        }
+    }
 }

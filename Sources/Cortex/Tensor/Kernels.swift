@@ -43,6 +43,9 @@ public enum Kernels {
     @inline(__always)
     public static func sigmoid(_ x: V) -> V { 1 / (1 + exp(-x)) }
 
+    /// log σ(x), stable for large |x| (mLSTM's forget gate, the delta rule's decay).
+    @inline(__always) public static func logSigmoid(_ x: Float) -> Float { min(x, 0) - log1pf(expf(-abs(x))) }
+
     /// tanh: the Cephes odd polynomial near 0 (keeps relative accuracy), and
     /// 1 − 2/(e^{2|x|}+1) elsewhere.
     @inline(__always)
