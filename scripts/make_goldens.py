@@ -199,14 +199,17 @@ def make_cases(stack, d: int, seed: int):
     return cases, tensors
 
 
-def write_cases(out: str, package: str, tolerance: float, cases: dict, tensors: dict, **extra):
-    """cases.safetensors and manifest.json of a golden folder."""
+def write_cases(out: str, reference, tolerance: float, cases: dict, tensors: dict, **extra):
+    """cases.safetensors and manifest.json of a golden folder. `reference`: the PyPI
+    package the outputs come from, or a description (our own PyTorch reference)."""
     from importlib.metadata import version
 
+    os.makedirs(out, exist_ok=True)
     cx_export.write_safetensors(os.path.join(out, "cases.safetensors"), tensors)
     manifest = {
         "golden_format": GOLDEN_FORMAT,
-        "reference": {package: version(package), "torch": torch.__version__},
+        "reference": {**({reference: version(reference)} if isinstance(reference, str) else reference),
+                      "torch": torch.__version__},
         "tolerance": {"max_abs_relative_to_scale": tolerance,
                       "note": f"max |cortex - reference| <= {tolerance:.0e} * max(1, max |reference|)".replace("e-0", "e-")},
         "cases": cases,
@@ -792,15 +795,10 @@ def gdn_layer_goldens():
     for name, state in (("seq", st), ("carry", st2)):
         for k, v in state.items():
             tensors[f"{name}/state/{k}"] = v
-    out = os.path.join(ROOT, "Tests", "goldens", "sidecars", "gdn_layer")
-    os.makedirs(out, exist_ok=True)
-    cx_export.write_safetensors(os.path.join(out, "cases.safetensors"), tensors)
-    with open(os.path.join(out, "manifest.json"), "w") as f:
-        json.dump({"golden_format": GOLDEN_FORMAT, "reference": {"scripts/make_goldens.py": "GDNSidecarLayer",
-                   "torch": torch.__version__}, "config": {"d_model": D, "n_heads": H, "head_dim": K, "window": W,
-                   "conv": 4}, "tolerance": {"max_abs_relative_to_scale": 1e-5}}, f, indent=1)
-        f.write("\n")
-    print(f"wrote {out}")
+    write_cases(os.path.join(ROOT, "Tests", "goldens", "sidecars", "gdn_layer"),
+                {"scripts/make_goldens.py": "GDNSidecarLayer"}, 1e-5,
+                {"seq": "9 tokens from a fresh state (window 6 rolls)", "carry": "5 more tokens from the 'seq' state"},
+                tensors, config={"d_model": D, "n_heads": H, "head_dim": K, "window": W, "conv": 4})
 
 
 class FastWeightSidecarLayer(torch.nn.Module):
@@ -879,7 +877,6 @@ def fast_weight_goldens():
     a sequence from the seeded initial state (surprise/uncertainty signals that trip the
     guard on some tokens), a carried second call, batch 2, exact zero output at init."""
     out = os.path.join(ROOT, "Tests", "goldens", "sidecars", "fast_weights")
-    os.makedirs(out, exist_ok=True)
     tensors, configs = {}, {}
     for mode in ("gate", "two_way"):
         torch.manual_seed(121 if mode == "gate" else 122)
@@ -908,13 +905,10 @@ def fast_weight_goldens():
                         f"{mode}/carry/state/U": st2["U"], f"{mode}/carry/state/V": st2["V"]})
         configs[mode] = {"d_model": D, "n_heads": H, "head_dim": d, "rank": r, "gamma": 0.95, "beta": 0.01,
                          "alpha_max": 0.5, "two_way": mode == "two_way", "guard": 2.0, "controller_hidden": 8}
-    cx_export.write_safetensors(os.path.join(out, "cases.safetensors"), tensors)
-    with open(os.path.join(out, "manifest.json"), "w") as f:
-        json.dump({"golden_format": GOLDEN_FORMAT, "reference": {"scripts/make_goldens.py": "FastWeightSidecarLayer",
-                   "torch": torch.__version__}, "configs": configs,
-                   "tolerance": {"max_abs_relative_to_scale": 1e-5}}, f, indent=1)
-        f.write("\n")
-    print(f"wrote {out}")
+    write_cases(out, {"scripts/make_goldens.py": "FastWeightSidecarLayer"}, 1e-5,
+                {f"{m}/{c}": d for m in configs for c, d in (("seq", "7 tokens from the seeded initial U"),
+                                                             ("carry", "4 more tokens from the 'seq' state"))},
+                tensors, configs=configs)
 
 
 def gdn_kernel_goldens():
@@ -943,49 +937,28 @@ def gdn_kernel_goldens():
     v2, b2 = torch.randn(B, 70, H, V, generator=g), torch.sigmoid(torch.randn(B, 70, H, generator=g))
     g2 = F.logsigmoid(torch.randn(B, 70, H, generator=g) + 2.0)
     o2, s2 = naive_recurrent_gated_delta_rule(q2, k2, v2, b2, g2, initial_state=s_rec, output_final_state=True)
-    out = os.path.join(ROOT, "Tests", "goldens", "sidecars", "gdn_kernel")
-    os.makedirs(out, exist_ok=True)
     tensors = {"gdn/q": q, "gdn/k": k, "gdn/v": v, "gdn/beta": beta, "gdn/g": gate, "gdn/s0": s0,
                "gdn/o_recurrent": o_rec, "gdn/s_recurrent": s_rec, "gdn/o_chunk": o_chk, "gdn/s_chunk": s_chk,
                "gdn2/q": q2, "gdn2/k": k2, "gdn2/v": v2, "gdn2/beta": b2, "gdn2/g": g2, "gdn2/o": o2, "gdn2/s": s2}
-    from importlib.metadata import version
-    cx_export.write_safetensors(os.path.join(out, "cases.safetensors"), tensors)
-    with open(os.path.join(out, "manifest.json"), "w") as f:
-        json.dump({"golden_format": GOLDEN_FORMAT, "reference": {"fla-core": version("fla-core"), "torch": torch.__version__},
-                   "layout": "q, k [B, T, H, K]; v [B, T, H, V]; beta, g [B, T, H]; states [B, H, K, V]; scale K^-1/2",
-                   "tolerance": {"max_abs_relative_to_scale": 1e-5}}, f, indent=1)
-        f.write("\n")
-    print(f"wrote {out}")
+    write_cases(os.path.join(ROOT, "Tests", "goldens", "sidecars", "gdn_kernel"), "fla-core", 1e-5,
+                {"gdn": "T = 150 from s0: fla's naive recurrent and chunk (64) outputs and final states",
+                 "gdn2": "70 more tokens from the recurrent final state"},
+                tensors, layout="q, k [B, T, H, K]; v [B, T, H, V]; beta, g [B, T, H]; states [B, H, K, V]; scale K^-1/2")
 
 
 def main():
     global EXPLICIT_RESETS
-    only = set(sys.argv[1].split(",")) if len(sys.argv) > 1 else None
-    if only == {"auto"}:
+    groups = {"auto": [auto_goldens], "axon": [axon_goldens], "scaffolds": [scaffold_goldens],
+              "sidecars": [gdn_kernel_goldens, gdn_layer_goldens, fast_weight_goldens], "mythos": [mythos_goldens],
+              "routed": [routed_goldens]}
+    if len(sys.argv) > 1:
+        names = sys.argv[1].split(",")
+        if any(n not in groups for n in names):
+            raise SystemExit(f"unknown group in {names}; groups: {', '.join(groups)} (none: all)")
         torch.set_num_threads(1)
-        auto_goldens()
-        return 0
-    if only == {"axon"}:
-        torch.set_num_threads(1)
-        axon_goldens()
-        return 0
-    if only == {"scaffolds"}:
-        torch.set_num_threads(1)
-        scaffold_goldens()
-        return 0
-    if only == {"sidecars"}:
-        torch.set_num_threads(1)
-        gdn_kernel_goldens()
-        gdn_layer_goldens()
-        fast_weight_goldens()
-        return 0
-    if only == {"mythos"}:
-        torch.set_num_threads(1)
-        mythos_goldens()
-        return 0
-    if only == {"routed"}:
-        torch.set_num_threads(1)
-        routed_goldens()
+        for n in names:
+            for make in groups[n]:
+                make()
         return 0
     from cortex.config import (AGaLiTeCellConfig, CausalConv1dConfig, LSTMCellConfig, XLCellConfig, mLSTMCellConfig,
                                sLSTMCellConfig)
