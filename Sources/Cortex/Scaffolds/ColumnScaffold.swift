@@ -69,7 +69,9 @@ public struct ColumnScaffold: RecurrentModule {
         self.experts = experts
         self.expertKeys = expertKeys
         slotCounts = experts.map { $0.stateSpecs.count }
-        slotStarts = slotCounts.reduce(into: [0]) { $0.append($0.last! + $1) }.dropLast()
+        var starts: [Int] = [], next = 0
+        for n in slotCounts { starts.append(next); next += n }
+        slotStarts = starts
         // Largest first into the lighter group (parameters as the cost proxy).
         var g: [[Int]] = [[], []], load = [0, 0]
         for e in experts.indices.sorted(by: { experts[$0].parameterCount > experts[$1].parameterCount }) {
