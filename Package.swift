@@ -12,12 +12,14 @@ let package = Package(
     targets: [
         // OpenBLAS, loaded with dlopen at first use (Debian: libopenblas0); see blas_loader.c.
         .target(name: "CKernels", path: "Sources/CKernels"),
+        // The system SQLite (libsqlite3), for the persistent session store.
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite"),
         // The public header (symlinked from include/) and the thread-local error buffer.
         .target(name: "CCortex", path: "Sources/CCortex"),
         // Tensors, kernels, file formats and models, in pure Swift.
         .target(
             name: "Cortex",
-            dependencies: ["CKernels"],
+            dependencies: ["CKernels", "CSQLite"],
             path: "Sources/Cortex"
         ),
         // Only the @_cdecl exports of cortex.h.

@@ -12,8 +12,9 @@
  *    ownership" (Cortex releases it, whatever the status).
  *  - Thread safety: a cx_model_t is immutable after load and may be shared by any
  *    number of threads. A cx_state_t is used by one thread at a time (a concurrent
- *    second call is refused with CX_STATUS_BUSY, never corrupts it). A cx_tensor_t is
- *    immutable and shareable. Global setters (cx_set_num_threads) are not thread-safe.
+ *    second call is refused with CX_STATUS_BUSY, never corrupts it); so are a
+ *    cx_cache_t, cx_generator_t and cx_session_t. A cx_store_t is thread-safe (its
+ *    calls are serialised). A cx_tensor_t is immutable and shareable. Global setters (cx_set_num_threads) are not thread-safe.
  *  - Handles are validated on entry: NULL, already-freed and wrong-kind handles give
  *    CX_STATUS_INVALID_HANDLE (detection of a freed handle is best effort: a new
  *    handle may reuse its address).
@@ -61,7 +62,8 @@ enum cx_status_code {
   CX_STATUS_OUT_OF_MEMORY = 12,
   CX_STATUS_NAN_INPUT = 13,       /* non-finite input refused under CX_NAN_REJECT */
   CX_STATUS_BUSY = 14,            /* the state is in use by another thread */
-  CX_STATUS_INTERNAL = 15         /* a bug in Cortex; please report it */
+  CX_STATUS_INTERNAL = 15,        /* a bug in Cortex; please report it */
+  CX_STATUS_NOT_FOUND = 16        /* no such session id (in memory or in a store) */
 };
 
 /* Human-readable message of the last failed call on this thread. Never NULL; ""
@@ -94,6 +96,8 @@ typedef struct cx_state cx_state_t;   /* recurrent state of a batch of streams *
 typedef struct cx_tensor cx_tensor_t; /* an immutable tensor (output or import) */
 typedef struct cx_cache cx_cache_t;   /* KV cache of a batch of sequences (language models) */
 typedef struct cx_generator cx_generator_t; /* token-by-token generation (language models) */
+typedef struct cx_session cx_session_t; /* sidecar memory of one conversation (sidecars) */
+typedef struct cx_store cx_store_t;     /* a SQLite file of saved sessions (sidecars) */
 
 /* ------------------------------------------------------------- options -- */
 
@@ -302,6 +306,121 @@ typedef int32_t (*cx_token_callback)(void *user, int64_t step, const int64_t *to
 cx_status cx_generate(const cx_model_t *model, const DLTensor *prompt, int64_t max_new_tokens,
                       const cx_generate_options *opts, cx_token_callback callback, void *user, int64_t *out,
                       int64_t out_count, int64_t *generated);
+
+/* ------------------------------------------------ memory sidecars (cortex_sidecar) -- */
+
+/* An "architecture": "cortex_sidecar" model holds the sidecars of the hooked layers of
+ * a host transformer (seed 001's Gated-DeltaNet hybrid or seed 002's low-rank fast
+ * weights). The host adds the sidecar's output to its layer: h <- h + Attn(LN1 h) +
+ * Sidecar(LN1 h), then the MLP. cx_model_dims reports (d_model, d_model); it has no
+ * recurrent state (cx_state_create refuses it): its memory lives in sessions. */
+
+/* A fresh session (one conversation, or `batch` parallel streams) named `id` (1..256
+ * bytes of UTF-8, no control characters). Caller-owned: cx_session_free; keeps its
+ * model alive. Its memory is fixed at creation, constant in the tokens seen. One
+ * thread at a time (a concurrent call gets CX_STATUS_BUSY); a failed call leaves the
+ * session unchanged. */
+cx_status cx_session_create(const cx_model_t *model, const char *id, int64_t batch, cx_session_t **out);
+
+/* Release a session. Accepts NULL. */
+void cx_session_free(cx_session_t *session);
+
+/* Batch size, tokens seen (the most of any stream, counted at the first hooked layer)
+ * and the bytes of memory it holds. */
+cx_status cx_session_info(const cx_session_t *session, int64_t *batch, int64_t *tokens, int64_t *bytes);
+
+/* Its id, NUL-terminated (size-query pattern). */
+cx_status cx_session_id(const cx_session_t *session, char *buf, size_t cap, size_t *needed);
+
+/* Reset the streams where mask[b] != 0 (mask: [B], any integer or bool dtype; NULL:
+ * all) to a fresh state: memory, signals and segments. */
+cx_status cx_session_reset(cx_session_t *session, const DLTensor *mask);
+
+/* A deep copy named `id` (caller-owned); the original is unchanged. */
+cx_status cx_session_fork(cx_session_t *session, const char *id, cx_session_t **out);
+
+/* Serialize ("CXSESS01", version, sidecar fingerprint, batch, every state tensor,
+ * signals, segments, checksum; size-query pattern) and rebuild (refused for another
+ * sidecar or a damaged blob). id: NULL keeps the saved id. */
+cx_status cx_session_to_bytes(cx_session_t *session, void *buf, size_t cap, size_t *needed);
+cx_status cx_session_from_bytes(const cx_model_t *model, const void *buf, size_t len, const char *id,
+                                cx_session_t **out);
+
+/* A copy of state tensor `name` of hooked layer `layer`, float32 [B, n] (caller-owned).
+ * GDN: conv_q, conv_k, conv_v, S, win_k, win_v, win_n; fast weights: U, V. */
+cx_status cx_session_get_state(cx_session_t *session, int32_t layer, const char *name, cx_tensor_t **out);
+
+/* The sidecar output of host layer `layer` for its normalised hidden states h
+ * (float32 [B, T, D] or, one decode step, [B, D]), advancing the session's memory of
+ * that layer: *y has h's shape (caller-owned). Sequence mode runs the delta rule
+ * chunkwise, step mode recurrently. signals (fast weights only; NULL: the input
+ * cx_session_observe set): the controller inputs [surprise, uncertainty, reward,
+ * phase] as [B, T, 4] / [B, 4]. Errors (unhooked layer, wrong shape or dtype, a
+ * session of another model) change nothing. */
+cx_status cx_sidecar_forward(const cx_model_t *model, int32_t layer, const DLTensor *h, cx_session_t *session,
+                             const DLTensor *signals, cx_tensor_t **y);
+
+/* As above into a caller buffer: y must be a writable float32 CPU tensor of h's shape. */
+cx_status cx_sidecar_forward_into(const cx_model_t *model, int32_t layer, const DLTensor *h,
+                                  cx_session_t *session, const DLTensor *signals, DLTensor *y);
+
+/* Advance the plasticity signals of a fast-weight session by one token per stream
+ * (seed 002, inference-time surprise): loss = losses[b], or -log softmax(logits[b])
+ * [tokens[b]] (logits: float32 [B, V]; tokens: integers [B], the tokens that followed);
+ * uncertainty = entropy of softmax(logits[b]) in nats (0 without logits); rewards: [B]
+ * or NULL (0). Then ema = d*ema + (1-d)*loss (starting at the first loss), surprise =
+ * loss - ema, phase = sin(2*pi*step/period): the controller input of the next tokens.
+ * The segmenter opens a segment when surprise > 1.2*ema and closes it when surprise <
+ * 1.05*ema (config segment_open / segment_close). */
+cx_status cx_session_observe(cx_session_t *session, const DLTensor *logits, const DLTensor *tokens,
+                             const DLTensor *losses, const DLTensor *rewards);
+
+/* The controller input of each stream's next tokens, float32 [B, 4] (caller-owned). */
+cx_status cx_session_signals(cx_session_t *session, cx_tensor_t **out);
+
+/* Closed segments of stream `stream` (the latest 64 are kept), and segment `index`
+ * (0 = oldest kept): its first and last token, the mean and variance of the hidden
+ * states the hooked layers saw over it (float32 [L * D], layer-major), and the change
+ * of every layer's U and V over it (float32, layers concatenated). Handles are
+ * caller-owned. */
+cx_status cx_session_segment_count(cx_session_t *session, int64_t stream, int64_t *count);
+cx_status cx_session_segment(cx_session_t *session, int64_t stream, int64_t index, int64_t *start, int64_t *end,
+                             cx_tensor_t **h_mean, cx_tensor_t **h_var, cx_tensor_t **delta_u,
+                             cx_tensor_t **delta_v);
+
+typedef struct cx_store_options {
+  uint32_t struct_size; /* sizeof(cx_store_options), set by cx_store_default_options */
+  uint32_t reserved;    /* 0 */
+  double ttl_seconds;   /* a session not saved or loaded for this long expires; 0: never */
+  int64_t max_bytes;    /* past this total, least recently used sessions are evicted; 0: no cap */
+} cx_store_options;
+
+/* Defaults: no TTL, no size cap. */
+cx_store_options cx_store_default_options(void);
+
+/* Open (or create) a session store: one SQLite database file in WAL mode. A save is
+ * one transaction, so a process killed mid-save leaves the previous session intact.
+ * Caller-owned: cx_store_close. Thread-safe (calls are serialised); several processes
+ * may share the file. opts may be NULL (defaults). */
+cx_status cx_store_open(const char *path, const cx_store_options *opts, cx_store_t **out);
+void cx_store_close(cx_store_t *store);
+
+/* Save (insert or replace) a session under its id. */
+cx_status cx_store_save(cx_store_t *store, cx_session_t *session);
+
+/* The session saved under id, for model (refused, CX_STATUS_STATE_MISMATCH, when another
+ * sidecar saved it); CX_STATUS_NOT_FOUND when there is none or it expired. */
+cx_status cx_store_load(cx_store_t *store, const cx_model_t *model, const char *id, cx_session_t **out);
+
+/* Delete a saved session; *existed (may be NULL) tells whether it was there. */
+cx_status cx_store_delete(cx_store_t *store, const char *id, int32_t *existed);
+
+/* The live sessions as a JSON array of {"id", "bytes", "fingerprint", "updated",
+ * "accessed"} (seconds since the epoch), most recently used first (size-query pattern). */
+cx_status cx_store_list_json(cx_store_t *store, char *buf, size_t cap, size_t *needed);
+
+/* Delete expired sessions now; *removed (may be NULL) gets their number. */
+cx_status cx_store_purge_expired(cx_store_t *store, int64_t *removed);
 
 /* -------------------------------------------------------------- tensor -- */
 

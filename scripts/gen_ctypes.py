@@ -19,7 +19,7 @@ SCALARS = {
     "int32_t": "ctypes.c_int32", "uint32_t": "ctypes.c_uint32", "int64_t": "ctypes.c_int64",
     "uint64_t": "ctypes.c_uint64", "uint8_t": "ctypes.c_uint8", "uint16_t": "ctypes.c_uint16",
     "int": "ctypes.c_int", "size_t": "ctypes.c_size_t", "cx_status": "ctypes.c_int32",
-    "DLDeviceType": "ctypes.c_int", "void": "None", "float": "ctypes.c_float",
+    "DLDeviceType": "ctypes.c_int", "void": "None", "float": "ctypes.c_float", "double": "ctypes.c_double",
 }
 CALLBACKS = {}  # function-pointer typedefs (name -> CFUNCTYPE expression), filled by parse()
 

@@ -67,9 +67,20 @@ import torch  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN_FORMAT = 1
 
-spec = importlib.util.spec_from_file_location("cx_export", os.path.join(ROOT, "bindings/python/cortex_swift/export.py"))
-cx_export = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cx_export)
+
+
+def _load(name, path):
+    """A module of the Python package by file (importing cortex_swift would load libcortex)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cx_export = _load("cx_export", "bindings/python/cortex_swift/export.py")
+# The sidecars' PyTorch reference (seeds 001/002; no package implements them).
+torch_sidecars = _load("torch_sidecars", "bindings/python/cortex_swift/torch_sidecars.py")
+GDNSidecarLayer, FastWeightSidecarLayer = torch_sidecars.GDNSidecarLayer, torch_sidecars.FastWeightSidecarLayer
 
 
 def flat_state(td, prefix=""):
@@ -677,93 +688,6 @@ def mythos_goldens():
         write_cases(out, "open-mythos", 1e-4, cases, tensors)
 
 
-class GDNSidecarLayer(torch.nn.Module):
-    """PyTorch reference of seed 001's hybrid Gated-DeltaNet sidecar layer (no package
-    implements it; this is the math the seed and issue 6 describe, written plainly):
-
-        q, k, v = SiLU(ShortConv1d_4(W_q h)), SiLU(ShortConv1d_4(W_k h)), SiLU(ShortConv1d_4(W_v h))
-        α = σ(W_α h + b_α)  (b_α initialised to +2: persistence),  g = log α,  β = σ(W_β h)
-        delta rule per head on (L2-normalised q, k, v), scale K^-1/2:
-            S ← α S;  S ← S + β (v − S k) kᵀ;  o_Δ = S (scale·q̂)
-        sliding-window attention per head over the last W tokens (itself included), on the
-        un-normalised q, k:  o_W = softmax_j((q·k_j)/√K) v_j
-        m = σ(W_m h + b_m);  o = m·o_Δ + (1 − m)·o_W;  y = W_o [o_heads]   (W_o zero-initialised)
-
-    State: the raw projections of the last 3 tokens (the convs' windows), S [H, K, K], and
-    the keys/values of the last W − 1 tokens with a count of how many are valid."""
-
-    def __init__(self, d_model, n_heads, head_dim, window=128, conv=4):
-        super().__init__()
-        self.H, self.K, self.W, self.C = n_heads, head_dim, window, conv
-        HK = n_heads * head_dim
-        self.q_proj = torch.nn.Linear(d_model, HK, bias=False)
-        self.k_proj = torch.nn.Linear(d_model, HK, bias=False)
-        self.v_proj = torch.nn.Linear(d_model, HK, bias=False)
-        self.a_proj = torch.nn.Linear(d_model, n_heads)
-        self.b_proj = torch.nn.Linear(d_model, n_heads, bias=False)
-        self.mix_proj = torch.nn.Linear(d_model, n_heads)
-        self.conv_q = torch.nn.Conv1d(HK, HK, conv, groups=HK, bias=False)
-        self.conv_k = torch.nn.Conv1d(HK, HK, conv, groups=HK, bias=False)
-        self.conv_v = torch.nn.Conv1d(HK, HK, conv, groups=HK, bias=False)
-        self.o_proj = torch.nn.Linear(HK, d_model, bias=False)
-        with torch.no_grad():
-            self.a_proj.bias.fill_(2.0)
-            self.o_proj.weight.zero_()
-
-    def init_state(self, B):
-        HK = self.H * self.K
-        return {"conv_q": torch.zeros(B, self.C - 1, HK), "conv_k": torch.zeros(B, self.C - 1, HK),
-                "conv_v": torch.zeros(B, self.C - 1, HK), "S": torch.zeros(B, self.H, self.K, self.K),
-                "win_k": torch.zeros(B, self.W - 1, HK), "win_v": torch.zeros(B, self.W - 1, HK),
-                "win_n": torch.zeros(B)}
-
-    def _conv(self, conv, x, window):  # x [B, T, HK], window [B, C-1, HK] of raw inputs
-        full = torch.cat([window, x], 1)
-        y = torch.nn.functional.conv1d(full.transpose(1, 2), conv.weight, groups=full.shape[-1]).transpose(1, 2)
-        return torch.nn.functional.silu(y), full[:, -(self.C - 1):]
-
-    def forward(self, h, state):
-        """h [B, T, D] -> y [B, T, D], new state (one token at a time inside: the reference)."""
-        import torch.nn.functional as F
-        B, T, _ = h.shape
-        H, K, W = self.H, self.K, self.W
-        st = {k: v.clone() for k, v in state.items()}
-        q, st["conv_q"] = self._conv(self.conv_q, self.q_proj(h), st["conv_q"])
-        k, st["conv_k"] = self._conv(self.conv_k, self.k_proj(h), st["conv_k"])
-        v, st["conv_v"] = self._conv(self.conv_v, self.v_proj(h), st["conv_v"])
-        alpha = torch.sigmoid(self.a_proj(h))
-        beta = torch.sigmoid(self.b_proj(h))
-        mix = torch.sigmoid(self.mix_proj(h))
-        qh, kh, vh = (t.view(B, T, H, K) for t in (q, k, v))
-        qn, kn = F.normalize(qh, dim=-1), F.normalize(kh, dim=-1)
-        out = torch.zeros(B, T, H, K)
-        S = st["S"]
-        for t in range(T):
-            for b in range(B):
-                for i in range(H):
-                    S[b, i] = alpha[b, t, i] * S[b, i]
-                    err = vh[b, t, i] - S[b, i].T @ kn[b, t, i]          # S [K_key, V]
-                    S[b, i] = S[b, i] + beta[b, t, i] * torch.outer(kn[b, t, i], err)
-                    o_delta = S[b, i].T @ (qn[b, t, i] * K ** -0.5)
-                    # window: the last W-1 cached tokens that are valid, then this call's
-                    n = int(st["win_n"][b])
-                    keys = torch.cat([st["win_k"][b, W - 1 - n:].view(-1, H, K)[:, i], kh[b, :t + 1, i]], 0)[-W:]
-                    vals = torch.cat([st["win_v"][b, W - 1 - n:].view(-1, H, K)[:, i], vh[b, :t + 1, i]], 0)[-W:]
-                    p = torch.softmax(keys @ qh[b, t, i] / K ** 0.5, 0)
-                    o_win = p @ vals
-                    out[b, t, i] = mix[b, t, i] * o_delta + (1 - mix[b, t, i]) * o_win
-        st["S"] = S
-        for b in range(B):  # roll the window: the last W-1 of [cache; this call]
-            n = int(st["win_n"][b])
-            allk = torch.cat([st["win_k"][b, W - 1 - n:], k[b]], 0)[-(W - 1):]
-            allv = torch.cat([st["win_v"][b, W - 1 - n:], v[b]], 0)[-(W - 1):]
-            st["win_k"][b].zero_(); st["win_v"][b].zero_()
-            st["win_k"][b, W - 1 - allk.shape[0]:] = allk
-            st["win_v"][b, W - 1 - allv.shape[0]:] = allv
-            st["win_n"][b] = allk.shape[0]
-        return self.o_proj(out.reshape(B, T, H * K)), st
-
-
 def gdn_layer_goldens():
     """A GDN hybrid sidecar layer (GDNSidecarLayer above): sequence and step mode, state
     carried across calls past the window, batch 2, and the zero-initialised output."""
@@ -796,80 +720,9 @@ def gdn_layer_goldens():
         for k, v in state.items():
             tensors[f"{name}/state/{k}"] = v
     write_cases(os.path.join(ROOT, "Tests", "goldens", "sidecars", "gdn_layer"),
-                {"scripts/make_goldens.py": "GDNSidecarLayer"}, 1e-5,
+                {"bindings/python/cortex_swift/torch_sidecars.py": "GDNSidecarLayer"}, 1e-5,
                 {"seq": "9 tokens from a fresh state (window 6 rolls)", "carry": "5 more tokens from the 'seq' state"},
                 tensors, config={"d_model": D, "n_heads": H, "head_dim": K, "window": W, "conv": 4})
-
-
-class FastWeightSidecarLayer(torch.nn.Module):
-    """PyTorch reference of seed 002's low-rank fast-weight sidecar layer (its published
-    code never moves the fast weights; this is the math the seed's text gives). Per
-    head, U [d, r], V [r, d]; per token, with α_eff = σ(W_α h)·m_gate·write_scale·α_max:
-
-        U, V ← γU, γV;   k_u = Uᵀk;   U += α_eff k k_uᵀ;   V += α_eff k_u vᵀ
-        U −= β·clamp(U, −1, 1);   V −= β·clamp(V, −1, 1)
-        y_fast = Vᵀ(Uᵀq)                      (never forming UV; the seed writes V·(Uᵀq))
-        y = σ(g)·y_fast + (1 − σ(g))·v,  g = w_g·[q; k; y_fast] + b_g      (gate mode)
-        or y = w₀v + w₁y_fast, w = softmax(qᵀk/√d, qᵀy_fast/√d)            (two-way mode)
-        out = W_o [y_heads]   (W_o zero-initialised)
-
-    Controller: [m_gate, write_scale] = σ(W₂ tanh(W₁ [surprise, uncertainty, reward,
-    phase] + b₁) + b₂), write_scale capped at 0.5 when uncertainty > guard. U starts from a
-    fixed seeded orthonormal basis / √r (`U0`, a buffer in the state dict): from zero,
-    k_u = Uᵀk = 0 and every write vanishes."""
-
-    def __init__(self, d_model, n_heads, head_dim, rank, gamma=0.95, beta=0.01, alpha_max=0.05, two_way=False,
-                 guard=2.0, ctrl_hidden=8):
-        super().__init__()
-        self.H, self.d, self.r = n_heads, head_dim, rank
-        self.gamma, self.beta, self.alpha_max, self.two_way, self.guard = gamma, beta, alpha_max, two_way, guard
-        Hd = n_heads * head_dim
-        self.q_proj = torch.nn.Linear(d_model, Hd, bias=False)
-        self.k_proj = torch.nn.Linear(d_model, Hd, bias=False)
-        self.v_proj = torch.nn.Linear(d_model, Hd, bias=False)
-        self.alpha_proj = torch.nn.Linear(d_model, n_heads)
-        self.gate = torch.nn.Linear(3 * head_dim, 1)
-        self.ctrl1 = torch.nn.Linear(4, ctrl_hidden)
-        self.ctrl2 = torch.nn.Linear(ctrl_hidden, 2)
-        self.o_proj = torch.nn.Linear(Hd, d_model, bias=False)
-        g = torch.Generator().manual_seed(1234)
-        basis = torch.linalg.qr(torch.randn(n_heads, head_dim, rank, generator=g))[0]  # orthonormal columns
-        self.register_buffer("U0", basis / rank ** 0.5)
-        with torch.no_grad():
-            self.o_proj.weight.zero_()
-
-    def init_state(self, B):
-        return {"U": self.U0.unsqueeze(0).repeat(B, 1, 1, 1), "V": torch.zeros(B, self.H, self.r, self.d)}
-
-    def forward(self, h, signals, state):
-        B, T, _ = h.shape
-        H, d = self.H, self.d
-        U, V = state["U"].clone(), state["V"].clone()
-        q, k, v = (p(h).view(B, T, H, d) for p in (self.q_proj, self.k_proj, self.v_proj))
-        gates = torch.sigmoid(self.ctrl2(torch.tanh(self.ctrl1(signals))))  # [B, T, 2]
-        m_gate, ws = gates[..., 0], gates[..., 1]
-        ws = torch.where(signals[..., 1] > self.guard, torch.clamp(ws, max=0.5), ws)
-        a = torch.sigmoid(self.alpha_proj(h)) * (m_gate * ws * self.alpha_max).unsqueeze(-1)  # [B, T, H]
-        out = torch.zeros(B, T, H, d)
-        for t in range(T):
-            for b in range(B):
-                for i in range(H):
-                    U[b, i] *= self.gamma
-                    V[b, i] *= self.gamma
-                    ku = U[b, i].T @ k[b, t, i]
-                    U[b, i] += a[b, t, i] * torch.outer(k[b, t, i], ku)
-                    V[b, i] += a[b, t, i] * torch.outer(ku, v[b, t, i])
-                    U[b, i] -= self.beta * torch.clamp(U[b, i], -1, 1)
-                    V[b, i] -= self.beta * torch.clamp(V[b, i], -1, 1)
-                    y_fast = V[b, i].T @ (U[b, i].T @ q[b, t, i])
-                    if self.two_way:
-                        s = torch.stack([q[b, t, i] @ k[b, t, i], q[b, t, i] @ y_fast]) / d ** 0.5
-                        w = torch.softmax(s, 0)
-                        out[b, t, i] = w[0] * v[b, t, i] + w[1] * y_fast
-                    else:
-                        gl = torch.sigmoid(self.gate(torch.cat([q[b, t, i], k[b, t, i], y_fast])))[0]
-                        out[b, t, i] = gl * y_fast + (1 - gl) * v[b, t, i]
-        return self.o_proj(out.reshape(B, T, H * d)), {"U": U, "V": V}
 
 
 def fast_weight_goldens():
@@ -905,10 +758,66 @@ def fast_weight_goldens():
                         f"{mode}/carry/state/U": st2["U"], f"{mode}/carry/state/V": st2["V"]})
         configs[mode] = {"d_model": D, "n_heads": H, "head_dim": d, "rank": r, "gamma": 0.95, "beta": 0.01,
                          "alpha_max": 0.5, "two_way": mode == "two_way", "guard": 2.0, "controller_hidden": 8}
-    write_cases(out, {"scripts/make_goldens.py": "FastWeightSidecarLayer"}, 1e-5,
+    write_cases(out, {"bindings/python/cortex_swift/torch_sidecars.py": "FastWeightSidecarLayer"}, 1e-5,
                 {f"{m}/{c}": d for m in configs for c, d in (("seq", "7 tokens from the seeded initial U"),
                                                              ("carry", "4 more tokens from the 'seq' state"))},
                 tensors, configs=configs)
+
+
+def sidecar_model_goldens():
+    """Whole sidecar models (torch_sidecars.SidecarModel, two hooked layers, batch 2)
+    exported with cx.export, and a session's calls through them: a sequence per layer,
+    three decode steps per layer, another sequence; every layer's final state. GDN with
+    window 6 and chunk 4 (windows roll and chunks split inside the calls); fast weights
+    with the controller fed by the plasticity signals of per-token losses (the same
+    losses the tests pass to observe, one observe per step) and explicit signals in the
+    first call."""
+    for kind in ("gdn", "fast_weight"):
+        torch.manual_seed(131 if kind == "gdn" else 132)
+        D, B = 24, 2
+        if kind == "gdn":
+            model = torch_sidecars.SidecarModel("gdn", D, [1, 3], 2, 8, window=6, chunk=4).eval()
+        else:
+            model = torch_sidecars.SidecarModel("fast_weight", D, [1, 3], 2, 8, rank=3, alpha_max=0.5,
+                                                signal_period=16).eval()
+        with torch.no_grad():
+            for layer in model.layers.values():
+                layer.o_proj.weight.normal_(0, 0.3)
+        out = os.path.join(ROOT, "Tests", "goldens", "sidecars", f"model_{kind}")
+        cx_export.export(model, os.path.join(out, "model"))
+        g = torch.Generator().manual_seed(133)
+        states = {k: l.init_state(B) for k, l in model.layers.items()}
+        signals = [torch_sidecars.PlasticitySignals(period=16) for _ in range(B)]
+        current = torch.zeros(B, 4)
+        tensors, cases = {}, {}
+        steps = [("seq1", 9), ("step1", 0), ("step2", 0), ("step3", 0), ("seq2", 5)]
+        for name, T in steps:
+            for key, layer in model.layers.items():
+                h = torch.randn(B, max(T, 1), D, generator=g)
+                sig = current.unsqueeze(1).expand(B, h.shape[1], 4).contiguous()
+                if kind == "fast_weight" and name == "seq1":
+                    sig = torch.randn(B, T, 4, generator=g)  # explicit signals in the first call
+                    tensors[f"{name}/{key}/signals"] = sig
+                with torch.no_grad():
+                    if kind == "gdn":
+                        y, states[key] = layer(h, states[key])
+                    else:
+                        y, states[key] = layer(h, sig, states[key])
+                tensors[f"{name}/{key}/h"] = h if T else h[:, 0]
+                tensors[f"{name}/{key}/y"] = y if T else y[:, 0]
+            if kind == "fast_weight" and not T:
+                # After each decode step the host observes its loss (then the next step uses it).
+                losses = torch.rand(B, generator=g, dtype=torch.float64) * 4
+                tensors[f"{name}/losses"] = losses.float()
+                current = torch.tensor([signals[b].update(float(losses.float()[b])) for b in range(B)],
+                                       dtype=torch.float32)
+                tensors[f"{name}/signals_after"] = current
+            cases[name] = f"{'a sequence of ' + str(T) if T else 'one decode step of'} tokens per layer"
+        for key, st in states.items():
+            for k, v in st.items():
+                tensors[f"final/{key}/{k}"] = v
+        write_cases(out, {"bindings/python/cortex_swift/torch_sidecars.py": "SidecarModel"}, 1e-5, cases, tensors,
+                    order=[n for n, _ in steps], layers=model.config["layers"])
 
 
 def gdn_kernel_goldens():
@@ -949,7 +858,7 @@ def gdn_kernel_goldens():
 def main():
     global EXPLICIT_RESETS
     groups = {"auto": [auto_goldens], "axon": [axon_goldens], "scaffolds": [scaffold_goldens],
-              "sidecars": [gdn_kernel_goldens, gdn_layer_goldens, fast_weight_goldens], "mythos": [mythos_goldens],
+              "sidecars": [gdn_kernel_goldens, gdn_layer_goldens, fast_weight_goldens, sidecar_model_goldens], "mythos": [mythos_goldens],
               "routed": [routed_goldens]}
     if len(sys.argv) > 1:
         names = sys.argv[1].split(",")

@@ -43,6 +43,7 @@ const char *cx_status_name(cx_status status) {
     case CX_STATUS_NAN_INPUT: return "CX_STATUS_NAN_INPUT";
     case CX_STATUS_BUSY: return "CX_STATUS_BUSY";
     case CX_STATUS_INTERNAL: return "CX_STATUS_INTERNAL";
+    case CX_STATUS_NOT_FOUND: return "CX_STATUS_NOT_FOUND";
     default: return "CX_STATUS_UNKNOWN";
   }
 }

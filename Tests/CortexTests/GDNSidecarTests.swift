@@ -1,7 +1,7 @@
 import Cortex
 import XCTest
 
-/// The GDN hybrid sidecar layer against the golden script's PyTorch reference
+/// The GDN hybrid sidecar layer against the PyTorch reference (cortex_swift.torch_sidecars)
 /// (Tests/goldens/sidecars/gdn_layer): sequence mode (chunkwise delta rule), step mode
 /// (recurrent), the state carried into a second call that rolls the window, batch 2.
 /// Tolerance 1e-5 · max(1, max |reference|).

@@ -45,7 +45,7 @@ STATIC_ASSERT(CX_STATUS_IO_ERROR == 6 && CX_STATUS_PARSE_ERROR == 7 && CX_STATUS
 STATIC_ASSERT(CX_STATUS_MISSING_TENSOR == 9 && CX_STATUS_STATE_MISMATCH == 10 &&
                   CX_STATUS_BUFFER_TOO_SMALL == 11, status_d);
 STATIC_ASSERT(CX_STATUS_OUT_OF_MEMORY == 12 && CX_STATUS_NAN_INPUT == 13 && CX_STATUS_BUSY == 14 &&
-                  CX_STATUS_INTERNAL == 15, status_e);
+                  CX_STATUS_INTERNAL == 15 && CX_STATUS_NOT_FOUND == 16, status_e);
 STATIC_ASSERT(CX_NAN_PROPAGATE == 0 && CX_NAN_REJECT == 1, nan_policy);
 STATIC_ASSERT(kDLCPU == 1 && kDLCUDA == 2 && kDLFloat == 2 && kDLBfloat == 4 && CX_DLPACK_CODE_BOOL == 6, dl_enums);
 STATIC_ASSERT(sizeof(cx_load_options) == 12 && offsetof(cx_load_options, nan_policy) == 4, load_options);
@@ -59,7 +59,8 @@ static const char *const status_names[] = {
     "CX_STATUS_OK",           "CX_STATUS_INVALID_ARGUMENT", "CX_STATUS_INVALID_HANDLE", "CX_STATUS_SHAPE_MISMATCH",
     "CX_STATUS_DTYPE_MISMATCH", "CX_STATUS_DEVICE_MISMATCH", "CX_STATUS_IO_ERROR",      "CX_STATUS_PARSE_ERROR",
     "CX_STATUS_UNSUPPORTED",  "CX_STATUS_MISSING_TENSOR", "CX_STATUS_STATE_MISMATCH", "CX_STATUS_BUFFER_TOO_SMALL",
-    "CX_STATUS_OUT_OF_MEMORY", "CX_STATUS_NAN_INPUT",      "CX_STATUS_BUSY",           "CX_STATUS_INTERNAL"};
+    "CX_STATUS_OUT_OF_MEMORY", "CX_STATUS_NAN_INPUT",      "CX_STATUS_BUSY",           "CX_STATUS_INTERNAL",
+    "CX_STATUS_NOT_FOUND"};
 
 int main(void) {
   int failures = 0;
@@ -75,7 +76,7 @@ int main(void) {
            cx_version_string() ? cx_version_string() : "(NULL)", CORTEX_EXPECTED_VERSION);
     failures++;
   }
-  for (s = 0; s <= CX_STATUS_INTERNAL; ++s) {
+  for (s = 0; s <= CX_STATUS_NOT_FOUND; ++s) {
     if (strcmp(cx_status_name(s), status_names[s]) != 0) {
       printf("FAIL: cx_status_name(%d) = '%s', want '%s'\n", (int)s, cx_status_name(s), status_names[s]);
       failures++;

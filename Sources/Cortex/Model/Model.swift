@@ -8,7 +8,7 @@ public final class Model: @unchecked Sendable {
     public enum NaNPolicy: Int32, Sendable { case propagate = 0, reject = 1 }
 
     public static let formatVersion = 1
-    public static let architectures = ["cortex_stack", "open_mythos"]
+    public static let architectures = ["cortex_stack", "open_mythos", "cortex_sidecar"]
     public static let maxConfigBytes = 16 << 20
 
     public let architecture: String
@@ -27,6 +27,9 @@ public final class Model: @unchecked Sendable {
     /// An OpenMythos language model (`"architecture": "open_mythos"`): it runs through
     /// `MythosCache` and token ids, not recurrent states.
     public let mythos: MythosModel?
+    /// Memory sidecars for a host transformer (`"architecture": "cortex_sidecar"`): they
+    /// run per hooked layer through `SidecarSession`s.
+    public let sidecar: SidecarModel?
 
     public var inputSize: Int { module.inputSize }
     public var outputSize: Int { module.outputSize }
@@ -70,6 +73,7 @@ public final class Model: @unchecked Sendable {
             module = try CortexStack(config: cfg, weights: weights)
             routedAdapter = cfg.routedAdapter
             mythos = nil
+            sidecar = nil
         case "open_mythos":
             let cfg: MythosConfig
             do { cfg = try MythosConfig.parse(config) } catch let e as CortexError { throw e.prefixed("config.json") }
@@ -77,6 +81,15 @@ public final class Model: @unchecked Sendable {
             mythos = lm
             module = LanguageModelStub(vocab: cfg.vocabSize, parameters: lm.parameterCount)
             routedAdapter = nil
+            sidecar = nil
+        case "cortex_sidecar":
+            let cfg: SidecarConfig
+            do { cfg = try SidecarConfig.parse(config) } catch let e as CortexError { throw e.prefixed("config.json") }
+            let sc = try SidecarModel(config: cfg, weights: weights)
+            sidecar = sc
+            module = SidecarStub(dModel: cfg.dModel, parameters: sc.parameterCount)
+            routedAdapter = nil
+            mythos = nil
         default:
             throw CortexError.unsupported("config.json: unknown architecture '\(arch)' (supported: \(Model.architectures.joined(separator: ", ")))")
         }
@@ -180,6 +193,20 @@ struct LanguageModelStub: RecurrentModule {
     func run(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int, time: Int,
              state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena) throws {
         throw CortexError.unsupported("an open_mythos model runs on token ids with a KV cache, not on recurrent states")
+    }
+}
+
+/// The recurrent-module face of a sidecar model: it runs per hooked layer through
+/// `SidecarSession`, not through recurrent states.
+struct SidecarStub: RecurrentModule {
+    let dModel: Int, parameters: Int
+    var inputSize: Int { dModel }
+    var outputSize: Int { dModel }
+    var stateSpecs: [StateSpec] { [] }
+    var parameterCount: Int { parameters }
+    func run(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int, time: Int,
+             state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena) throws {
+        throw CortexError.unsupported("a cortex_sidecar model runs per host layer with a session (cx_sidecar_forward), not on recurrent states")
     }
 }
 

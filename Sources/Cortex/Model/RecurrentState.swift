@@ -33,6 +33,9 @@ public final class RecurrentState: @unchecked Sendable {
         guard model.mythos == nil else {
             throw CortexError.unsupported("an open_mythos model has no recurrent state: create a KV cache (cx_cache_create) and pass token ids")
         }
+        guard model.sidecar == nil else {
+            throw CortexError.unsupported("a cortex_sidecar model has no recurrent state: create a session (cx_session_create) and call cx_sidecar_forward")
+        }
         guard batch >= 1, batch <= RecurrentState.maxBatch else {
             throw CortexError.invalidArgument("batch must be in [1, \(RecurrentState.maxBatch)], got \(batch)")
         }

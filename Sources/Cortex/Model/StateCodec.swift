@@ -23,12 +23,12 @@ public enum StateCodec {
                                       metadata: ["format": "cortex-state"])
         }
         var out = magic
-        append(&out, UInt64(version))  // version (u32) + reserved (u32) as one LE u64
-        append(&out, state.model.fingerprint)
-        append(&out, UInt64(state.batch))
-        append(&out, UInt64(payload.count))
+        LittleEndian.append(&out, UInt64(version))  // version (u32) + reserved (u32) as one LE u64
+        LittleEndian.append(&out, state.model.fingerprint)
+        LittleEndian.append(&out, UInt64(state.batch))
+        LittleEndian.append(&out, UInt64(payload.count))
         out.append(contentsOf: payload)
-        append(&out, FNV1a64.hash(Array(out[8...])))
+        LittleEndian.append(&out, FNV1a64.hash(Array(out[8...])))
         return out
     }
 
@@ -37,25 +37,25 @@ public enum StateCodec {
             throw CortexError.parse("state bytes: \(bytes.count) bytes is too short for a Cortex state")
         }
         guard Array(bytes[0..<8]) == magic else { throw CortexError.parse("state bytes: bad magic (not a Cortex state)") }
-        let version = read32(bytes, 8)
+        let version = LittleEndian.u32(bytes, 8)
         guard version == StateCodec.version else {
             throw CortexError.stateMismatch("state bytes: format version \(version), this build reads \(StateCodec.version)")
         }
-        guard read32(bytes, 12) == 0 else { throw CortexError.parse("state bytes: reserved header field is not zero (damaged state)") }
-        let fingerprint = read64(bytes, 16)
+        guard LittleEndian.u32(bytes, 12) == 0 else { throw CortexError.parse("state bytes: reserved header field is not zero (damaged state)") }
+        let fingerprint = LittleEndian.u64(bytes, 16)
         guard fingerprint == model.fingerprint else {
             throw CortexError.stateMismatch("state bytes: saved by model \(fingerprint.hex16), not this model (\(model.fingerprint.hex16))")
         }
-        let batch64 = read64(bytes, 24)
+        let batch64 = LittleEndian.u64(bytes, 24)
         guard batch64 >= 1, batch64 <= UInt64(RecurrentState.maxBatch) else {
             throw CortexError.parse("state bytes: invalid batch \(batch64)")
         }
-        let len = read64(bytes, 32)
+        let len = LittleEndian.u64(bytes, 32)
         guard len == UInt64(bytes.count - headerSize - 8) else {
             throw CortexError.parse("state bytes: payload length \(len) does not match the blob size")
         }
         let payload = Array(bytes[headerSize..<(bytes.count - 8)])
-        guard FNV1a64.hash(Array(bytes[8..<(bytes.count - 8)])) == read64(bytes, bytes.count - 8) else {
+        guard FNV1a64.hash(Array(bytes[8..<(bytes.count - 8)])) == LittleEndian.u64(bytes, bytes.count - 8) else {
             throw CortexError.parse("state bytes: checksum mismatch (damaged state)")
         }
         let file: SafetensorsFile
@@ -80,21 +80,5 @@ public enum StateCodec {
         let state = try RecurrentState(model: model, batch: batch)
         state.load(values)
         return state
-    }
-
-    private static func append(_ out: inout [UInt8], _ v: UInt64) {
-        for k in 0..<8 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(k)))) }
-    }
-
-    private static func read64(_ b: [UInt8], _ at: Int) -> UInt64 {
-        var v: UInt64 = 0
-        for k in 0..<8 { v |= UInt64(b[at + k]) << (8 * UInt64(k)) }
-        return v
-    }
-
-    private static func read32(_ b: [UInt8], _ at: Int) -> UInt32 {
-        var v: UInt32 = 0
-        for k in 0..<4 { v |= UInt32(b[at + k]) << (8 * UInt32(k)) }
-        return v
     }
 }

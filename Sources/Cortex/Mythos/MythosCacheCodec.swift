@@ -42,13 +42,13 @@ public enum MythosCacheCodec {
             return try SafetensorsFile.write(tensors, metadata: ["format": "cortex-kv-cache"])
         }
         var out = magic
-        put(&out, 1)
-        put(&out, cache.model.fingerprint)
-        put(&out, UInt64(cache.batch))
-        put(&out, UInt64(cache.position))
-        put(&out, UInt64(payload.count))
+        LittleEndian.append(&out, 1)
+        LittleEndian.append(&out, cache.model.fingerprint)
+        LittleEndian.append(&out, UInt64(cache.batch))
+        LittleEndian.append(&out, UInt64(cache.position))
+        LittleEndian.append(&out, UInt64(payload.count))
         out += payload
-        put(&out, FNV1a64.hash(Array(out[8...])))
+        LittleEndian.append(&out, FNV1a64.hash(Array(out[8...])))
         return out
     }
 
@@ -57,15 +57,15 @@ public enum MythosCacheCodec {
         func bad(_ s: String) -> CortexError { .parse("cache bytes: " + s) }
         guard bytes.count >= headerSize + 8 else { throw bad("\(bytes.count) bytes is too short for a Cortex KV cache") }
         guard Array(bytes[0..<8]) == magic else { throw bad("bad magic (not a Cortex KV cache)") }
-        guard get(bytes, 8) == 1 else { throw CortexError.stateMismatch("cache bytes: format version or reserved field is not (1, 0)") }
-        guard get(bytes, 16) == model.fingerprint else {
-            throw CortexError.stateMismatch("cache bytes: saved by model \(get(bytes, 16).hex16), not this model (\(model.fingerprint.hex16))")
+        guard LittleEndian.u64(bytes, 8) == 1 else { throw CortexError.stateMismatch("cache bytes: format version or reserved field is not (1, 0)") }
+        guard LittleEndian.u64(bytes, 16) == model.fingerprint else {
+            throw CortexError.stateMismatch("cache bytes: saved by model \(LittleEndian.u64(bytes, 16).hex16), not this model (\(model.fingerprint.hex16))")
         }
-        let batch = get(bytes, 24), position = get(bytes, 32), len = get(bytes, 40)
+        let batch = LittleEndian.u64(bytes, 24), position = LittleEndian.u64(bytes, 32), len = LittleEndian.u64(bytes, 40)
         guard batch >= 1, batch <= 1 << 20 else { throw bad("invalid batch \(batch)") }
         guard position <= UInt64(m.config.maxSeqLen) else { throw bad("position \(position) exceeds max_seq_len") }
         guard len == UInt64(bytes.count - headerSize - 8) else { throw bad("payload length does not match the blob size") }
-        guard FNV1a64.hash(Array(bytes[8..<(bytes.count - 8)])) == get(bytes, bytes.count - 8) else {
+        guard FNV1a64.hash(Array(bytes[8..<(bytes.count - 8)])) == LittleEndian.u64(bytes, bytes.count - 8) else {
             throw bad("checksum mismatch (damaged cache)")
         }
         let file: SafetensorsFile
@@ -115,13 +115,5 @@ public enum MythosCacheCodec {
         cache.arena.reset()
         cache.advance(to: Int(position))
         return cache
-    }
-
-    private static func put(_ out: inout [UInt8], _ v: UInt64) {
-        for k in 0..<8 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(k)))) }
-    }
-
-    private static func get(_ b: [UInt8], _ at: Int) -> UInt64 {
-        (0..<8).reduce(UInt64(0)) { $0 | UInt64(b[at + $1]) << (8 * UInt64($1)) }
     }
 }

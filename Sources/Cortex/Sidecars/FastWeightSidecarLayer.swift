@@ -3,7 +3,7 @@ import Glibc
 #endif
 
 /// Seed 002's low-rank fast-weight sidecar for one host layer (issue 6), the math of the
-/// golden script's `FastWeightSidecarLayer` (PyTorch reference written from the seed).
+/// `FastWeightSidecarLayer` of cortex_swift.torch_sidecars (PyTorch reference written from the seed).
 /// Per head, `U [d, r]` and `V [r, d]`; per token, `α = σ(W_α h)·m_gate·write_scale·α_max`:
 ///
 ///     U, V ← γU, γV;  k_u = Uᵀk;  U += α k k_uᵀ;  V += α k_u vᵀ;  U, V −= β·clamp(·, −1, 1)
@@ -124,5 +124,22 @@ public struct FastWeightSidecarLayer: Sendable {
             }
         }
         oProj.apply(out, rows: N, into: y)
+    }
+}
+
+extension FastWeightSidecarLayer: SidecarLayer {
+    public var stateTensors: [SidecarStateTensor] {
+        [SidecarStateTensor(name: "U", count: u0.count, initial: u0),
+         SidecarStateTensor(name: "V", count: u0.count, initial: nil)]
+    }
+
+    public func run(h: UnsafePointer<Float>, signals: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                    batch: Int, time: Int, state s: [UnsafeMutablePointer<Float>], arena: Arena) throws {
+        guard s.count == 2 else { throw CortexError.invalidArgument("fast-weight sidecar: expected 2 state tensors, got \(s.count)") }
+        try run(h: h, signals: signals, y: y, batch: batch, time: time, u: s[0], v: s[1], arena: arena)
+    }
+
+    public var parameterCount: Int {
+        [qProj, kProj, vProj, alphaProj, ctrl1, ctrl2, oProj].reduce(0) { $0 + $1.parameterCount } + (gate?.parameterCount ?? 0)
     }
 }

@@ -3,7 +3,7 @@ import Glibc
 #endif
 
 /// Seed 001's hybrid Gated-DeltaNet sidecar for one host layer (issue 6), the math of the
-/// golden script's `GDNSidecarLayer` (PyTorch reference written from the seed):
+/// `GDNSidecarLayer` of cortex_swift.torch_sidecars (PyTorch reference written from the seed):
 ///
 ///     q, k, v = SiLU(ShortConv1d₄(W h)) each;  α = σ(W_α h + b_α),  β = σ(W_β h)
 ///     delta rule per head on L2-normalised q, k (scale K^-½), state S [H, K, K]
@@ -22,7 +22,7 @@ public struct GDNSidecarLayer: Sendable {
         }
     }
 
-    /// One batch's state tensors, each `[B, ...]` (the golden script's names).
+    /// One batch's state tensors, each `[B, ...]` (the PyTorch reference's names).
     public struct State {
         public var convQ, convK, convV: UnsafeMutablePointer<Float>  // [B, conv−1, H·K]
         public var S: UnsafeMutablePointer<Float>                     // [B, H, K, K]
@@ -170,5 +170,29 @@ public struct GDNSidecarLayer: Sendable {
             st.winN[b] = Float(total)
         }
         oProj.apply(o, rows: N, into: y)
+    }
+}
+
+extension GDNSidecarLayer: SidecarLayer {
+    public var stateTensors: [SidecarStateTensor] {
+        let c = config, HK = c.heads * c.headDim
+        return [SidecarStateTensor(name: "conv_q", count: (c.conv - 1) * HK, initial: nil),
+                SidecarStateTensor(name: "conv_k", count: (c.conv - 1) * HK, initial: nil),
+                SidecarStateTensor(name: "conv_v", count: (c.conv - 1) * HK, initial: nil),
+                SidecarStateTensor(name: "S", count: c.heads * c.headDim * c.headDim, initial: nil),
+                SidecarStateTensor(name: "win_k", count: (c.window - 1) * HK, initial: nil),
+                SidecarStateTensor(name: "win_v", count: (c.window - 1) * HK, initial: nil),
+                SidecarStateTensor(name: "win_n", count: 1, initial: nil)]
+    }
+
+    public func run(h: UnsafePointer<Float>, signals: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                    batch: Int, time: Int, state s: [UnsafeMutablePointer<Float>], arena: Arena) throws {
+        guard s.count == 7 else { throw CortexError.invalidArgument("GDN sidecar: expected 7 state tensors, got \(s.count)") }
+        try run(h: h, y: y, batch: batch, time: time,
+                state: State(convQ: s[0], convK: s[1], convV: s[2], S: s[3], winK: s[4], winV: s[5], winN: s[6]), arena: arena)
+    }
+
+    public var parameterCount: Int {
+        [qProj, kProj, vProj, aProj, bProj, mixProj, oProj].reduce(0) { $0 + $1.parameterCount } + convs.reduce(0) { $0 + $1.count }
     }
 }

@@ -51,42 +51,76 @@ public struct PlasticitySignals: Sendable, Equatable {
 /// Consolidation's inference side (seed 002): surprise hysteresis opens a segment when
 /// `loss − ema > open·ema` and closes it when `loss − ema < close·ema` (1.2 and 1.05 in
 /// the seed), recording the segment's mean and mean square of h and the change of the
-/// fast weights (U, V at close minus at open).
-public struct Segmenter: Sendable {
+/// fast weights (U, V at close minus at open). The last `capacity` closed segments are
+/// kept (the seed's code queue), so a session's memory stays bounded.
+public struct Segmenter: Sendable, Equatable {
     public struct Segment: Sendable, Equatable {
         public var start: Int, end: Int
         public var hMean: [Float], hMeanSquare: [Float]
         public var deltaU: [Float], deltaV: [Float]
+        /// Per-channel variance of h over the segment (mean square − mean²).
+        public var hVariance: [Float] { zip(hMeanSquare, hMean).map { max(0, $0 - $1 * $1) } }
+    }
+
+    /// A segment being recorded: where it opened, its sums, and U, V at the open.
+    public struct Open: Sendable, Equatable {
+        public var start: Int, count: Int
+        public var sum: [Double], sumSquare: [Double]
+        public var u: [Float], v: [Float]
     }
 
     public var open: Double = 1.2, close: Double = 1.05
-    public private(set) var segments: [Segment] = []
-    var current: (start: Int, count: Int, sum: [Double], sumSq: [Double], u: [Float], v: [Float])?
-    var t = 0
+    public var capacity = 64
+    public internal(set) var segments: [Segment] = []
+    /// Closed segments dropped from the front because of `capacity`.
+    public internal(set) var dropped = 0
+    public internal(set) var current: Open?
+    /// Tokens observed.
+    public internal(set) var t = 0
 
-    public init() {}
+    public init(open: Double = 1.2, close: Double = 1.05) {
+        self.open = open
+        self.close = close
+    }
 
     public var isOpen: Bool { current != nil }
 
-    /// One token: its loss and the EMA after it, the host hidden state h and the fast
-    /// weights after the token (flattened).
-    public mutating func observe(loss: Double, ema: Double, h: [Float], u: [Float], v: [Float]) {
+    /// One token: its loss and the EMA after it, the host hidden state `h`, and the fast
+    /// weights after the token (`snapshot`, read only when a segment opens or closes).
+    public mutating func observe(loss: Double, ema: Double, h: UnsafeBufferPointer<Float>,
+                                 snapshot: () -> (u: [Float], v: [Float])) {
         let s = loss - ema
         if current == nil, s > open * ema {
-            current = (t, 0, [Double](repeating: 0, count: h.count), [Double](repeating: 0, count: h.count), u, v)
+            let w = snapshot()
+            current = Open(start: t, count: 0, sum: [Double](repeating: 0, count: h.count),
+                           sumSquare: [Double](repeating: 0, count: h.count), u: w.u, v: w.v)
         }
         if var c = current {
-            for i in 0..<h.count { c.sum[i] += Double(h[i]); c.sumSq[i] += Double(h[i]) * Double(h[i]) }
+            current = nil  // keep the arrays uniquely referenced while they are updated
+            for i in 0..<min(h.count, c.sum.count) {
+                let x = Double(h[i])
+                c.sum[i] += x
+                c.sumSquare[i] += x * x
+            }
             c.count += 1
-            current = c
             if s < close * ema {
-                let n = Double(c.count)
+                let n = Double(c.count), w = snapshot()
                 segments.append(Segment(start: c.start, end: t, hMean: c.sum.map { Float($0 / n) },
-                                        hMeanSquare: c.sumSq.map { Float($0 / n) },
-                                        deltaU: zip(u, c.u).map { $0 - $1 }, deltaV: zip(v, c.v).map { $0 - $1 }))
-                current = nil
+                                        hMeanSquare: c.sumSquare.map { Float($0 / n) },
+                                        deltaU: zip(w.u, c.u).map { $0 - $1 }, deltaV: zip(w.v, c.v).map { $0 - $1 }))
+                if segments.count > capacity {
+                    segments.removeFirst(segments.count - capacity)
+                    dropped += 1
+                }
+            } else {
+                current = c
             }
         }
         t += 1
+    }
+
+    /// Convenience for arrays (tests).
+    public mutating func observe(loss: Double, ema: Double, h: [Float], u: [Float], v: [Float]) {
+        h.withUnsafeBufferPointer { observe(loss: loss, ema: ema, h: $0, snapshot: { (u, v) }) }
     }
 }

@@ -16,6 +16,7 @@ public enum CortexError: Error, Equatable, CustomStringConvertible {
     case nanInput(String)
     case busy(String)
     case `internal`(String)
+    case notFound(String)
 
     /// The matching `cx_status` value.
     public var statusCode: Int32 {
@@ -35,6 +36,7 @@ public enum CortexError: Error, Equatable, CustomStringConvertible {
         case .nanInput: return 13
         case .busy: return 14
         case .internal: return 15
+        case .notFound: return 16
         }
     }
 
@@ -43,7 +45,7 @@ public enum CortexError: Error, Equatable, CustomStringConvertible {
         case .invalidArgument(let m), .invalidHandle(let m), .shapeMismatch(let m),
              .dtypeMismatch(let m), .deviceMismatch(let m), .io(let m), .parse(let m),
              .unsupported(let m), .missingTensor(let m), .stateMismatch(let m),
-             .outOfMemory(let m), .nanInput(let m), .busy(let m), .internal(let m):
+             .outOfMemory(let m), .nanInput(let m), .busy(let m), .internal(let m), .notFound(let m):
             return m
         case .bufferTooSmall(let needed):
             return "buffer too small: \(needed) bytes needed"
@@ -71,6 +73,7 @@ public enum CortexError: Error, Equatable, CustomStringConvertible {
         case .nanInput: return .nanInput(m)
         case .busy: return .busy(m)
         case .internal: return .internal(m)
+        case .notFound: return .notFound(m)
         }
     }
 }

@@ -11,15 +11,22 @@
     logits = lm.forward(ids, n_loops=None, cache=None)      # ids: [B, T] integers
     tokens = lm.generate(ids, 32, temperature=0.8, top_k=40, seed=1)
 
+    sidecar = cx.load("sidecar_dir")                        # "architecture": "cortex_sidecar"
+    store = cx.SessionStore("sessions.db")                  # SQLite, WAL
+    session = sidecar.new_session("chat_001")               # or store.load("chat_001", sidecar)
+    out = sidecar.forward(layer, h, session)                # h: [B, T, D]; h += attn + out
+    store.save(session)
+
 A thin layer over the C ABI in include/cortex.h (declarations generated into _ffi.py).
 Inputs are anything with __dlpack__ (numpy, torch, ...) or array-likes; float64,
 float16 and bfloat16 are converted to float32 by the library, never reinterpreted.
 """
 from ._lib import (Busy, BufferTooSmall, CortexError, CortexIOError, CortexMemoryError, DeviceError, DTypeError,
                    HandleError, InvalidArgument, MissingTensor, NanInput, ParseError, ShapeError, StateMismatch,
-                   Unsupported, check, lib)
+                   NotFound, Unsupported, check, lib)
 from ._lm import Cache, LanguageModel
 from ._model import Model, State, auto_stack_config, evaluate_task, load, load_from_memory
+from ._sidecar import Session, SessionStore, Sidecar
 from ._tensor import Tensor
 from .export import export
 
@@ -41,7 +48,7 @@ def get_num_threads() -> int:
 
 
 __all__ = ["load", "load_from_memory", "auto_stack_config", "evaluate_task", "export", "Model", "State", "Tensor",
-           "LanguageModel", "Cache", "abi_version", "set_num_threads", "get_num_threads",
+           "LanguageModel", "Cache", "Sidecar", "Session", "SessionStore", "abi_version", "set_num_threads", "get_num_threads",
            "CortexError", "InvalidArgument", "HandleError", "ShapeError", "DTypeError", "DeviceError",
            "CortexIOError", "ParseError", "Unsupported", "MissingTensor", "StateMismatch", "BufferTooSmall",
-           "CortexMemoryError", "NanInput", "Busy", "__version__"]
+           "CortexMemoryError", "NanInput", "Busy", "NotFound", "__version__"]

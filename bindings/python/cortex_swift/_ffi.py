@@ -17,6 +17,7 @@ CX_STATUS_INVALID_HANDLE = 2
 CX_STATUS_IO_ERROR = 6
 CX_STATUS_MISSING_TENSOR = 9
 CX_STATUS_NAN_INPUT = 13
+CX_STATUS_NOT_FOUND = 16
 CX_STATUS_OK = 0
 CX_STATUS_OUT_OF_MEMORY = 12
 CX_STATUS_PARSE_ERROR = 7
@@ -111,6 +112,14 @@ class cx_generate_options(ctypes.Structure):
         ('eos_token', ctypes.c_int64),
     ]
 
+class cx_store_options(ctypes.Structure):
+    _fields_ = [
+        ('struct_size', ctypes.c_uint32),
+        ('reserved', ctypes.c_uint32),
+        ('ttl_seconds', ctypes.c_double),
+        ('max_bytes', ctypes.c_int64),
+    ]
+
 cx_token_callback = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64)
 
 
@@ -157,6 +166,29 @@ FUNCTIONS = {
     'cx_generator_free': (None, [ctypes.c_void_p]),
     'cx_generator_next': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64, ctypes.POINTER(ctypes.c_int32)]),
     'cx_generate': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.c_int64, ctypes.POINTER(cx_generate_options), cx_token_callback, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)]),
+    'cx_session_create': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_session_free': (None, [ctypes.c_void_p]),
+    'cx_session_info': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64)]),
+    'cx_session_id': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
+    'cx_session_reset': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor)]),
+    'cx_session_fork': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_session_to_bytes': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
+    'cx_session_from_bytes': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_session_get_state': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int32, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_sidecar_forward': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int32, ctypes.POINTER(DLTensor), ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_sidecar_forward_into': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int32, ctypes.POINTER(DLTensor), ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor)]),
+    'cx_session_observe': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor)]),
+    'cx_session_signals': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_session_segment_count': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)]),
+    'cx_session_segment': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_store_default_options': (cx_store_options, []),
+    'cx_store_open': (ctypes.c_int32, [ctypes.c_char_p, ctypes.POINTER(cx_store_options), ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_store_close': (None, [ctypes.c_void_p]),
+    'cx_store_save': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p]),
+    'cx_store_load': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_store_delete': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int32)]),
+    'cx_store_list_json': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
+    'cx_store_purge_expired': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)]),
     'cx_tensor_view': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(DLTensor))]),
     'cx_tensor_to_dlpack': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(DLManagedTensorVersioned))]),
     'cx_tensor_to_dlpack_legacy': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(DLManagedTensor))]),

@@ -51,10 +51,11 @@ BufferTooSmall = _error_class("BufferTooSmall", _ffi.CX_STATUS_BUFFER_TOO_SMALL,
 CortexMemoryError = _error_class("CortexMemoryError", _ffi.CX_STATUS_OUT_OF_MEMORY, MemoryError)
 NanInput = _error_class("NanInput", _ffi.CX_STATUS_NAN_INPUT, ValueError)
 Busy = _error_class("Busy", _ffi.CX_STATUS_BUSY, RuntimeError)
+NotFound = _error_class("NotFound", _ffi.CX_STATUS_NOT_FOUND, KeyError)
 
 _BY_STATUS = {c.status: c for c in (InvalidArgument, HandleError, ShapeError, DTypeError, DeviceError,
                                     CortexIOError, ParseError, Unsupported, MissingTensor, StateMismatch,
-                                    BufferTooSmall, CortexMemoryError, NanInput, Busy)}
+                                    BufferTooSmall, CortexMemoryError, NanInput, Busy, NotFound)}
 
 
 def check(status: int) -> None:

@@ -219,10 +219,15 @@ def load(path, *, nan_policy: str = "propagate") -> Model:
 
 
 def _wrap(handle) -> Model:
-    """A Model, or a LanguageModel for "architecture": "open_mythos"."""
+    """A Model, a LanguageModel ("open_mythos") or a Sidecar ("cortex_sidecar")."""
     m = Model(handle)
-    if m.info["architecture"] == "open_mythos":
+    arch = m.info["architecture"]
+    if arch == "open_mythos":
         from ._lm import LanguageModel
 
         m.__class__ = LanguageModel
+    elif arch == "cortex_sidecar":
+        from ._sidecar import Sidecar
+
+        m.__class__ = Sidecar
     return m

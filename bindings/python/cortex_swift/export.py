@@ -67,6 +67,18 @@ def write_safetensors(path: str, tensors: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _export_sidecar(module: Any, directory: str) -> str:
+    """cortex_swift.torch_sidecars.SidecarModel: its config and state_dict (U0 included)."""
+    os.makedirs(directory, exist_ok=True)
+    doc = {"format": "cortex", "format_version": FORMAT_VERSION, "architecture": "cortex_sidecar",
+           "config": dict(module.config)}
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    write_safetensors(os.path.join(directory, "model.safetensors"), dict(module.state_dict()))
+    return directory
+
+
 def _export_mythos(module: Any, directory: str) -> str:
     """OpenMythos: config.json from its MythosConfig, the state dict without the complex
     RoPE buffers (recomputed from the config) and without head.weight when it is tied to
@@ -94,13 +106,16 @@ def _export_mythos(module: Any, directory: str) -> str:
 
 
 def export(module: Any, directory: str) -> str:
-    """Write `module` (a cortexcore CortexStack or an open-mythos OpenMythos) as
+    """Write `module` (a cortexcore CortexStack, an open-mythos OpenMythos or a
+    cortex_swift.torch_sidecars.SidecarModel) as
     `directory/config.json` and `directory/model.safetensors`. Returns the directory."""
     cls = type(module).__name__
     if cls == "OpenMythos":
         return _export_mythos(module, str(directory))
+    if cls == "SidecarModel":
+        return _export_sidecar(module, str(directory))
     if cls != "CortexStack":
-        raise TypeError(f"cx.export: cannot represent a {cls}; supported: CortexStack, OpenMythos")
+        raise TypeError(f"cx.export: cannot represent a {cls}; supported: CortexStack, OpenMythos, SidecarModel")
     _check_stack(module)
     # Routed adapters are represented through the config's `routed_adapter`; adapters
     # injected some other way (apply_routed_adapter_ on a block) are not in it.
