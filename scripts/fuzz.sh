@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz the safetensors, JSON, config and model loaders and the KV-cache decoder with
+# Fuzz the safetensors, JSON, config and model loaders and the KV-cache and session decoders with
 # libFuzzer + AddressSanitizer.
 #   scripts/fuzz.sh [runs]     (default 20000 runs; CI uses a bounded count)
 # A crash, trap or sanitizer report fails the run and leaves the input in .build-fuzz/.
@@ -20,7 +20,7 @@ for c in Sources/CKernels/*.c; do
   objs+=("$o")
 done
 swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Cortex \
-  -I "$out/cmod" "${objs[@]}" \
+  -I "$out/cmod" -I Sources/CSQLite -lsqlite3 "${objs[@]}" \
   $(find Sources/Cortex -name '*.swift' | sort) Tests/Fuzz/FuzzLoaders.swift \
   -o "$out/fuzz-loaders" 2>&1 | { grep -v "Cannot export local symbol" || true; }
 # Seeds: the golden weights and configs, one per target byte.
@@ -33,8 +33,10 @@ for p in glob.glob(os.path.join(root, "Tests/goldens/*/model/model.safetensors")
         glob.glob(os.path.join(root, "Tests/goldens/mythos/*/model/model.safetensors")):
     data = open(p, "rb").read()
     seeds += [b"\x00" + data, b"\x02" + data]
-for p in glob.glob(os.path.join(root, "Tests/Fuzz/seeds/*.bin")):
+for p in glob.glob(os.path.join(root, "Tests/Fuzz/seeds/*_cache.bin")):
     seeds.append(b"\x04" + open(p, "rb").read())
+for p in glob.glob(os.path.join(root, "Tests/Fuzz/seeds/*_session.bin")):
+    seeds.append(b"\x05" + open(p, "rb").read())
 for p in glob.glob(os.path.join(root, "Tests/goldens/*/model/config.json")) + \
         glob.glob(os.path.join(root, "Tests/goldens/mythos/*/model/config.json")):
     data = open(p, "rb").read()

@@ -1,5 +1,5 @@
 // libFuzzer entry point for the untrusted-input parsers: safetensors files, JSON
-// configs, whole model loads and OpenMythos KV-cache blobs. Built by scripts/fuzz.sh together with
+// configs, whole model loads, OpenMythos KV-cache blobs and sidecar session blobs. Built by scripts/fuzz.sh together with
 // the Cortex sources (one module) with -sanitize=fuzzer,address.
 //
 // The first input byte picks the target, the rest is the payload.
@@ -10,12 +10,14 @@ let fuzzConfig = Array("""
 
 /// The OpenMythos golden model the cache target decodes against (run from the repo root).
 let fuzzMythos: Model? = try? Model.load(directory: "Tests/goldens/mythos/gqa/model")
+/// The fast-weight sidecar golden model the session target decodes against.
+let fuzzSidecar: Model? = try? Model.load(directory: "Tests/goldens/sidecars/model_fast_weight/model")
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     guard size > 0 else { return 0 }
     let bytes = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
-    switch data[0] % 5 {
+    switch data[0] % 6 {
     case 0:
         // safetensors: parse, then convert every tensor.
         if let f = try? SafetensorsFile(bytes: bytes) {
@@ -34,6 +36,19 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     case 3:
         // A fuzzed config.json with no weights.
         _ = try? Model(configBytes: bytes, weightBytes: [])
+    case 5:
+        // Sidecar session bytes for the fast-weight golden model, then a step, an observe
+        // and a re-encode on the restored session (each must run or fail cleanly).
+        if let model = fuzzSidecar, let s = try? SessionCodec.decode(bytes, model: model) {
+            let h = [Float](repeating: 0.5, count: s.batch * 24), y = UnsafeMutablePointer<Float>.allocate(capacity: s.batch * 24)
+            defer { y.deallocate() }
+            h.withUnsafeBufferPointer { p in
+                if let base = p.baseAddress { try? s.forward(layer: 1, h: base, time: 1, signals: nil, into: y) }
+            }
+            let ones = [Double](repeating: 1, count: s.batch)
+            try? s.observe(losses: ones, uncertainties: ones, rewards: ones)
+            _ = try? SessionCodec.encode(s)
+        }
     default:
         // OpenMythos KV-cache bytes for the gqa golden model, then a decode step on the
         // restored cache (it must run or fail cleanly).

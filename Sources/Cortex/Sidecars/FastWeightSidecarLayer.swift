@@ -90,20 +90,21 @@ public struct FastWeightSidecarLayer: Sendable {
                     let Ui = U + (b * H + i) * d * r, Vi = V + (b * H + i) * r * d
                     let qn = q + n * Hd + i * d, kn = k + n * Hd + i * d, vn = vv + n * Hd + i * d
                     let a = alpha[n * H + i]
-                    for j in 0..<(d * r) { Ui[j] *= gamma; Vi[j] *= gamma }
-                    for j in 0..<r { ku[j] = 0 }
-                    for x in 0..<d { for j in 0..<r { ku[j] += Ui[x * r + j] * kn[x] } }
-                    for x in 0..<d { for j in 0..<r { Ui[x * r + j] += a * kn[x] * ku[j] } }
-                    for j in 0..<r { for x in 0..<d { Vi[j * d + x] += a * ku[j] * vn[x] } }
-                    for j in 0..<(d * r) {
-                        Ui[j] -= beta * min(max(Ui[j], -1), 1)
-                        Vi[j] -= beta * min(max(Vi[j], -1), 1)
-                    }
+                    // U, V ← γU, γV;  k_u = Uᵀk;  U += α k k_uᵀ;  V += α k_u vᵀ  (rows of U are
+                    // [r], rows of V are [d]: every loop is a contiguous SIMD axpy).
+                    Vec.scale(Ui, gamma, d * r)
+                    Vec.scale(Vi, gamma, d * r)
+                    ku.update(repeating: 0, count: r)
+                    for x in 0..<d { Vec.axpy(ku, kn[x], Ui + x * r, r) }
+                    for x in 0..<d { Vec.axpy(Ui + x * r, a * kn[x], ku, r) }
+                    for j in 0..<r { Vec.axpy(Vi + j * d, a * ku[j], vn, d) }
+                    Vec.antiHebbian(Ui, beta, d * r)
+                    Vec.antiHebbian(Vi, beta, d * r)
                     // y_fast = Vᵀ(Uᵀq)
-                    for j in 0..<r { uq[j] = 0 }
-                    for x in 0..<d { for j in 0..<r { uq[j] += Ui[x * r + j] * qn[x] } }
-                    for x in 0..<d { yf[x] = 0 }
-                    for j in 0..<r { for x in 0..<d { yf[x] += Vi[j * d + x] * uq[j] } }
+                    uq.update(repeating: 0, count: r)
+                    for x in 0..<d { Vec.axpy(uq, qn[x], Ui + x * r, r) }
+                    yf.update(repeating: 0, count: d)
+                    for j in 0..<r { Vec.axpy(yf, uq[j], Vi + j * d, d) }
                     let o = out + n * Hd + i * d
                     if let gate {
                         gin.update(from: qn, count: d)

@@ -103,7 +103,9 @@ public struct GDNSidecarLayer: Sendable {
         let qh = try arena.take(T * K), kh = try arena.take(T * K), vh = try arena.take(T * K)
         let gh = try arena.take(T), betah = try arena.take(T), od = try arena.take(T * K)
         let scratch = try arena.take(GatedDeltaRule.chunkScratch(C: c.chunk, K: K, V: K))
-        let scores = try arena.take(W)
+        let block = 64
+        let scores = try arena.take(block * (block + W)), ow = try arena.take(block * K)
+        let keysH = try arena.take((W + T) * K), valsH = try arena.take((W + T) * K)
         let scale = 1 / Float(K).squareRoot()
         for b in 0..<B {
             let n = Int(st.winN[b])
@@ -131,29 +133,39 @@ public struct GDNSidecarLayer: Sendable {
                     GatedDeltaRule.chunkwise(T: T, K: K, V: K, q: qh, k: kh, v: vh, beta: betah, g: gh, scale: scale,
                                              chunk: c.chunk, state: S, out: od, scratch: scratch)
                 }
-                // Window attention: token t sees the cache's last valid rows and this call's
-                // rows up to t, the last W of them.
+                // Window attention: token t (global position g = n + t) sees keys g − W + 1 … g
+                // of [cache's n valid rows; this call's rows], gathered per head into one
+                // contiguous [n + T, K] matrix; queries in blocks of 64 against the keys
+                // their block can see (two GEMMs per block).
                 let cacheK = st.winK + b * (W - 1) * HK + hd * K, cacheV = st.winV + b * (W - 1) * HK + hd * K
+                for j in 0..<n {
+                    (keysH + j * K).update(from: cacheK + (W - 1 - n + j) * HK, count: K)
+                    (valsH + j * K).update(from: cacheV + (W - 1 - n + j) * HK, count: K)
+                }
                 for t in 0..<T {
-                    let qt = q + (b * T + t) * HK + hd * K
-                    let fromCall = min(t + 1, W), fromCache = min(n, W - fromCall), count = fromCache + fromCall
-                    func key(_ j: Int) -> UnsafeMutablePointer<Float> {  // j-th of the `count` visible rows
-                        j < fromCache ? cacheK + (W - 1 - fromCache + j) * HK : k + (b * T + t + 1 - (count - j)) * HK + hd * K
+                    (keysH + (n + t) * K).update(from: k + (b * T + t) * HK + hd * K, count: K)
+                    (valsH + (n + t) * K).update(from: v + (b * T + t) * HK + hd * K, count: K)
+                }
+                var t0 = 0
+                while t0 < T {
+                    let t1 = min(T, t0 + block), rows = t1 - t0
+                    let lo = max(0, n + t0 - W + 1), hi = n + t1, width = hi - lo
+                    BLAS.product(transB: true, m: rows, n: width, k: K, a: q + (b * T + t0) * HK + hd * K, lda: HK,
+                                 b: keysH + lo * K, ldb: K, c: scores, ldc: width)
+                    for r in 0..<rows {
+                        let g = n + t0 + r, first = max(lo, g - W + 1) - lo, last = g - lo  // visible: first…last
+                        let row = scores + r * width
+                        row.update(repeating: 0, count: first)
+                        Kernels.softmax(row + first, rows: 1, n: last - first + 1, scale: scale)
+                        (row + last + 1).update(repeating: 0, count: width - last - 1)
                     }
-                    func value(_ j: Int) -> UnsafeMutablePointer<Float> {
-                        j < fromCache ? cacheV + (W - 1 - fromCache + j) * HK : v + (b * T + t + 1 - (count - j)) * HK + hd * K
+                    BLAS.product(m: rows, n: K, k: width, a: scores, lda: width, b: valsH + lo * K, ldb: K,
+                                 c: ow, ldc: K)
+                    for r in 0..<rows {
+                        let t = t0 + r, mt = mix[(b * T + t) * H + hd], ot = o + (b * T + t) * HK + hd * K
+                        for i in 0..<K { ot[i] = mt * od[t * K + i] + (1 - mt) * ow[r * K + i] }
                     }
-                    for j in 0..<count {
-                        let kj = key(j)
-                        var s: Float = 0
-                        for i in 0..<K { s += kj[i] * qt[i] }
-                        scores[j] = s * scale
-                    }
-                    Kernels.softmax(scores, rows: 1, n: count)
-                    let mt = mix[(b * T + t) * H + hd], ot = o + (b * T + t) * HK + hd * K
-                    for i in 0..<K { ot[i] = 0 }
-                    for j in 0..<count { let vj = value(j), p = scores[j]; for i in 0..<K { ot[i] += p * vj[i] } }
-                    for i in 0..<K { ot[i] = mt * od[t * K + i] + (1 - mt) * ot[i] }
+                    t0 = t1
                 }
             }
             // Roll the window: the last W − 1 rows of [cache; this call], right-aligned.

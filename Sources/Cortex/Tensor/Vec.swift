@@ -43,6 +43,44 @@ public enum Vec {
         while i < n { y[i] += a[i] * b[i]; i += 1 }
     }
 
+    /// y += a · x (scalar a)
+    public static func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        let av = V(repeating: a)
+        while i + 8 <= n { store(load(y + i) + av * load(x + i), y + i); i += 8 }
+        while i < n { y[i] += a * x[i]; i += 1 }
+    }
+
+    /// p ← a · p
+    public static func scale(_ p: UnsafeMutablePointer<Float>, _ a: Float, _ n: Int) {
+        var i = 0
+        let av = V(repeating: a)
+        while i + 8 <= n { store(load(p + i) * av, p + i); i += 8 }
+        while i < n { p[i] *= a; i += 1 }
+    }
+
+    /// p ← p − β·clamp(p, −1, 1), then subnormal results flushed to zero: decaying fast
+    /// weights underflow into subnormals after a few thousand unwritten tokens, and
+    /// subnormal arithmetic is ~100× slower (a value below 1.2e−38 changes no output).
+    public static func antiHebbian(_ p: UnsafeMutablePointer<Float>, _ beta: Float, _ n: Int) {
+        var i = 0
+        let bv = V(repeating: beta), lo = V(repeating: -1), hi = V(repeating: 1)
+        let tiny = V(repeating: Float.leastNormalMagnitude), zero = V()
+        while i + 8 <= n {
+            var x = load(p + i)
+            x -= bv * x.clamped(lowerBound: lo, upperBound: hi)
+            x.replace(with: zero, where: (x .< tiny) .& (x .> -tiny))
+            store(x, p + i)
+            i += 8
+        }
+        while i < n {
+            var x = p[i]
+            x -= beta * min(max(x, -1), 1)
+            p[i] = abs(x) < Float.leastNormalMagnitude ? 0 : x
+            i += 1
+        }
+    }
+
     /// The LSTM cell update on activated gates: c ← f·c + i·g, h ← o·tanh(c).
     public static func lstmCell(
         i: UnsafePointer<Float>, f: UnsafePointer<Float>, g: UnsafePointer<Float>, o: UnsafePointer<Float>,

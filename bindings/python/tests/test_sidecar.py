@@ -382,3 +382,19 @@ def test_store_survives_kill_mid_save(tmp_path):
         store.close()
         k0 = last + 1
     print(f"12 kills: the save in flight was lost {in_flight_lost} times, committed otherwise; no damage")
+
+
+def test_long_sequence_in_pieces_equals_steps(golden):
+    """T = 150 (several 64-query blocks, chunks and windows) in one call, in uneven pieces,
+    and token by token: all equal (chunkwise vs recurrent, 1e-4 relative at this length)."""
+    m = golden.model
+    h = np.random.default_rng(3).standard_normal((2, 150, 24)).astype(np.float32)
+    whole = np.from_dlpack(m.forward(3, h, m.new_session("a", batch=2)))
+    s = m.new_session("b", batch=2)
+    pieces = np.concatenate([np.from_dlpack(m.forward(3, h[:, a:b], s)) for a, b in ((0, 70), (70, 71), (71, 150))], 1)
+    s = m.new_session("c", batch=2)
+    steps = np.stack([np.from_dlpack(m.forward(3, h[:, t], s)) for t in range(150)], 1)
+    for got, what in ((pieces, "pieces"), (steps, "steps")):
+        err = float(np.abs(got - whole).max())
+        print(f"[sidecar] T=150 {what} vs one call: {err:.2e}")
+        assert err <= 1e-4 * max(1.0, float(np.abs(whole).max()))
