@@ -19,6 +19,11 @@ func readPerStream(_ p: UnsafePointer<DLTensor>?, _ name: StaticString, batch B:
     guard p != nil else { return nil }
     let t = try InputTensor(p, name: name, maskAllowed: true)
     guard t.shape.count == 1, t.shape[0] == B else { throw CortexError.shapeMismatch("\(name): expected (B=\(B)), got \(t.description)") }
+    if t.kind == .bool {
+        var m = [UInt8](repeating: 0, count: B)
+        m.withUnsafeMutableBufferPointer { if let p = $0.baseAddress { t.readMask(into: p) } }
+        return m.map { $0 != 0 ? 1 : 0 }
+    }
     if let ints = t.readIntegers() { return ints.map(Double.init) }
     let buf = try FloatBuffer(count: B)
     t.readFloats(into: buf.pointer)

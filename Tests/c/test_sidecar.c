@@ -699,12 +699,8 @@ static void test_fork_reset(golden_t *g) {
   ref = new_session(g, "f", B);
   rb = session_bytes(ref, &rlen);
   REQUIRE_OK(cx_session_reset(f, &MB));
-  if (!session_equals(f, rb, rlen)) {
-    /* Known bug: readPerStream (Sources/CortexABI/SidecarAPI.swift) reads a bool tensor
-     * through readFloats, which skips bool: the mask reads as all zeros, nothing resets. */
-    tu_todo_skip("sidecar-bool-mask", "cx_session_reset with a kDLBool mask resets nothing");
-    CHECK(session_equals(f, fb_bytes, flen), "a bool mask that resets nothing at least changes nothing");
-  }
+  CHECK(session_equals(f, rb, rlen), "a bool mask of all ones gives a fresh session");
+  CHECK(!session_equals(f, fb_bytes, flen), "the bool mask reset something");
   REQUIRE_OK(cx_session_reset(f, &MU8));
   CHECK(session_equals(f, rb, rlen), "a uint8 mask of all ones gives a fresh session");
   free(rb);
@@ -1061,12 +1057,7 @@ static void test_store(golden_t *g, golden_t *fw, const char *scratch) {
   cx_session_free(r);
   /* Without a TTL nothing expires. */
   REQUIRE_OK(cx_store_purge_expired(st, &removed));
-  if (removed != 0) {
-    tu_todo_skip("store-purge-count",
-                 "cx_store_purge_expired without a TTL reports the previous statement's change count "
-                 "(SessionStore.purgeExpired reads sqlite3_changes after a no-op deleteExpired)");
-    printf("  purge_expired without a TTL reported removed = %lld (want 0)\n", (long long)removed);
-  }
+  CHECK(removed == 0, "purge_expired without a TTL removes nothing: removed = %lld", (long long)removed);
   REQUIRE_OK(cx_store_purge_expired(st, NULL));
   REQUIRE_OK(cx_store_delete(st, "chat_001", &existed));
   CHECK(existed == 1, "delete of a saved id: existed %d", existed);

@@ -121,17 +121,18 @@ public final class SessionStore: @unchecked Sendable {
 
     /// The session saved under `id`, for `model`; it counts as an access (LRU, TTL).
     public func load(id: String, model: Model) throws -> SidecarSession {
-        let blob: [UInt8] = try serialised {
+        try serialised {
             let t = now()
             guard let row = try row(id: id) else { throw CortexError.notFound("session store: no session '\(id)'") }
             if isExpired(accessed: row.accessed, at: t) {
                 try run("DELETE FROM sessions WHERE id = ?1", [.text(id)])
                 throw CortexError.notFound("session store: session '\(id)' expired (ttl \(options.ttl) s)")
             }
+            // Decode first: a refused load (another sidecar's session) renews nothing.
+            let session = try SessionCodec.decode(row.blob, model: model)
             try run("UPDATE sessions SET accessed = ?2 WHERE id = ?1", [.text(id), .real(t)])
-            return row.blob
+            return session
         }
-        return try SessionCodec.decode(blob, model: model)
     }
 
     /// Delete session `id`; returns whether it existed.
@@ -160,6 +161,7 @@ public final class SessionStore: @unchecked Sendable {
     @discardableResult
     public func purgeExpired() throws -> Int {
         try serialised {
+            guard options.ttl > 0 else { return 0 }
             try deleteExpired(at: now())
             return Int(sqlite3_changes(db))
         }
