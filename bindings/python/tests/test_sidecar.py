@@ -262,8 +262,11 @@ def test_store_save_load_list_delete(tmp_path):
     with pytest.raises(cx.NotFound, match="no session 'nope'"):
         store.load("nope", m)
     fw = SidecarGolden("fast_weight")
+    accessed = store.list()[0]["accessed"]
+    time.sleep(0.01)
     with pytest.raises(cx.StateMismatch):
         store.load("chat_001", fw.model)
+    assert store.list()[0]["accessed"] == accessed  # a refused load renews nothing
     # Replace, then delete.
     g.run(s, CALLS[2:3], check=False)
     store.save(s)
