@@ -72,7 +72,7 @@ public func cx_lm_forward(_ model: OpaquePointer?, _ ids: UnsafePointer<DLTensor
         guard startPos >= -1 else { throw CortexError.invalidArgument("start_pos must be >= 0 (or -1: the cache's position)") }
         let y = try m.logits(ids: x.ids, batch: x.batch, loops: nLoops == 0 ? nil : Int(nLoops), cache: c,
                              start: startPos < 0 ? nil : Int(startPos))
-        out.pointee = publish(TensorHandle(buffer: y.buffer, shape: y.shape), .tensor)
+        out.pointee = publishTensor(y)
     }
 }
 

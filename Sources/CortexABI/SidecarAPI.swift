@@ -4,9 +4,6 @@ import Cortex
 // Memory sidecars through the C ABI: sessions, the per-layer forward, plasticity
 // signals, segments, and the SQLite session store.
 
-/// A Tensor as an output handle.
-func publishTensor(_ t: Tensor) -> OpaquePointer { publish(TensorHandle(buffer: t.buffer, shape: t.shape), .tensor) }
-
 /// A float vector as an output handle.
 func publishVector(_ v: [Float]) throws -> OpaquePointer {
     let t = try Tensor(zeros: [v.count])

@@ -87,7 +87,7 @@ public func cx_state_get_tensor(_ state: OpaquePointer?, _ path: UnsafePointer<C
         let name = try string(path, "path")
         let out = try requireOut(out, "out")
         let t = try s.tensor(named: name)
-        out.pointee = publish(TensorHandle(buffer: t.buffer, shape: t.shape), .tensor)
+        out.pointee = publishTensor(t)
     }
 }
 

@@ -38,6 +38,9 @@ final class ForeignTensor: @unchecked Sendable {
 
 /// What a `cx_tensor_t` points at: a DLTensor view plus the object owning its memory
 /// (a FloatBuffer for Cortex outputs, a ForeignTensor for imports).
+/// A Tensor as a caller-owned output handle (shares its buffer).
+func publishTensor(_ t: Tensor) -> OpaquePointer { publish(TensorHandle(buffer: t.buffer, shape: t.shape), .tensor) }
+
 final class TensorHandle: @unchecked Sendable {
     let view: UnsafeMutablePointer<DLTensor>
     let owner: AnyObject

@@ -14,7 +14,8 @@
 /// (magic, version, fingerprint, lengths, checksum, names, shapes) before use.
 public enum MythosCacheCodec {
     public static let magic = Array("CXKVCAC1".utf8)
-    static let headerSize = 8 + 8 + 8 + 8 + 8 + 8
+    static let envelope = BlobEnvelope(magic: magic, fieldCount: 2, context: "cache bytes", noun: "Cortex KV cache",
+                                       shortNoun: "cache", owner: "model", thisOwner: "this model")
 
     static func name(_ key: MythosModel.LayerKey) -> String {
         switch key {
@@ -41,37 +42,18 @@ public enum MythosCacheCodec {
             }
             return try SafetensorsFile.write(tensors, metadata: ["format": "cortex-kv-cache"])
         }
-        var out = magic
-        LittleEndian.append(&out, 1)
-        LittleEndian.append(&out, cache.model.fingerprint)
-        LittleEndian.append(&out, UInt64(cache.batch))
-        LittleEndian.append(&out, UInt64(cache.position))
-        LittleEndian.append(&out, UInt64(payload.count))
-        out += payload
-        LittleEndian.append(&out, FNV1a64.hash(Array(out[8...])))
-        return out
+        return envelope.seal(fingerprint: cache.model.fingerprint, fields: [UInt64(cache.batch), UInt64(cache.position)],
+                             payload: payload)
     }
 
     public static func decode(_ bytes: [UInt8], model: Model) throws -> MythosCache {
         let m = try model.requireMythos()
         func bad(_ s: String) -> CortexError { .parse("cache bytes: " + s) }
-        guard bytes.count >= headerSize + 8 else { throw bad("\(bytes.count) bytes is too short for a Cortex KV cache") }
-        guard Array(bytes[0..<8]) == magic else { throw bad("bad magic (not a Cortex KV cache)") }
-        guard LittleEndian.u64(bytes, 8) == 1 else { throw CortexError.stateMismatch("cache bytes: format version or reserved field is not (1, 0)") }
-        guard LittleEndian.u64(bytes, 16) == model.fingerprint else {
-            throw CortexError.stateMismatch("cache bytes: saved by model \(LittleEndian.u64(bytes, 16).hex16), not this model (\(model.fingerprint.hex16))")
+        let (fields, file) = try envelope.open(bytes, fingerprint: model.fingerprint) { f in
+            guard f[0] >= 1, f[0] <= 1 << 20 else { throw bad("invalid batch \(f[0])") }
+            guard f[1] <= UInt64(m.config.maxSeqLen) else { throw bad("position \(f[1]) exceeds max_seq_len") }
         }
-        let batch = LittleEndian.u64(bytes, 24), position = LittleEndian.u64(bytes, 32), len = LittleEndian.u64(bytes, 40)
-        guard batch >= 1, batch <= 1 << 20 else { throw bad("invalid batch \(batch)") }
-        guard position <= UInt64(m.config.maxSeqLen) else { throw bad("position \(position) exceeds max_seq_len") }
-        guard len == UInt64(bytes.count - headerSize - 8) else { throw bad("payload length does not match the blob size") }
-        guard FNV1a64.hash(Array(bytes[8..<(bytes.count - 8)])) == LittleEndian.u64(bytes, bytes.count - 8) else {
-            throw bad("checksum mismatch (damaged cache)")
-        }
-        let file: SafetensorsFile
-        do { file = try SafetensorsFile(bytes: Array(bytes[headerSize..<(bytes.count - 8)])) } catch let e as CortexError {
-            throw e.prefixed("cache bytes")
-        }
+        let batch = fields[0], position = fields[1]
         let cache = try MythosCache(model: model, mythos: m, batch: Int(batch))
         // Group the tensors by layer.
         var byLayer: [String: [Int: String]] = [:]

@@ -18,7 +18,8 @@
 /// shapes, values) before building a session.
 public enum SessionCodec {
     public static let magic = Array("CXSESS01".utf8)
-    static let headerSize = 8 + 8 + 8 + 8 + 8
+    static let envelope = BlobEnvelope(magic: magic, fieldCount: 1, context: "session bytes", noun: "Cortex session",
+                                       shortNoun: "session", owner: "sidecar", thisOwner: "this one")
 
     public static func encode(_ s: SidecarSession) throws -> [UInt8] {
         let payload: [UInt8] = try s.exclusive {
@@ -71,36 +72,17 @@ public enum SessionCodec {
             }
             return try SafetensorsFile.write(tensors, metadata: ["format": "cortex-session", "session": JSON.object(meta).serialized])
         }
-        var out = magic
-        LittleEndian.append(&out, 1)
-        LittleEndian.append(&out, s.model.fingerprint)
-        LittleEndian.append(&out, UInt64(s.batch))
-        LittleEndian.append(&out, UInt64(payload.count))
-        out += payload
-        LittleEndian.append(&out, FNV1a64.hash(Array(out[8...])))
-        return out
+        return envelope.seal(fingerprint: s.model.fingerprint, fields: [UInt64(s.batch)], payload: payload)
     }
 
     /// The session in `bytes`, for `model` (the sidecar that wrote it). `id` renames it.
     public static func decode(_ bytes: [UInt8], model: Model, id newID: String? = nil) throws -> SidecarSession {
         let sc = try model.requireSidecar()
         func bad(_ s: String) -> CortexError { .parse("session bytes: " + s) }
-        guard bytes.count >= headerSize + 8 else { throw bad("\(bytes.count) bytes is too short for a Cortex session") }
-        guard Array(bytes[0..<8]) == magic else { throw bad("bad magic (not a Cortex session)") }
-        guard LittleEndian.u64(bytes, 8) == 1 else { throw CortexError.stateMismatch("session bytes: format version or reserved field is not (1, 0)") }
-        guard LittleEndian.u64(bytes, 16) == model.fingerprint else {
-            throw CortexError.stateMismatch("session bytes: saved by sidecar \(LittleEndian.u64(bytes, 16).hex16), not this one (\(model.fingerprint.hex16))")
+        let (fields, file) = try envelope.open(bytes, fingerprint: model.fingerprint) { f in
+            guard f[0] >= 1, f[0] <= 1 << 16 else { throw bad("invalid batch \(f[0])") }
         }
-        let batch = LittleEndian.u64(bytes, 24), len = LittleEndian.u64(bytes, 32)
-        guard batch >= 1, batch <= 1 << 16 else { throw bad("invalid batch \(batch)") }
-        guard len == UInt64(bytes.count - headerSize - 8) else { throw bad("payload length does not match the blob size") }
-        guard FNV1a64.hash(Array(bytes[8..<(bytes.count - 8)])) == LittleEndian.u64(bytes, bytes.count - 8) else {
-            throw bad("checksum mismatch (damaged session)")
-        }
-        let file: SafetensorsFile
-        do { file = try SafetensorsFile(bytes: Array(bytes[headerSize..<(bytes.count - 8)])) } catch let e as CortexError {
-            throw e.prefixed("session bytes")
-        }
+        let batch = fields[0]
         guard let text = file.metadata["session"] else { throw bad("metadata 'session' is missing") }
         let meta = try JSON.parse(text)
         guard let savedID = meta["id"]?.string else { throw bad("metadata: id is missing") }

@@ -53,6 +53,9 @@ class SidecarAttachment(torch.nn.Module):
         self.enabled = True
         layers = _decoder_layers(model)
         d = sidecar.config["d_model"]
+        hidden = getattr(getattr(model, "config", None), "hidden_size", d)
+        if hidden != d:
+            raise ValueError(f"the sidecar's d_model is {d}, the model's hidden size {hidden}")
         self._handles = []
         self._pending = {}
         for index in sidecar.layers:
@@ -61,9 +64,6 @@ class SidecarAttachment(torch.nn.Module):
             layer = layers[index]
             if not hasattr(layer, "input_layernorm") or not hasattr(layer, "self_attn"):
                 raise TypeError(f"layer {index} ({type(layer).__name__}) has no input_layernorm/self_attn")
-            hidden = getattr(getattr(model, "config", None), "hidden_size", d)
-            if hidden != d:
-                raise ValueError(f"the sidecar's d_model is {d}, the model's hidden size {hidden}")
             self._handles.append(layer.input_layernorm.register_forward_hook(self._norm_hook(index)))
             self._handles.append(layer.self_attn.register_forward_hook(self._attn_hook(index)))
 
