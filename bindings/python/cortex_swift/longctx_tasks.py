@@ -40,14 +40,29 @@ def _sample(parts, answer):
     return tokens, targets
 
 
-def key_value(rng, gap: int, pairs: int = 6):
+def key_value(rng, gap: int, pairs: int = 6, queries: int = 1):
     """Store `pairs` (key, value) symbol pairs, `gap` filler symbols, then query one key:
-    the answer is its value."""
+    the answer is its value. With `queries` > 1, that many distinct keys are asked in
+    turn ([QUERY, key, ANSWER, value] each, every value scored): more answers per
+    sequence for training; the first question is the one the gap measures."""
     keys = rng.choice(N_SYMBOLS, size=pairs, replace=False) + SYMBOL
     values = rng.integers(SYMBOL, SYMBOL + N_SYMBOLS, size=pairs)
     store = np.stack([np.full(pairs, STORE), keys, values], 1).reshape(-1)
-    i = int(rng.integers(pairs))
-    return _sample([store, _filler(rng, gap), [QUERY, keys[i]]], [values[i]])
+    if queries == 1:  # (the draw single-query samples have always made)
+        i = int(rng.integers(pairs))
+        return _sample([store, _filler(rng, gap), [QUERY, keys[i]]], [values[i]])
+    if not 1 <= queries <= pairs:
+        raise ValueError(f"queries must be in 1..{pairs}, got {queries}")
+    asked = rng.choice(pairs, size=queries, replace=False)
+    tokens = [store, _filler(rng, gap)]
+    for i in asked[:-1]:
+        tokens.append([QUERY, keys[i], ANSWER, values[i]])
+    tokens, targets = _sample(tokens + [[QUERY, keys[asked[-1]]]], [values[asked[-1]]])
+    # Score the earlier answers too: each value is the target one position before it.
+    start = 3 * pairs + gap
+    for n, i in enumerate(asked[:-1]):
+        targets[start + 4 * n + 2] = values[i]
+    return tokens, targets
 
 
 def copy_reverse(rng, gap: int, digits: int = 12):

@@ -5,7 +5,8 @@ tests check the Swift runtime against, and what a sidecar is trained with before
 No package implements these sidecars as the seeds describe them (their published code
 is not the delta rule, and its fast weights never move), so this is the seeds' math
 written plainly, one token at a time (`forward`). `GDNSidecarLayer.forward_parallel`
-is the same function for training (whole sequences from a fresh state, vectorised).
+is the same function for training (whole sequences from a fresh state, vectorised and
+differentiable, the delta rule in chunkwise form: `chunk_gated_delta_rule`).
 
     model = SidecarModel("gdn", d_model=256, layers=[2, 5], n_heads=4, head_dim=32)
     y, state = model.layers["2"](h, model.layers["2"].init_state(B))
@@ -101,6 +102,73 @@ class GDNSidecarLayer(torch.nn.Module):
             st["win_v"][b, W - 1 - allv.shape[0]:] = allv
             st["win_n"][b] = allk.shape[0]
         return self.o_proj(out.reshape(B, T, H * K)), st
+
+    def forward_parallel(self, h, chunk: int = 64):
+        """The same function as `forward` from a fresh state, vectorised and
+        differentiable (for training): causal convs as padded conv1d, the delta rule in
+        chunkwise form (`chunk_gated_delta_rule`), window attention as a banded mask."""
+        import torch.nn.functional as F
+        B, T, _ = h.shape
+        H, K, W = self.H, self.K, self.W
+
+        def conv(c, x):
+            x = F.pad(x.transpose(1, 2), (self.C - 1, 0))
+            return F.silu(F.conv1d(x, c.weight, groups=x.shape[1])).transpose(1, 2)
+
+        q, k, v = (conv(c, p(h)).view(B, T, H, K).transpose(1, 2)
+                   for c, p in ((self.conv_q, self.q_proj), (self.conv_k, self.k_proj), (self.conv_v, self.v_proj)))
+        a = self.a_proj(h).transpose(1, 2)                      # [B, H, T]
+        beta = torch.sigmoid(self.b_proj(h)).transpose(1, 2)
+        mix = torch.sigmoid(self.mix_proj(h)).transpose(1, 2).unsqueeze(-1)
+        o_delta = chunk_gated_delta_rule(F.normalize(q, dim=-1) * K ** -0.5, F.normalize(k, dim=-1), v,
+                                         beta, F.logsigmoid(a), chunk)
+        # Window attention in query blocks of W: a block's keys are the W - 1 tokens
+        # before it and its own (memory O(T·W), not O(T²)).
+        i = torch.arange(T)
+        o_win = []
+        for s in range(0, T, W):
+            e, ks = min(T, s + W), max(0, s - W + 1)
+            band = (i[None, ks:e] <= i[s:e, None]) & (i[None, ks:e] > i[s:e, None] - W)
+            o_win.append(F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, ks:e], v[:, :, ks:e], attn_mask=band))
+        o_win = torch.cat(o_win, 2)
+        out = mix * o_delta + (1 - mix) * o_win                 # [B, H, T, K]
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, H * K))
+
+
+def chunk_gated_delta_rule(q, k, v, beta, g, chunk: int = 64):
+    """The gated delta rule from S = 0, in the chunkwise (WY/UT) form, plain torch and
+    differentiable. q, k, v [B, H, T, K] (q already scaled, q and k normalised), beta
+    and g = log α [B, H, T]. Per token: S ← αS; S += β k (v − Sᵀk)ᵀ; o = Sᵀq.
+
+    Within a chunk, with Γ_ij = exp(G_i − G_j) (G the cumulative log-decay), the updates
+    solve the unit lower-triangular system (I + tril₋₁(diag(β) K Kᵀ ⊙ Γ)) U = ...; u and w
+    below are its solutions for the values and for the decayed keys, so a chunk needs one
+    triangular solve and a few matrix products, and chunks pass only S along."""
+    B, H, T, K = q.shape
+    pad = (-T) % chunk
+    if pad:  # zero keys, values and β, zero log-decay: padded tokens change nothing
+        q, k, v = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        beta, g = (torch.nn.functional.pad(t, (0, pad)) for t in (beta, g))
+    n = (T + pad) // chunk
+    q, k, v = (t.reshape(B, H, n, chunk, K) for t in (q, k, v))
+    beta, G = beta.reshape(B, H, n, chunk), g.reshape(B, H, n, chunk).cumsum(-1)
+    lower = torch.ones(chunk, chunk, dtype=torch.bool).tril()
+    decay = (G[..., :, None] - G[..., None, :]).masked_fill(~lower, float("-inf")).exp()
+    kb = k * beta[..., None]
+    eye = torch.eye(chunk)
+    A = ((kb @ k.transpose(-1, -2)) * decay).masked_fill(lower.logical_not().logical_or(eye.bool()), 0)
+    T_inv = torch.linalg.solve_triangular(A + eye, eye.expand_as(A), upper=False, unitriangular=True)
+    u = T_inv @ (v * beta[..., None])
+    w = T_inv @ (kb * G.exp()[..., None])
+    intra = (q @ k.transpose(-1, -2)) * decay
+    S = q.new_zeros(B, H, K, v.shape[-1])
+    outs = []
+    for c in range(n):
+        v_new = u[:, :, c] - w[:, :, c] @ S
+        outs.append((q[:, :, c] * G[:, :, c].exp()[..., None]) @ S + intra[:, :, c] @ v_new)
+        last = G[:, :, c, -1:]
+        S = S * last.exp()[..., None] + (k[:, :, c] * (last - G[:, :, c]).exp()[..., None]).transpose(-1, -2) @ v_new
+    return torch.stack(outs, 2).reshape(B, H, n * chunk, -1)[:, :, :T]
 
 
 class FastWeightSidecarLayer(torch.nn.Module):

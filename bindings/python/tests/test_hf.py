@@ -124,3 +124,20 @@ def test_session_persists_across_restart(tmp_path):
     assert (second - want).abs().max().item() < 1e-5 * max(1.0, want.abs().max().item())
     assert not torch.allclose(second, whole[:, 6:])  # no KV cache: the host forgot turn 1, only the sidecar remembers
     b.detach()
+
+
+DEMO = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "python", "sidecar_recall.py")
+
+
+def test_recall_demo_across_processes():
+    """examples/python/sidecar_recall.py: the trained sidecar recalls pairs read by
+    another process, through the store only; a fresh session does not."""
+    import re
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, DEMO, "--gap", "1000", "--seed", "3"], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}).stdout
+    print(out)
+    stored = int(re.search(r"stored session: (\d)/6", out).group(1))
+    fresh = int(re.search(r"fresh session \(control\): (\d)/6", out).group(1))
+    assert stored >= 5 and fresh <= 2

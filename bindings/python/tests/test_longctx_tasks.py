@@ -23,6 +23,22 @@ def test_key_value(gap):
         assert np.all((x[18:18 + gap] >= lt.SYMBOL) & (x[18:18 + gap] < lt.VOCAB))
 
 
+@pytest.mark.parametrize("queries", [2, 6])
+def test_key_value_several_queries(queries):
+    rng = np.random.default_rng(queries)
+    for _ in range(20):
+        x, y = lt.key_value(rng, 40, queries=queries)
+        assert x.shape == y.shape and len(x) == 18 + 40 + 4 * queries - 1
+        pairs = {int(x[i + 1]): int(x[i + 2]) for i in range(0, 18, 3)}
+        asked = [int(x[p + 1]) for p in np.flatnonzero(x == lt.QUERY)]
+        assert len(set(asked)) == queries and all(k in pairs for k in asked)
+        assert answers(x, y) == [pairs[k] for k in asked]
+        pos = np.flatnonzero(y != lt.IGNORE)  # each scored at its ANSWER token
+        assert all(x[p] == lt.ANSWER for p in pos)
+    with pytest.raises(ValueError):
+        lt.key_value(rng, 4, queries=7)
+
+
 def test_copy_reverse_and_addition():
     rng = np.random.default_rng(1)
     x, y = lt.copy_reverse(rng, 40)
