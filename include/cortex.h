@@ -422,6 +422,20 @@ cx_status cx_store_list_json(cx_store_t *store, char *buf, size_t cap, size_t *n
 /* Delete expired sessions now; *removed (may be NULL) gets their number. */
 cx_status cx_store_purge_expired(cx_store_t *store, int64_t *removed);
 
+/* ----------------------------------------- spike decoders (spike_decoder) -- */
+
+/* Hand velocity for B requests of spike events (seed 003's Perceiver decoder; stateless,
+ * safe to call from several threads on one model). Events are packed without padding:
+ * neuron_ids, time_bins, values are 1-D [E] of any integer dtype (strides honoured),
+ * offsets is 1-D [B + 1] (request b owns events offsets[b] .. offsets[b+1]-1; it starts
+ * at 0, ends at E and never decreases). Ids must lie inside the config's tables
+ * (max_neurons, max_time_bins, spike_value_buckets): anything else is refused,
+ * CX_STATUS_INVALID_ARGUMENT naming the event. A request with no events gets the
+ * decoder's prediction from its latents alone. *velocity is float32 [B, behavior_dim]
+ * (caller-owned). */
+cx_status cx_decode(const cx_model_t *model, const DLTensor *neuron_ids, const DLTensor *time_bins,
+                    const DLTensor *values, const DLTensor *offsets, cx_tensor_t **velocity);
+
 /* -------------------------------------------------------------- tensor -- */
 
 /* Borrowed DLTensor view of a tensor, valid while the handle lives. */

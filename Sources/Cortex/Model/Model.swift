@@ -8,7 +8,7 @@ public final class Model: @unchecked Sendable {
     public enum NaNPolicy: Int32, Sendable { case propagate = 0, reject = 1 }
 
     public static let formatVersion = 1
-    public static let architectures = ["cortex_stack", "open_mythos", "cortex_sidecar"]
+    public static let architectures = ["cortex_stack", "open_mythos", "cortex_sidecar", "spike_decoder"]
     public static let maxConfigBytes = 16 << 20
 
     public let architecture: String
@@ -30,6 +30,9 @@ public final class Model: @unchecked Sendable {
     /// Memory sidecars for a host transformer (`"architecture": "cortex_sidecar"`): they
     /// run per hooked layer through `SidecarSession`s.
     public let sidecar: SidecarModel?
+    /// Seed 003's Perceiver spike decoder (`"architecture": "spike_decoder"`): stateless,
+    /// it maps packed spike events to hand velocity (`SpikeDecoder.decode`).
+    public let spikeDecoder: SpikeDecoder?
 
     public var inputSize: Int { module.inputSize }
     public var outputSize: Int { module.outputSize }
@@ -74,6 +77,7 @@ public final class Model: @unchecked Sendable {
             routedAdapter = cfg.routedAdapter
             mythos = nil
             sidecar = nil
+            spikeDecoder = nil
         case "open_mythos":
             let cfg: MythosConfig
             do { cfg = try MythosConfig.parse(config) } catch let e as CortexError { throw e.prefixed("config.json") }
@@ -82,6 +86,7 @@ public final class Model: @unchecked Sendable {
             module = LanguageModelStub(vocab: cfg.vocabSize, parameters: lm.parameterCount)
             routedAdapter = nil
             sidecar = nil
+            spikeDecoder = nil
         case "cortex_sidecar":
             let cfg: SidecarConfig
             do { cfg = try SidecarConfig.parse(config) } catch let e as CortexError { throw e.prefixed("config.json") }
@@ -90,6 +95,17 @@ public final class Model: @unchecked Sendable {
             module = SidecarStub(dModel: cfg.dModel, parameters: sc.parameterCount)
             routedAdapter = nil
             mythos = nil
+            spikeDecoder = nil
+        case "spike_decoder":
+            let cfg: SpikeDecoderConfig
+            do { cfg = try SpikeDecoderConfig.parse(config) } catch let e as CortexError { throw e.prefixed("config.json") }
+            let dec = try SpikeDecoder(config: cfg, weights: weights)
+            spikeDecoder = dec
+            module = StatelessStub(architecture: arch, dIn: cfg.hiddenDim, dOut: cfg.behaviorDim,
+                                   parameters: dec.parameterCount, entry: "cx_decode")
+            routedAdapter = nil
+            mythos = nil
+            sidecar = nil
         default:
             throw CortexError.unsupported("config.json: unknown architecture '\(arch)' (supported: \(Model.architectures.joined(separator: ", ")))")
         }
@@ -207,6 +223,20 @@ struct SidecarStub: RecurrentModule {
     func run(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int, time: Int,
              state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena) throws {
         throw CortexError.unsupported("a cortex_sidecar model runs per host layer with a session (cx_sidecar_forward), not on recurrent states")
+    }
+}
+
+/// The RecurrentModule face of a model that has no recurrent state (the spike
+/// decoder): it reports sizes and refuses the state API with the entry point to use.
+struct StatelessStub: RecurrentModule {
+    let architecture: String, dIn: Int, dOut: Int, parameters: Int, entry: String
+    var inputSize: Int { dIn }
+    var outputSize: Int { dOut }
+    var stateSpecs: [StateSpec] { [] }
+    var parameterCount: Int { parameters }
+    func run(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int, time: Int,
+             state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena) throws {
+        throw CortexError.unsupported("a \(architecture) model is stateless and runs through \(entry), not on recurrent states")
     }
 }
 

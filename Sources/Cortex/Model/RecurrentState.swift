@@ -36,6 +36,9 @@ public final class RecurrentState: @unchecked Sendable {
         guard model.sidecar == nil else {
             throw CortexError.unsupported("a cortex_sidecar model has no recurrent state: create a session (cx_session_create) and call cx_sidecar_forward")
         }
+        guard model.spikeDecoder == nil else {
+            throw CortexError.unsupported("a spike_decoder model is stateless: pass packed events to cx_decode")
+        }
         guard batch >= 1, batch <= RecurrentState.maxBatch else {
             throw CortexError.invalidArgument("batch must be in [1, \(RecurrentState.maxBatch)], got \(batch)")
         }

@@ -17,6 +17,9 @@
     out = sidecar.forward(layer, h, session)                # h: [B, T, D]; h += attn + out
     store.save(session)
 
+    dec = cx.load("decoder_dir")                            # "architecture": "spike_decoder"
+    v = dec.decode(neuron_ids, time_bins, values, offsets)  # packed events [E], offsets [B + 1] -> [B, 2]
+
 A thin layer over the C ABI in include/cortex.h (declarations generated into _ffi.py).
 Inputs are anything with __dlpack__ (numpy, torch, ...) or array-likes; float64,
 float16 and bfloat16 are converted to float32 by the library, never reinterpreted.
@@ -27,6 +30,7 @@ from ._lib import (Busy, BufferTooSmall, CortexError, CortexIOError, CortexMemor
 from ._lm import Cache, LanguageModel
 from ._model import Model, State, auto_stack_config, evaluate_task, load, load_from_memory
 from ._sidecar import Session, SessionStore, Sidecar
+from ._spike import SpikeDecoder
 from ._tensor import Tensor
 from .export import export
 

@@ -189,6 +189,7 @@ FUNCTIONS = {
     'cx_store_delete': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int32)]),
     'cx_store_list_json': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
     'cx_store_purge_expired': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)]),
+    'cx_decode': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(ctypes.c_void_p)]),
     'cx_tensor_view': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(DLTensor))]),
     'cx_tensor_to_dlpack': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(DLManagedTensorVersioned))]),
     'cx_tensor_to_dlpack_legacy': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(DLManagedTensor))]),

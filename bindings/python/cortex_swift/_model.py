@@ -219,7 +219,8 @@ def load(path, *, nan_policy: str = "propagate") -> Model:
 
 
 def _wrap(handle) -> Model:
-    """A Model, a LanguageModel ("open_mythos") or a Sidecar ("cortex_sidecar")."""
+    """A Model, a LanguageModel ("open_mythos"), a Sidecar ("cortex_sidecar") or a
+    SpikeDecoder ("spike_decoder")."""
     m = Model(handle)
     arch = m.info["architecture"]
     if arch == "open_mythos":
@@ -230,4 +231,8 @@ def _wrap(handle) -> Model:
         from ._sidecar import Sidecar
 
         m.__class__ = Sidecar
+    elif arch == "spike_decoder":
+        from ._spike import SpikeDecoder
+
+        m.__class__ = SpikeDecoder
     return m

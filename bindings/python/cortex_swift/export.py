@@ -67,10 +67,12 @@ def write_safetensors(path: str, tensors: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _export_sidecar(module: Any, directory: str) -> str:
-    """cortex_swift.torch_sidecars.SidecarModel: its config and state_dict (U0 included)."""
+def _export_configured(module: Any, directory: str, architecture: str) -> str:
+    """A module that carries its config as a dict (`module.config`) and whose
+    state_dict Cortex reads as is: cortex_swift.torch_sidecars.SidecarModel (U0
+    included) and cortex_swift.torch_spike.SpikeDecoder."""
     os.makedirs(directory, exist_ok=True)
-    doc = {"format": "cortex", "format_version": FORMAT_VERSION, "architecture": "cortex_sidecar",
+    doc = {"format": "cortex", "format_version": FORMAT_VERSION, "architecture": architecture,
            "config": dict(module.config)}
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(doc, f, indent=1)
@@ -106,16 +108,19 @@ def _export_mythos(module: Any, directory: str) -> str:
 
 
 def export(module: Any, directory: str) -> str:
-    """Write `module` (a cortexcore CortexStack, an open-mythos OpenMythos or a
-    cortex_swift.torch_sidecars.SidecarModel) as
+    """Write `module` (a cortexcore CortexStack, an open-mythos OpenMythos, a
+    cortex_swift.torch_sidecars.SidecarModel or a cortex_swift.torch_spike.SpikeDecoder) as
     `directory/config.json` and `directory/model.safetensors`. Returns the directory."""
     cls = type(module).__name__
     if cls == "OpenMythos":
         return _export_mythos(module, str(directory))
     if cls == "SidecarModel":
-        return _export_sidecar(module, str(directory))
+        return _export_configured(module, str(directory), "cortex_sidecar")
+    if cls == "SpikeDecoder":
+        return _export_configured(module, str(directory), "spike_decoder")
     if cls != "CortexStack":
-        raise TypeError(f"cx.export: cannot represent a {cls}; supported: CortexStack, OpenMythos, SidecarModel")
+        raise TypeError(f"cx.export: cannot represent a {cls}; supported: CortexStack, OpenMythos, SidecarModel, "
+                        "SpikeDecoder")
     _check_stack(module)
     # Routed adapters are represented through the config's `routed_adapter`; adapters
     # injected some other way (apply_routed_adapter_ on a block) are not in it.

@@ -10,11 +10,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 GOLDENS = os.path.join(ROOT, "Tests", "goldens")
 EXAMPLE_MODEL = os.path.join(ROOT, "examples", "models", "lstm_stack")
 
-_DTYPES = {"F32": "<f4", "F64": "<f8", "F16": "<f2"}
+_DTYPES = {"F32": "<f4", "F64": "<f8", "F16": "<f2", "I64": "<i8", "I32": "<i4"}
 
 
 def read_safetensors(path):
-    """{name: np.ndarray} for a safetensors file (float dtypes only; test helper)."""
+    """{name: np.ndarray} for a safetensors file (float and int32/int64 dtypes; test helper)."""
     with open(path, "rb") as f:
         data = f.read()
     (n,) = struct.unpack("<Q", data[:8])
@@ -58,7 +58,7 @@ def assert_close(got, want, what):
 
 
 # Stack goldens (OpenMythos goldens live under mythos/ and have their own tests).
-GOLDEN_NAMES = sorted(n for n in os.listdir(GOLDENS) if os.path.isdir(os.path.join(GOLDENS, n)) and n not in ("mythos", "sidecars"))
+GOLDEN_NAMES = sorted(n for n in os.listdir(GOLDENS) if os.path.isdir(os.path.join(GOLDENS, n)) and n not in ("mythos", "sidecars", "spike"))
 
 
 @pytest.fixture(scope="session")

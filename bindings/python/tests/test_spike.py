@@ -1,0 +1,82 @@
+"""Seed 003's spike decoder (issue 7) through the Python wrapper: the goldens from the
+PyTorch reference (cortex_swift.torch_spike), packed vs per-request input, integer
+dtypes and strides, and bad input refused with the state of the model unchanged."""
+import os
+
+import numpy as np
+import pytest
+
+import cortex_swift as cx
+from conftest import EXAMPLE_MODEL, GOLDENS, assert_close, read_safetensors
+
+DIR = os.path.join(GOLDENS, "spike", "decoder_small")
+
+
+@pytest.fixture(scope="module")
+def dec():
+    return cx.load(os.path.join(DIR, "model"))
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return read_safetensors(os.path.join(DIR, "cases.safetensors"))
+
+
+def packed(cases, name):
+    """The golden's events as int64 (goldens store every tensor as float32; ids are exact)."""
+    return [cases[f"{name}/{k}"].astype(np.int64) for k in ("neuron_id", "time_bin", "value", "offsets")]
+
+
+@pytest.mark.parametrize("name", ["batch", "empty", "long"])
+def test_goldens(dec, cases, name):
+    y = np.from_dlpack(dec.decode(*packed(cases, name)))
+    assert_close(y, cases[f"{name}/velocity"], f"spike decoder {name}")
+
+
+def test_is_a_spike_decoder(dec):
+    assert isinstance(dec, cx.SpikeDecoder)
+    assert dec.info["architecture"] == "spike_decoder" and dec.config["behavior_dim"] == 3
+    with pytest.raises(TypeError):
+        dec.init_state(1)
+
+
+def test_requests_and_dtypes(dec, cases):
+    n, t, v, o = packed(cases, "batch")
+    want = cases["batch/velocity"]
+    reqs = [(n[o[b]:o[b + 1]], t[o[b]:o[b + 1]], v[o[b]:o[b + 1]]) for b in range(len(o) - 1)]
+    assert reqs[1][0].size == 0
+    assert_close(dec.decode_requests(reqs), want, "decode_requests")
+    # int32 / uint8 / int16 inputs and strided views read the same ids.
+    got = np.from_dlpack(dec.decode(n.astype(np.int32), t.astype(np.int16), v.astype(np.uint8), o.astype(np.int32)))
+    assert np.array_equal(got, np.from_dlpack(dec.decode(n, t, v, o)))
+    wide = np.stack([n, n], 1)[:, 0]  # stride 2
+    assert not wide.flags.c_contiguous
+    assert np.array_equal(np.from_dlpack(dec.decode(wide, t, v, o)), got)
+    # Lists (and empty lists) work.
+    assert np.from_dlpack(dec.decode([], [], [], [0, 0])).shape == (1, 3)
+
+
+def test_bad_input(dec, cases):
+    n, t, v, o = packed(cases, "batch")
+    with pytest.raises(cx.InvalidArgument, match="max_neurons"):
+        dec.decode(np.where(np.arange(n.size) == 3, 40, n), t, v, o)
+    with pytest.raises(cx.InvalidArgument, match="spike_value_buckets"):
+        dec.decode(n, t, -v - 1, o)
+    with pytest.raises(cx.InvalidArgument, match="end at the event count"):
+        dec.decode(n, t, v, o[:-1])
+    with pytest.raises(cx.ShapeError, match="one length"):
+        dec.decode(n[:-1], t, v, o)
+    with pytest.raises(cx.DTypeError, match="integer"):
+        dec.decode(n.astype(np.float32), t, v, o)
+    with pytest.raises(cx.ShapeError, match="1-D"):
+        dec.decode(n.reshape(1, -1), t, v, o)
+    # After all that, the decoder answers as before.
+    assert_close(np.from_dlpack(dec.decode(n, t, v, o)), cases["batch/velocity"], "after bad input")
+
+
+def test_other_models_refuse_decode(cases):
+    stack = cx.load(EXAMPLE_MODEL)
+    n, t, v, o = packed(cases, "batch")
+    from cortex_swift._spike import SpikeDecoder
+    with pytest.raises(cx.Unsupported, match="spike_decoder"):
+        SpikeDecoder.decode(stack, n, t, v, o)
