@@ -106,10 +106,20 @@ enum cx_nan_policy {
   CX_NAN_REJECT = 1     /* inputs are scanned; NaN/Inf gives CX_STATUS_NAN_INPUT */
 };
 
+enum cx_load_flags {
+  /* Hold every nn.Linear weight as INT8, symmetric per output channel (scale = max|row| /
+   * 127, round half to even); products compute from the INT8 values directly.
+   * Embeddings, norms, convolutions and recurrent kernels stay float32. The model's
+   * fingerprint is its file's: states, caches and sessions move between the float32 and
+   * the INT8 load of one file. Weights saved as INT8 (<name>.weight_int8 I8 [out, in],
+   * <name>.weight_scale [out]) load as INT8 with or without this flag. */
+  CX_LOAD_INT8_WEIGHTS = 1
+};
+
 typedef struct cx_load_options {
   uint32_t struct_size; /* sizeof(cx_load_options), set by cx_load_default_options */
   int32_t nan_policy;   /* enum cx_nan_policy; default CX_NAN_PROPAGATE */
-  uint32_t flags;       /* reserved, must be 0 */
+  uint32_t flags;       /* enum cx_load_flags bits; default 0; unknown bits are refused */
 } cx_load_options;
 
 /* Default options with struct_size filled in. */

@@ -6,9 +6,9 @@ public func cx_model_load(_ dir: UnsafePointer<CChar>?, _ opts: UnsafePointer<cx
                           _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     entry("cx_model_load") {
         let path = try string(dir, "dir")
-        let policy = try readOptions(opts)
+        let o = try readOptions(opts)
         let out = try requireOut(out, "out")
-        out.pointee = publish(try Model.load(directory: path, nanPolicy: policy), .model)
+        out.pointee = publish(try Model.load(directory: path, nanPolicy: o.policy, int8: o.int8), .model)
     }
 }
 
@@ -20,11 +20,11 @@ public func cx_model_load_from_memory(_ config: UnsafePointer<CChar>?, _ configL
     entry("cx_model_load_from_memory") {
         guard let config, configLen >= 0 else { throw CortexError.invalidArgument("config_json is NULL") }
         guard weightsLen >= 0, weights != nil || weightsLen == 0 else { throw CortexError.invalidArgument("weights is NULL") }
-        let policy = try readOptions(opts)
+        let o = try readOptions(opts)
         let out = try requireOut(out, "out")
         let c = Array(UnsafeBufferPointer(start: UnsafeRawPointer(config).assumingMemoryBound(to: UInt8.self), count: configLen))
         let w = weights.map { Array(UnsafeBufferPointer(start: $0.assumingMemoryBound(to: UInt8.self), count: weightsLen)) } ?? []
-        out.pointee = publish(try Model(configBytes: c, weightBytes: w, nanPolicy: policy), .model)
+        out.pointee = publish(try Model(configBytes: c, weightBytes: w, nanPolicy: o.policy, int8: o.int8), .model)
     }
 }
 

@@ -149,10 +149,21 @@ static void test_null_arguments(void) {
   EXPECT_STATUS(cx_model_load(golden_model_dir, &o, &m), CX_STATUS_INVALID_ARGUMENT);
   EXPECT_MESSAGE_HAS("nan_policy");
   o = cx_load_default_options();
-  o.flags = 1;
+  o.flags = 2; /* no such flag */
   EXPECT_STATUS(cx_model_load(golden_model_dir, &o, &m), CX_STATUS_INVALID_ARGUMENT);
   EXPECT_MESSAGE_HAS("flags");
   CHECK(m == SENTINEL_MODEL, "a failed load wrote its out-param");
+  o.flags = CX_LOAD_INT8_WEIGHTS; /* a known flag loads */
+  {
+    cx_model_t *q = NULL;
+    char info[65536];
+    size_t need = 0;
+    if (EXPECT_OK(cx_model_load(golden_model_dir, &o, &q))) {
+      EXPECT_OK(cx_model_info_json(q, info, sizeof info, &need));
+      CHECK(tu_contains(info, "\"linear\":\"int8\""), "INT8 load: info lacks \"linear\":\"int8\"");
+      cx_model_free(q);
+    }
+  }
 
   /* model queries */
   EXPECT_STATUS(cx_model_dims(NULL, &a, &b), CX_STATUS_INVALID_HANDLE);

@@ -1,9 +1,11 @@
 /* C kernels: OpenBLAS loaded at first use (blas_loader.c), packed small-M products
- * (packed_gemm.c) and a two-thread runner with a spin barrier (parallel.c). */
+ * (packed_gemm.c), a two-thread runner with a spin barrier (parallel.c) and products
+ * with INT8 weights (int8_linear.c). */
 #ifndef CORTEX_KERNELS_H
 #define CORTEX_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* ---- OpenBLAS (blas_loader.c) ---- */
 
@@ -65,5 +67,12 @@ void cx_parallel_barrier(int parts);
  * split between cx_blas_get_threads() parts. */
 void cx_parallel_linear(int m, int n, int k, const float *a, int lda, const float *w, float *c, int ldc,
                         float beta);
+
+/* ---- INT8 weights (int8_linear.c) ---- */
+
+/* C[m, n] = A[m, k] · (diag(scales) Q)ᵀ + beta·C with Q [n, k] int8 row-major (per output
+ * channel scales); the fp32 weight is never formed (tiles of 1 MB at most). */
+void cx_int8_linear(int m, int n, int k, const float *a, int lda, const int8_t *q, const float *scales, float *c,
+                    int ldc, float beta);
 
 #endif

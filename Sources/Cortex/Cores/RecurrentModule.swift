@@ -67,7 +67,31 @@ public final class WeightSource {
     /// The stack's routed adapters: Linear layers then load their `adapter_A`/`adapter_B`.
     public var routing: RoutedAdapterSpec?
 
-    public init(file: SafetensorsFile) { self.file = file }
+    /// Load every nn.Linear weight as INT8 (per output channel); see `Int8Matrix`.
+    public var quantizeLinears = false
+    /// The names of the nn.Linear layers loaded, in order (what INT8 quantises).
+    public var linearNames: [String] = []
+    /// Bytes of those layers' weight matrices as loaded (fp32 or INT8).
+    public var linearWeightBytes = 0
+
+    public init(file: SafetensorsFile, quantizeLinears: Bool = false) {
+        self.file = file
+        self.quantizeLinears = quantizeLinears
+    }
+
+    /// A saved INT8 weight: `<name>.weight_int8` (I8 [rows, cols]) and `<name>.weight_scale`
+    /// ([rows], float, every scale > 0).
+    public func int8Matrix(_ name: String, rows: Int, cols: Int) throws -> Int8Matrix {
+        let qName = name + ".weight_int8", sName = name + ".weight_scale"
+        used.insert(qName)
+        let q = try file.int8(qName, shape: [rows, cols])
+        let s = try tensor(sName, shape: [rows])
+        let scales = Array(UnsafeBufferPointer(start: s.data, count: rows))
+        guard scales.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+            throw CortexError.parse("tensor '\(sName)': every scale must be a finite number > 0")
+        }
+        return Int8Matrix(rows: rows, cols: cols, values: q, scales: scales)
+    }
 
     public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
         used.insert(name)

@@ -150,6 +150,18 @@ public struct SafetensorsFile: Sendable {
         return out
     }
 
+    /// Tensor `name` as stored INT8 values (a saved INT8 weight); must be I8 of `shape`.
+    public func int8(_ name: String, shape: [Int]) throws -> [Int8] {
+        guard let e = entries[name] else { throw CortexError.missingTensor("tensor '\(name)' is missing") }
+        guard e.shape == shape else {
+            throw CortexError.missingTensor("tensor '\(name)' has shape \(e.shape), expected \(shape)")
+        }
+        guard e.dtype == .i8 else { throw CortexError.dtypeMismatch("tensor '\(name)' is \(e.dtype.rawValue); INT8 weights are I8") }
+        return bytes.withUnsafeBytes { raw in
+            Array(UnsafeRawBufferPointer(rebasing: raw[e.begin..<e.end]).bindMemory(to: Int8.self))
+        }
+    }
+
     /// Tensor `name` as integers (index buffers such as an SRHT permutation): integer
     /// dtypes as stored, floating dtypes only when every value is integral (Cortex's own
     /// exporter writes every buffer as F32).

@@ -33,19 +33,28 @@ public final class Model: @unchecked Sendable {
     /// Seed 003's Perceiver spike decoder (`"architecture": "spike_decoder"`): stateless,
     /// it maps packed spike events to hand velocity (`SpikeDecoder.decode`).
     public let spikeDecoder: SpikeDecoder?
+    /// Whether nn.Linear weights are held as INT8, how many there are and their bytes.
+    public let int8: Bool
+    public let linearLayers: Int
+    /// The nn.Linear layers' names (state-dict prefixes of their `.weight`), in load order.
+    public let linearNames: [String]
+    public let linearWeightBytes: Int
 
     public var inputSize: Int { module.inputSize }
     public var outputSize: Int { module.outputSize }
 
     /// Load `directory/config.json` and `directory/model.safetensors`.
-    public static func load(directory: String, nanPolicy: NaNPolicy = .propagate) throws -> Model {
+    public static func load(directory: String, nanPolicy: NaNPolicy = .propagate, int8: Bool = false) throws -> Model {
         guard FileIO.isDirectory(directory) else { throw CortexError.io("\(directory) is not a directory") }
         let config = try FileIO.read(directory + "/config.json", limit: maxConfigBytes)
         let weights = try FileIO.read(directory + "/model.safetensors")
-        return try Model(configBytes: config, weightBytes: weights, nanPolicy: nanPolicy)
+        return try Model(configBytes: config, weightBytes: weights, nanPolicy: nanPolicy, int8: int8)
     }
 
-    public init(configBytes: [UInt8], weightBytes: [UInt8], nanPolicy: NaNPolicy = .propagate) throws {
+    /// `int8`: quantise every nn.Linear weight to INT8 per output channel at load
+    /// (`Int8Matrix`); embeddings, norms, convolutions and recurrent kernels stay fp32.
+    /// Weights saved as INT8 (`<name>.weight_int8`, `.weight_scale`) load as INT8 either way.
+    public init(configBytes: [UInt8], weightBytes: [UInt8], nanPolicy: NaNPolicy = .propagate, int8: Bool = false) throws {
         guard configBytes.count <= Model.maxConfigBytes else {
             throw CortexError.parse("config.json is larger than \(Model.maxConfigBytes) bytes")
         }
@@ -68,7 +77,7 @@ public final class Model: @unchecked Sendable {
         try BLAS.ensureLoaded()
         let file: SafetensorsFile
         do { file = try SafetensorsFile(bytes: weightBytes) } catch let e as CortexError { throw e.prefixed("model.safetensors") }
-        let weights = WeightSource(file: file)
+        let weights = WeightSource(file: file, quantizeLinears: int8)
 
         switch arch {
         case "cortex_stack":
@@ -119,6 +128,10 @@ public final class Model: @unchecked Sendable {
         self.allStateSpecs = module.stateSpecs
         self.stateSpecs = module.stateSpecs.filter { !$0.derived }
         self.nanPolicy = nanPolicy
+        self.linearLayers = weights.linearNames.count
+        self.linearNames = weights.linearNames
+        self.linearWeightBytes = weights.linearWeightBytes
+        self.int8 = int8 || weights.linearNames.contains { weights.has($0 + ".weight_int8") }
 
         var h = FNV1a64()
         h.combine(arch)
@@ -149,6 +162,9 @@ public final class Model: @unchecked Sendable {
             ("d_out", .number(Double(outputSize))),
             ("parameters", .number(Double(module.parameterCount))),
             ("nan_policy", .string(nanPolicy == .reject ? "reject" : "propagate")),
+            ("weights", .object([("linear", .string(int8 ? "int8" : "float32")),
+                                 ("linear_layers", .number(Double(linearLayers))),
+                                 ("linear_bytes", .number(Double(linearWeightBytes)))])),
             ("routed_adapter", routedAdapter.map { r in
                 .object([("num_slots", .number(Double(r.numSlots))), ("rank", .number(Double(r.rank))),
                          ("scale", .number(Double(r.scale))), ("require_route_ids", .bool(r.requireRouteIDs))])

@@ -113,6 +113,25 @@ public final class SpikeDecoder: @unchecked Sendable {
         return offsets.count - 1
     }
 
+    /// `body(b, h, scores)` for every (request, head) pair, split over the threads; each
+    /// part has its own `perPart` floats of scores.
+    static func eachHead(_ B: Int, _ heads: Int, work: Int, scores: UnsafeMutablePointer<Float>, perPart: Int,
+                         _ body: (Int, Int, UnsafeMutablePointer<Float>) -> Void) {
+        Parallel.run(parts: B * heads >= 2 && B * work >= 1 << 16 ? 2 : 1) { part, parts in
+            for pair in Parallel.slice(B * heads, part: part, parts: parts, align: 1) {
+                body(pair / heads, pair % heads, scores + part * perPart)
+            }
+        }
+    }
+
+    /// A LayerNorm over `rows` rows, split over the threads for large inputs.
+    static func norm(_ n: Norm, _ p: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        Parallel.run(parts: rows * width >= 1 << 15 ? 2 : 1) { part, parts in
+            let r = Parallel.slice(rows, part: part, parts: parts, align: 1)
+            n.apply(p + r.lowerBound * width, rows: r.count)
+        }
+    }
+
     /// Hand velocity `[B, behavior_dim]` for B requests of packed events.
     public func decode(neurons: [Int], timeBins: [Int], values: [Int], offsets: [Int]) throws -> Tensor {
         let B = try validate(neurons: neurons, timeBins: timeBins, values: values, offsets: offsets)
@@ -136,15 +155,17 @@ public final class SpikeDecoder: @unchecked Sendable {
         // Cross-attention per request (its own events only), then x = x0 + W_o(·) for all.
         let x = try FloatBuffer(count: rows * D, zeroed: false)
         let attn = try FloatBuffer(count: rows * D, zeroed: false)
-        let scores = try FloatBuffer(count: max(1, max(L, c.behaviorDim) * max(maxEvents, L)), zeroed: false)
+        let perPart = max(1, max(L, c.behaviorDim) * max(maxEvents, L))
+        let scores = try FloatBuffer(count: 2 * perPart, zeroed: false)
         let dc = D / c.crossAttnHeads
+        for b in 0..<B { (x.pointer + b * L * D).update(from: latents.data, count: L * D) }
         crossQ.withUnsafeBufferPointer { q in
-            for b in 0..<B {
-                let start = offsets[b], n = offsets[b + 1] - start
-                (x.pointer + b * L * D).update(from: latents.data, count: L * D)
-                Attention.attend(q: q.baseAddress!, ldq: D, k: kv.pointer + start * 2 * D, ldk: 2 * D,
-                                 v: kv.pointer + start * 2 * D + D, ldv: 2 * D, out: attn.pointer + b * L * D, ldo: D,
-                                 rows: L, keys: n, heads: c.crossAttnHeads, dim: dc, scores: scores.pointer)
+            let kvp = kv.pointer
+            SpikeDecoder.eachHead(B, c.crossAttnHeads, work: L * E * D, scores: scores.pointer, perPart: perPart) { b, h, s in
+                let start = offsets[b], o = start * 2 * D + h * dc
+                Attention.attend(q: q.baseAddress! + h * dc, ldq: D, k: kvp + o, ldk: 2 * D, v: kvp + o + D, ldv: 2 * D,
+                                 out: attn.pointer + b * L * D + h * dc, ldo: D, rows: L, keys: offsets[b + 1] - start,
+                                 heads: 1, dim: dc, scores: s)
             }
         }
         crossOut.apply(attn.pointer, rows: rows, into: x.pointer, accumulate: true)
@@ -155,19 +176,24 @@ public final class SpikeDecoder: @unchecked Sendable {
         let dh = D / c.numHeads
         for blk in blocks {
             normed.pointer.update(from: x.pointer, count: rows * D)
-            blk.normAttn.apply(normed.pointer, rows: rows)
+            SpikeDecoder.norm(blk.normAttn, normed.pointer, rows: rows, width: D)
             blk.qkv.apply(normed.pointer, rows: rows, into: wide.pointer)
-            for b in 0..<B {
-                let base = wide.pointer + b * L * 3 * D
+            let w = wide.pointer
+            SpikeDecoder.eachHead(B, c.numHeads, work: L * L * D, scores: scores.pointer, perPart: perPart) { b, h, s in
+                let base = w + b * L * 3 * D + h * dh
                 Attention.attend(q: base, ldq: 3 * D, k: base + D, ldk: 3 * D, v: base + 2 * D, ldv: 3 * D,
-                                 out: attn.pointer + b * L * D, ldo: D, rows: L, keys: L, heads: c.numHeads, dim: dh,
-                                 scores: scores.pointer)
+                                 out: attn.pointer + b * L * D + h * dh, ldo: D, rows: L, keys: L, heads: 1, dim: dh,
+                                 scores: s)
             }
             blk.out.apply(attn.pointer, rows: rows, into: x.pointer, accumulate: true)
             normed.pointer.update(from: x.pointer, count: rows * D)
-            blk.normMLP.apply(normed.pointer, rows: rows)
+            SpikeDecoder.norm(blk.normMLP, normed.pointer, rows: rows, width: D)
             blk.up.apply(normed.pointer, rows: rows, into: wide.pointer)
-            Kernels.gelu(wide.pointer, rows * c.mlpDim)
+            let m = c.mlpDim
+            Parallel.run(parts: rows * m >= 1 << 15 ? 2 : 1) { part, parts in
+                let r = Parallel.slice(rows, part: part, parts: parts, align: 1)
+                Kernels.gelu(w + r.lowerBound * m, r.count * m)
+            }
             blk.down.apply(wide.pointer, rows: rows, into: x.pointer, accumulate: true)
         }
         finalNorm.apply(x.pointer, rows: rows)

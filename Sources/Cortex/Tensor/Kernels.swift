@@ -86,12 +86,30 @@ public enum Kernels {
     public static func tanh(_ p: UnsafeMutablePointer<Float>, _ n: Int) { map(p, n, tanh) }
     public static func silu(_ p: UnsafeMutablePointer<Float>, _ n: Int) { map(p, n) { $0 * sigmoid($0) } }
 
-    /// GELU with the exact erf form (PyTorch's default `approximate='none'`).
-    public static func gelu(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
-        for i in 0..<n {
-            let x = p[i]
-            p[i] = 0.5 * x * (1 + erff(x * 0.707_106_781_186_547_5))
-        }
+    /// GELU with the exact erf form (PyTorch's default `approximate='none'`):
+    /// `x·Φ(x) = ½x·erfc(−x/√2)`, 8 lanes at a time. erfc(|z|) = t·exp(−z² + P(t)),
+    /// t = 1/(1 + |z|/2), with Numerical Recipes' Chebyshev fit P (fractional error
+    /// < 1.2e-7); for x < 0 the product uses erfc directly, so the tail keeps its
+    /// relative accuracy (no 1 − erf cancellation).
+    public static func gelu(_ p: UnsafeMutablePointer<Float>, _ n: Int) { map(p, n, gelu) }
+
+    @inline(__always)
+    public static func gelu(_ x: V) -> V {
+        let z = x.replacing(with: -x, where: x .< 0) * 0.707_106_781_186_547_5
+        let t = 1 / (1 + 0.5 * z)
+        var q = V(repeating: 0.170_872_77)
+        q = q * t - 0.822_152_23
+        q = q * t + 1.488_515_87
+        q = q * t - 1.135_203_98
+        q = q * t + 0.278_868_07
+        q = q * t - 0.186_288_06
+        q = q * t + 0.096_784_18
+        q = q * t + 0.374_091_96
+        q = q * t + 1.000_023_68
+        q = q * t - 1.265_512_23
+        let erfc = t * Kernels.exp(q - z * z)                                  // erfc(|x|/√2)
+        let phi2 = erfc.replacing(with: V(repeating: 2) - erfc, where: x .>= 0)  // 2Φ(x) = erfc(−x/√2)
+        return 0.5 * x * phi2
     }
 
     /// Softmax over each of `rows` contiguous rows of length `n`.

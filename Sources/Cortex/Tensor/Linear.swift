@@ -1,16 +1,33 @@
 /// An `nn.Linear` from a state dict: `y = x·Wᵀ + b`, on rows of contiguous floats.
+/// W is float32, or INT8 per output channel (`Int8Matrix`) when the weights were loaded
+/// with `WeightSource.quantizeLinears` or the file holds `<name>.weight_int8` and
+/// `<name>.weight_scale` (a saved INT8 model).
 public struct Linear: Sendable {
-    public let weight: Tensor  // [out, in]
+    public enum Weight: Sendable {
+        case f32(Tensor)   // [out, in]
+        case int8(Int8Matrix)
+    }
+    public let storage: Weight
     public let bias: Tensor?   // [out]
     /// Routed adapters (`adapter_A`, `adapter_B`) when the stack has them.
     let adapter: LowRankAdapter?
+    public let inFeatures: Int, outFeatures: Int
 
-    public var inFeatures: Int { weight.shape[1] }
-    public var outFeatures: Int { weight.shape[0] }
+    /// The float32 weight (nil when it is held as INT8).
+    public var weight: Tensor? { if case .f32(let t) = storage { return t } else { return nil } }
 
     /// `<name>.weight` and, when `bias`, `<name>.bias`.
     public init(_ weights: WeightSource, _ name: String, in i: Int, out o: Int, bias: Bool = true) throws {
-        weight = try weights.tensor(name + ".weight", shape: [o, i])
+        if weights.has(name + ".weight_int8") {
+            storage = .int8(try weights.int8Matrix(name, rows: o, cols: i))
+        } else {
+            let w = try weights.tensor(name + ".weight", shape: [o, i])
+            storage = weights.quantizeLinears ? .int8(try Int8Matrix(quantizing: w)) : .f32(w)
+        }
+        weights.linearNames.append(name)
+        weights.linearWeightBytes += storage.byteCount
+        inFeatures = i
+        outFeatures = o
         self.bias = bias ? try weights.tensor(name + ".bias", shape: [o]) : nil
         adapter = try weights.adapter(name, in: i, out: o)
     }
@@ -22,15 +39,33 @@ public struct Linear: Sendable {
         ldx: Int? = nil, ldy: Int? = nil, accumulate: Bool = false, routing: Routing? = nil
     ) {
         let o = outFeatures, ldc = ldy ?? o
-        BLAS.linear(m: rows, n: o, k: inFeatures, a: x, lda: ldx ?? inFeatures, weight: weight.data,
-                    c: y, ldc: ldc, beta: accumulate ? 1 : 0)
+        switch storage {
+        case .f32(let w):
+            BLAS.linear(m: rows, n: o, k: inFeatures, a: x, lda: ldx ?? inFeatures, weight: w.data,
+                        c: y, ldc: ldc, beta: accumulate ? 1 : 0)
+        case .int8(let q):
+            q.apply(m: rows, a: x, lda: ldx ?? inFeatures, c: y, ldc: ldc, beta: accumulate ? 1 : 0)
+        }
         if let bias { for r in 0..<rows { Vec.add(y + r * ldc, bias.data, o) } }
         if let adapter, let routing {
             adapter.add(x, rows: rows, ldx: ldx ?? inFeatures, into: y, ldy: ldc, routing: routing)
         }
     }
 
-    public var parameterCount: Int { weight.count + (bias?.count ?? 0) + (adapter.map { $0.a.count + $0.b.count } ?? 0) }
+    public var parameterCount: Int {
+        inFeatures * outFeatures + (bias?.count ?? 0) + (adapter.map { $0.a.count + $0.b.count } ?? 0)
+    }
+
+}
+
+extension Linear.Weight {
+    /// Bytes the weight matrix takes (fp32: 4 per value; INT8: 1 per value + 4 per row).
+    public var byteCount: Int {
+        switch self {
+        case .f32(let w): return 4 * w.count
+        case .int8(let q): return q.byteCount
+        }
+    }
 }
 
 /// A LayerNorm (eps 1e-5) or RMSNorm from a state dict, applied in place.

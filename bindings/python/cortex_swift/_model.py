@@ -91,9 +91,24 @@ class Model(Handle):
 
     _free = "cx_model_free"
 
+    _source = None  # how it was loaded, for quantize()
+
+    def quantize(self, scheme: str = "int8") -> "Model":
+        """The same model with INT8 nn.Linear weights (a new model; this one is unchanged),
+        reloaded from the directory it came from (for a model built from memory, call
+        load_from_memory(..., weight_format="int8"): its bytes are not kept)."""
+        if scheme != "int8":
+            raise ValueError(f"scheme must be 'int8', got {scheme!r}")
+        if self._source is None:
+            raise ValueError("quantize: this model was not loaded from a directory; use "
+                             "cx.load_from_memory(config, weights, weight_format='int8')")
+        path, nan_policy = self._source
+        return load(path, nan_policy=nan_policy, weight_format="int8")
+
     @property
     def info(self) -> dict:
-        """Architecture, config, parameter count, fingerprint, state layout, BLAS in use."""
+        """Architecture, config, parameter count, fingerprint, state layout, BLAS in use,
+        and the nn.Linear weights' format and bytes ("weights")."""
         return json.loads(size_query(lib.cx_model_info_json, self.handle).rstrip(b"\0"))
 
     def _dims(self):
@@ -181,17 +196,26 @@ def auto_stack_config(recipe: dict | None = None, **fields) -> dict:
     return json.loads(size_query(lib.cx_auto_stack_config, text, len(text)).rstrip(b"\0"))
 
 
-def load_from_memory(config, weights, *, nan_policy: str = "propagate") -> Model:
-    """A model from a config.json document (dict or text) and model.safetensors contents
-    (bytes, or a path to the file), e.g. `cx.load_from_memory(cx.auto_stack_config(...), "w.safetensors")`."""
+def _load_options(nan_policy: str, weight_format: str):
     if nan_policy not in _NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {sorted(_NAN_POLICIES)}, got {nan_policy!r}")
+    if weight_format not in ("float32", "int8"):
+        raise ValueError(f"weight_format must be 'float32' or 'int8', got {weight_format!r}")
+    opts = lib.cx_load_default_options()
+    opts.nan_policy = _NAN_POLICIES[nan_policy]
+    opts.flags = _ffi.CX_LOAD_INT8_WEIGHTS if weight_format == "int8" else 0
+    return opts
+
+
+def load_from_memory(config, weights, *, nan_policy: str = "propagate", weight_format: str = "float32") -> Model:
+    """A model from a config.json document (dict or text) and model.safetensors contents
+    (bytes, or a path to the file), e.g. `cx.load_from_memory(cx.auto_stack_config(...), "w.safetensors")`.
+    weight_format="int8": nn.Linear weights held as INT8 (see `load`)."""
+    opts = _load_options(nan_policy, weight_format)
     text = (json.dumps(config) if isinstance(config, dict) else str(config)).encode()
     if not isinstance(weights, (bytes, bytearray)):
         with open(weights, "rb") as f:
             weights = f.read()
-    opts = lib.cx_load_default_options()
-    opts.nan_policy = _NAN_POLICIES[nan_policy]
     out = ctypes.c_void_p()
     check(lib.cx_model_load_from_memory(text, len(text), bytes(weights), len(weights), ctypes.byref(opts), ctypes.byref(out)))
     return _wrap(out)
@@ -206,16 +230,18 @@ def evaluate_task(path, *, source: str = "testset", samples: int = 1000, seed: i
     return json.loads(raw.rstrip(b"\0"))
 
 
-def load(path, *, nan_policy: str = "propagate") -> Model:
+def load(path, *, nan_policy: str = "propagate", weight_format: str = "float32") -> Model:
     """Load a model directory (config.json + model.safetensors).
-    nan_policy: "propagate" (default) or "reject" (NaN/Inf inputs raise NanInput)."""
-    if nan_policy not in _NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {sorted(_NAN_POLICIES)}, got {nan_policy!r}")
-    opts = lib.cx_load_default_options()
-    opts.nan_policy = _NAN_POLICIES[nan_policy]
+    nan_policy: "propagate" (default) or "reject" (NaN/Inf inputs raise NanInput).
+    weight_format: "float32" (default) or "int8": every nn.Linear weight held as INT8, symmetric
+    per output channel, products computed from the INT8 values (embeddings, norms, convs
+    and recurrent kernels stay float32). Same fingerprint: states move between the two."""
+    opts = _load_options(nan_policy, weight_format)
     out = ctypes.c_void_p()
     check(lib.cx_model_load(os.fsencode(path), ctypes.byref(opts), ctypes.byref(out)))
-    return _wrap(out)
+    m = _wrap(out)
+    m._source = (os.fspath(path), nan_policy)
+    return m
 
 
 def _wrap(handle) -> Model:
