@@ -98,6 +98,7 @@ typedef struct cx_cache cx_cache_t;   /* KV cache of a batch of sequences (langu
 typedef struct cx_generator cx_generator_t; /* token-by-token generation (language models) */
 typedef struct cx_session cx_session_t; /* sidecar memory of one conversation (sidecars) */
 typedef struct cx_store cx_store_t;     /* a SQLite file of saved sessions (sidecars) */
+typedef struct cx_spike_stream cx_spike_stream_t; /* a sliding-window spike stream (spike decoders) */
 
 /* ------------------------------------------------------------- options -- */
 
@@ -445,6 +446,47 @@ cx_status cx_store_purge_expired(cx_store_t *store, int64_t *removed);
  * (caller-owned). */
 cx_status cx_decode(const cx_model_t *model, const DLTensor *neuron_ids, const DLTensor *time_bins,
                     const DLTensor *values, const DLTensor *offsets, cx_tensor_t **velocity);
+
+/* Streaming: one stride of events at a time, the last window decoded after each.
+ * A stream keeps its window's cross-attention keys/values in fixed-size pages (64
+ * events each) from its own bounded pool: each stride computes them only for its new
+ * events, and a page returns to the pool once all its events have left the window. The
+ * result equals cx_decode on the window's events with time_bin = bin - window start
+ * (the newest bin is window_bins - 1; before a full window has passed, the bins before
+ * the stream began are empty), to float rounding. Memory is bounded by
+ * max_window_events. One thread at a time (a concurrent call: CX_STATUS_BUSY). */
+typedef struct cx_spike_stream_options {
+  uint32_t struct_size;      /* sizeof(cx_spike_stream_options), set by cx_spike_stream_default_options */
+  uint32_t reserved;         /* 0 */
+  int64_t window_bins;       /* bins per window, <= max_time_bins (default 120: 600 ms of 5 ms bins) */
+  int64_t stride_bins;       /* bins per step, <= window_bins (default 10: 50 ms) */
+  int64_t max_window_events; /* events a window may hold; a step past it is refused (default 8192) */
+} cx_spike_stream_options;
+
+/* Defaults: window 120 bins, stride 10 bins, at most 8192 events per window. */
+cx_spike_stream_options cx_spike_stream_default_options(void);
+
+/* A new stream at bin 0 for a spike_decoder model (the
+ * stream holds what it needs of it: freeing the model first is safe). opts may be NULL
+ * (defaults). Caller-owned: cx_spike_stream_free. */
+cx_status cx_spike_stream_open(const cx_model_t *model, const cx_spike_stream_options *opts,
+                               cx_spike_stream_t **out);
+void cx_spike_stream_free(cx_spike_stream_t *stream);
+
+/* Append one stride of events and decode the window that ends with it. neuron_ids,
+ * time_bins, values: 1-D [E] integers (E may be 0); time_bins count from the stride's
+ * start, in [0, stride_bins). *velocity: float32 [1, behavior_dim] (caller-owned). A
+ * refused step (ids out of range, too many events) leaves the stream unchanged. */
+cx_status cx_spike_stream_step(cx_spike_stream_t *stream, const DLTensor *neuron_ids, const DLTensor *time_bins,
+                               const DLTensor *values, cx_tensor_t **velocity);
+
+/* Forget every event and restart at bin 0 (the pages go back to the pool). */
+cx_status cx_spike_stream_reset(cx_spike_stream_t *stream);
+
+/* Bins seen so far, events in the current window, pages in use and the bytes the
+ * stream's pages hold. Out-pointers may be NULL. */
+cx_status cx_spike_stream_info(cx_spike_stream_t *stream, int64_t *bins, int64_t *events, int64_t *pages,
+                               int64_t *page_bytes);
 
 /* -------------------------------------------------------------- tensor -- */
 

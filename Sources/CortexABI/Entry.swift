@@ -45,7 +45,7 @@ func string(_ p: UnsafePointer<CChar>?, _ name: String) throws -> String {
 
 /// Live handles by address and kind. Lets every entry point refuse NULL, freed and
 /// wrong-kind handles with a message instead of dereferencing garbage.
-enum HandleKind: String { case model, state, tensor, cache, generator, session, store }
+enum HandleKind: String { case model, state, tensor, cache, generator, session, store, spikeStream = "spike stream" }
 
 let liveHandles = Mutex<[UInt: HandleKind]>([:])
 

@@ -30,3 +30,74 @@ public func cx_decode(_ model: OpaquePointer?, _ neuronIDs: UnsafePointer<DLTens
         out.pointee = publishTensor(y)
     }
 }
+
+@_cdecl("cx_spike_stream_default_options")
+public func cx_spike_stream_default_options() -> cx_spike_stream_options {
+    cx_spike_stream_options(struct_size: UInt32(MemoryLayout<cx_spike_stream_options>.size), reserved: 0,
+                            window_bins: 120, stride_bins: 10, max_window_events: 8192)
+}
+
+@_cdecl("cx_spike_stream_open")
+public func cx_spike_stream_open(_ model: OpaquePointer?, _ opts: UnsafePointer<cx_spike_stream_options>?,
+                                 _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    entry("cx_spike_stream_open") {
+        let m = try resolve(model, .model, "model", as: Model.self)
+        let out = try requireOut(out, "out")
+        guard let dec = m.spikeDecoder else {
+            throw CortexError.unsupported("this is a '\(m.architecture)' model; a spike stream needs a spike_decoder model")
+        }
+        var o = cx_spike_stream_default_options()
+        if let opts {
+            guard Int(opts.pointee.struct_size) == MemoryLayout<cx_spike_stream_options>.size, opts.pointee.reserved == 0 else {
+                throw CortexError.invalidArgument("options.struct_size/reserved are invalid (use cx_spike_stream_default_options)")
+            }
+            o = opts.pointee
+        }
+        func small(_ v: Int64, _ name: String) throws -> Int {
+            guard v >= 1, v <= 1 << 30 else { throw CortexError.invalidArgument("options.\(name) must be in [1, 2^30], got \(v)") }
+            return Int(v)
+        }
+        out.pointee = publish(try SpikeStream(decoder: dec, windowBins: try small(o.window_bins, "window_bins"),
+                                              strideBins: try small(o.stride_bins, "stride_bins"),
+                                              maxWindowEvents: try small(o.max_window_events, "max_window_events")), .spikeStream)
+    }
+}
+
+@_cdecl("cx_spike_stream_free")
+public func cx_spike_stream_free(_ stream: OpaquePointer?) { retire(stream, .spikeStream) }
+
+@_cdecl("cx_spike_stream_step")
+public func cx_spike_stream_step(_ stream: OpaquePointer?, _ neuronIDs: UnsafePointer<DLTensor>?,
+                                 _ timeBins: UnsafePointer<DLTensor>?, _ values: UnsafePointer<DLTensor>?,
+                                 _ velocity: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    entry("cx_spike_stream_step") {
+        let s = try resolve(stream, .spikeStream, "stream", as: SpikeStream.self)
+        let out = try requireOut(velocity, "velocity")
+        let y = try s.step(neurons: try readIntegerVector(neuronIDs, "neuron_ids"),
+                           bins: try readIntegerVector(timeBins, "time_bins"),
+                           values: try readIntegerVector(values, "values"))
+        out.pointee = publishTensor(y)
+    }
+}
+
+@_cdecl("cx_spike_stream_reset")
+public func cx_spike_stream_reset(_ stream: OpaquePointer?) -> Int32 {
+    entry("cx_spike_stream_reset") {
+        let s = try resolve(stream, .spikeStream, "stream", as: SpikeStream.self)
+        try s.exclusive { s.reset() }
+    }
+}
+
+@_cdecl("cx_spike_stream_info")
+public func cx_spike_stream_info(_ stream: OpaquePointer?, _ bins: UnsafeMutablePointer<Int64>?,
+                                 _ events: UnsafeMutablePointer<Int64>?, _ pages: UnsafeMutablePointer<Int64>?,
+                                 _ pageBytes: UnsafeMutablePointer<Int64>?) -> Int32 {
+    entry("cx_spike_stream_info") {
+        let s = try resolve(stream, .spikeStream, "stream", as: SpikeStream.self)
+        let v = try s.exclusive { (s.endBin, s.eventsInWindow, s.pagesInUse, s.pageBytes) }
+        bins?.pointee = Int64(v.0)
+        events?.pointee = Int64(v.1)
+        pages?.pointee = Int64(v.2)
+        pageBytes?.pointee = Int64(v.3)
+    }
+}

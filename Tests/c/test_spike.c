@@ -10,7 +10,10 @@
  * - bad input: NULL model/out/tensors, a stack model, ids outside the tables, negative
  *   values, bad offsets, float ids, 2-D ids, a non-CPU tensor — each refused with its
  *   status and a message naming the field, *velocity untouched; then the decoder still
- *   answers the golden.
+ *   answers the golden;
+ * - a spike stream (cx_spike_stream_*, 120-bin window, 10-bin stride) equals cx_decode
+ *   on each window's events (<= 1e-5 relative) over 30 strides with a silent stretch;
+ *   refused steps leave it unchanged (cx_spike_stream_info); it outlives its model handle.
  *
  *   test_spike SPIKE_GOLDEN_DIR STACK_MODEL_DIR
  */
@@ -22,6 +25,7 @@
 #include "test_util.h"
 
 static cx_model_t *model;
+static const char *model_dir_for_stream;
 static tu_st_file cases;
 static char sentinel_storage;
 #define SENTINEL ((cx_tensor_t *)(void *)&sentinel_storage)
@@ -206,6 +210,127 @@ static void check_bad_input(const char *stack_dir) {
   check_golden("batch"); /* still answers */
 }
 
+/* xorshift64: deterministic events for the stream check. */
+static uint64_t rng_state = 88172645463325252ull;
+static int64_t rnd(int64_t n) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return (int64_t)(rng_state % (uint64_t)n);
+}
+
+static void stream_info(cx_spike_stream_t *s, int64_t v[4]) {
+  REQUIRE_OK(cx_spike_stream_info(s, &v[0], &v[1], &v[2], &v[3]));
+}
+
+static void check_stream(const char *stack_dir) {
+  enum { STRIDES = 30, MAXE = 120, CAP = STRIDES * MAXE };
+  cx_spike_stream_options opts = cx_spike_stream_default_options();
+  cx_spike_stream_t *s = NULL, *bad_s = NULL;
+  cx_model_t *stack = NULL;
+  int64_t *hb = tu_xmalloc(CAP * sizeof *hb), *hn = tu_xmalloc(CAP * sizeof *hn), *hv = tu_xmalloc(CAP * sizeof *hv);
+  int64_t *wn = tu_xmalloc(CAP * sizeof *wn), *wt = tu_xmalloc(CAP * sizeof *wt), *wv = tu_xmalloc(CAP * sizeof *wv);
+  int64_t sn[MAXE], st[MAXE], sv[MAXE], h = 0, k, i, before[4], after[4], one = 1;
+  double worst = 0;
+  cx_tensor_t *y = SENTINEL;
+
+  CHECK(opts.window_bins == 120 && opts.stride_bins == 10 && opts.max_window_events == 8192, "default stream options");
+  opts.max_window_events = 2000;
+  REQUIRE_OK(cx_spike_stream_open(model, &opts, &s));
+  for (k = 0; k < STRIDES; ++k) {
+    int64_t E = (k >= 12 && k < 25) ? 0 : 10 + rnd(MAXE - 10), W = 0, start = 10 * (k + 1) - 120, off[2], two = 2;
+    DLTensor a, b, c, d;
+    cx_tensor_t *ys, *yr;
+    const float *fs, *fr;
+    int64_t ns, nr;
+    for (i = 0; i < E; ++i) {
+      sn[i] = rnd(40); st[i] = rnd(10); sv[i] = 1 + rnd(7);
+      hn[h] = sn[i]; hb[h] = 10 * k + st[i]; hv[h] = sv[i]; ++h;
+    }
+    a = tu_dl(sn, kDLInt, 64, 1, &E, NULL); b = tu_dl(st, kDLInt, 64, 1, &E, NULL); c = tu_dl(sv, kDLInt, 64, 1, &E, NULL);
+    REQUIRE_OK(cx_spike_stream_step(s, &a, &b, &c, &ys));
+    for (i = 0; i < h; ++i)
+      if (hb[i] >= start) { wn[W] = hn[i]; wt[W] = hb[i] - start; wv[W] = hv[i]; ++W; }
+    off[0] = 0; off[1] = W;
+    a = tu_dl(wn, kDLInt, 64, 1, &W, NULL); b = tu_dl(wt, kDLInt, 64, 1, &W, NULL);
+    c = tu_dl(wv, kDLInt, 64, 1, &W, NULL); d = tu_dl(off, kDLInt, 64, 1, &two, NULL);
+    yr = decode(&a, &b, &c, &d);
+    fs = tu_tensor_floats(ys, &ns);
+    fr = tu_tensor_floats(yr, &nr);
+    CHECK(ns == nr && ns == 3, "stream step: %lld values, decode: %lld", (long long)ns, (long long)nr);
+    for (i = 0; i < ns && i < nr; ++i) {
+      double e = fabs((double)fs[i] - fr[i]) / fmax(1.0, fabs(fr[i]));
+      if (e > worst) worst = e;
+    }
+    stream_info(s, after);
+    CHECK(after[0] == 10 * (k + 1) && after[1] == W, "stream info: bins %lld events %lld, expected %lld %lld",
+          (long long)after[0], (long long)after[1], (long long)(10 * (k + 1)), (long long)W);
+    cx_tensor_free(ys);
+    cx_tensor_free(yr);
+  }
+  printf("[spike stream] C: %d strides vs cx_decode per window: max rel error %.3g\n", STRIDES, worst);
+  CHECK(worst <= 1e-5, "stream vs decode: %g", worst);
+
+  /* Refused steps change nothing. */
+  stream_info(s, before);
+  {
+    int64_t n1[1] = {40}, t1[1] = {0}, v1[1] = {1}, t2[1] = {10}, n2[1] = {1};
+    DLTensor a = tu_dl(n1, kDLInt, 64, 1, &one, NULL), b = tu_dl(t1, kDLInt, 64, 1, &one, NULL);
+    DLTensor c = tu_dl(v1, kDLInt, 64, 1, &one, NULL), b2 = tu_dl(t2, kDLInt, 64, 1, &one, NULL);
+    DLTensor a2 = tu_dl(n2, kDLInt, 64, 1, &one, NULL);
+    EXPECT_STATUS(cx_spike_stream_step(s, &a, &b, &c, &y), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_MESSAGE_HAS("max_neurons");
+    EXPECT_STATUS(cx_spike_stream_step(s, &a2, &b2, &c, &y), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_MESSAGE_HAS("stride_bins");
+    EXPECT_STATUS(cx_spike_stream_step(s, NULL, &b, &c, &y), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(cx_spike_stream_step(s, &a2, &b, &c, NULL), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(cx_spike_stream_step((cx_spike_stream_t *)(void *)model, &a2, &b, &c, &y), CX_STATUS_INVALID_HANDLE);
+    EXPECT_MESSAGE_HAS("spike stream");
+    EXPECT_STATUS(cx_spike_stream_step(NULL, &a2, &b, &c, &y), CX_STATUS_INVALID_HANDLE);
+    CHECK(y == SENTINEL, "a refused stream step wrote *velocity");
+    stream_info(s, after);
+    CHECK(memcmp(before, after, sizeof before) == 0, "a refused step changed the stream");
+  }
+  EXPECT_STATUS(cx_spike_stream_info(NULL, NULL, NULL, NULL, NULL), CX_STATUS_INVALID_HANDLE);
+  REQUIRE_OK(cx_spike_stream_reset(s));
+  stream_info(s, after);
+  CHECK(after[0] == 0 && after[1] == 0 && after[2] == 0, "reset: bins %lld events %lld pages %lld",
+        (long long)after[0], (long long)after[1], (long long)after[2]);
+
+  /* Options and models are checked. */
+  opts = cx_spike_stream_default_options();
+  opts.window_bins = 121; /* max_time_bins is 120 */
+  EXPECT_STATUS(cx_spike_stream_open(model, &opts, &bad_s), CX_STATUS_INVALID_ARGUMENT);
+  EXPECT_MESSAGE_HAS("window_bins");
+  opts = cx_spike_stream_default_options();
+  opts.struct_size = 3;
+  EXPECT_STATUS(cx_spike_stream_open(model, &opts, &bad_s), CX_STATUS_INVALID_ARGUMENT);
+  REQUIRE_OK(cx_model_load(stack_dir, NULL, &stack));
+  EXPECT_STATUS(cx_spike_stream_open(stack, NULL, &bad_s), CX_STATUS_UNSUPPORTED);
+  cx_model_free(stack);
+  CHECK(bad_s == NULL, "a refused open wrote *out");
+
+  /* The stream outlives its model handle. */
+  {
+    cx_model_t *m2 = NULL;
+    cx_spike_stream_t *s2 = NULL;
+    int64_t n1[1] = {3}, t1[1] = {9}, v1[1] = {2};
+    DLTensor a = tu_dl(n1, kDLInt, 64, 1, &one, NULL), b = tu_dl(t1, kDLInt, 64, 1, &one, NULL);
+    DLTensor c = tu_dl(v1, kDLInt, 64, 1, &one, NULL);
+    char *dir = tu_path(model_dir_for_stream, "model");
+    REQUIRE_OK(cx_model_load(dir, NULL, &m2));
+    REQUIRE_OK(cx_spike_stream_open(m2, NULL, &s2));
+    cx_model_free(m2);
+    REQUIRE_OK(cx_spike_stream_step(s2, &a, &b, &c, &y));
+    cx_tensor_free(y);
+    cx_spike_stream_free(s2);
+    free(dir);
+  }
+  cx_spike_stream_free(s);
+  cx_spike_stream_free(NULL);
+  free(hb); free(hn); free(hv); free(wn); free(wt); free(wv);
+}
+
 int main(int argc, char **argv) {
   char *model_dir, *cases_path;
   if (argc != 3) {
@@ -221,6 +346,8 @@ int main(int argc, char **argv) {
   check_golden("long");
   check_dtypes();
   check_bad_input(argv[2]);
+  model_dir_for_stream = argv[1];
+  check_stream(argv[2]);
   cx_model_free(model);
   tu_st_free(&cases);
   free(model_dir);

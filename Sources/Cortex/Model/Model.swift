@@ -92,7 +92,8 @@ public final class Model: @unchecked Sendable {
             do { cfg = try MythosConfig.parse(config) } catch let e as CortexError { throw e.prefixed("config.json") }
             let lm = try MythosModel(config: cfg, weights: weights)
             mythos = lm
-            module = LanguageModelStub(vocab: cfg.vocabSize, parameters: lm.parameterCount)
+            module = NonRecurrentStub(dIn: cfg.vocabSize, dOut: cfg.vocabSize, parameters: lm.parameterCount,
+                                      runsOn: "an open_mythos model runs on token ids with a KV cache")
             routedAdapter = nil
             sidecar = nil
             spikeDecoder = nil
@@ -101,7 +102,8 @@ public final class Model: @unchecked Sendable {
             do { cfg = try SidecarConfig.parse(config) } catch let e as CortexError { throw e.prefixed("config.json") }
             let sc = try SidecarModel(config: cfg, weights: weights)
             sidecar = sc
-            module = SidecarStub(dModel: cfg.dModel, parameters: sc.parameterCount)
+            module = NonRecurrentStub(dIn: cfg.dModel, dOut: cfg.dModel, parameters: sc.parameterCount,
+                                      runsOn: "a cortex_sidecar model runs per host layer with a session (cx_sidecar_forward)")
             routedAdapter = nil
             mythos = nil
             spikeDecoder = nil
@@ -110,8 +112,8 @@ public final class Model: @unchecked Sendable {
             do { cfg = try SpikeDecoderConfig.parse(config) } catch let e as CortexError { throw e.prefixed("config.json") }
             let dec = try SpikeDecoder(config: cfg, weights: weights)
             spikeDecoder = dec
-            module = StatelessStub(architecture: arch, dIn: cfg.hiddenDim, dOut: cfg.behaviorDim,
-                                   parameters: dec.parameterCount, entry: "cx_decode")
+            module = NonRecurrentStub(dIn: cfg.hiddenDim, dOut: cfg.behaviorDim, parameters: dec.parameterCount,
+                                      runsOn: "a spike_decoder model is stateless and runs on packed events (cx_decode)")
             routedAdapter = nil
             mythos = nil
             sidecar = nil
@@ -214,45 +216,20 @@ public final class Model: @unchecked Sendable {
     }
 }
 
-/// The recurrent-module face of a language model: no state, and `run` refuses (the
-/// model runs through `MythosCache`). Its sizes are the vocabulary (ids in, logits out).
-struct LanguageModelStub: RecurrentModule {
-    let vocab: Int, parameters: Int
-    var inputSize: Int { vocab }
-    var outputSize: Int { vocab }
-    var stateSpecs: [StateSpec] { [] }
-    var parameterCount: Int { parameters }
-    func run(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int, time: Int,
-             state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena) throws {
-        throw CortexError.unsupported("an open_mythos model runs on token ids with a KV cache, not on recurrent states")
-    }
-}
-
-/// The recurrent-module face of a sidecar model: it runs per hooked layer through
-/// `SidecarSession`, not through recurrent states.
-struct SidecarStub: RecurrentModule {
-    let dModel: Int, parameters: Int
-    var inputSize: Int { dModel }
-    var outputSize: Int { dModel }
-    var stateSpecs: [StateSpec] { [] }
-    var parameterCount: Int { parameters }
-    func run(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int, time: Int,
-             state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena) throws {
-        throw CortexError.unsupported("a cortex_sidecar model runs per host layer with a session (cx_sidecar_forward), not on recurrent states")
-    }
-}
-
-/// The RecurrentModule face of a model that has no recurrent state (the spike
-/// decoder): it reports sizes and refuses the state API with the entry point to use.
-struct StatelessStub: RecurrentModule {
-    let architecture: String, dIn: Int, dOut: Int, parameters: Int, entry: String
+/// The recurrent-module face of a model that does not run on recurrent states (an
+/// OpenMythos language model, a sidecar, a spike decoder): it reports its sizes and
+/// parameter count, and `run` refuses with where the model does run.
+struct NonRecurrentStub: RecurrentModule {
+    let dIn: Int, dOut: Int, parameters: Int
+    /// Completes "... not on recurrent states", e.g. "an open_mythos model runs on token ids".
+    let runsOn: String
     var inputSize: Int { dIn }
     var outputSize: Int { dOut }
     var stateSpecs: [StateSpec] { [] }
     var parameterCount: Int { parameters }
     func run(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int, time: Int,
              state: StateSlots, resets: UnsafePointer<UInt8>?, arena: Arena) throws {
-        throw CortexError.unsupported("a \(architecture) model is stateless and runs through \(entry), not on recurrent states")
+        throw CortexError.unsupported(runsOn + ", not on recurrent states")
     }
 }
 

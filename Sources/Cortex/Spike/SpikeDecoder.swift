@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Seed 003's Perceiver spike decoder (the PyTorch reference is
 /// `cortex_swift.torch_spike.SpikeDecoder`; weights are its `state_dict()`):
 ///
@@ -26,6 +28,8 @@ public final class SpikeDecoder: @unchecked Sendable {
     let headQ: [Float]
     let headOut: Linear  // D -> 1, shared by the outputs
     public let parameterCount: Int
+    /// Made by the first stream (`SpikeStream`), shared by all.
+    let streamTable = Mutex<TimeTable?>(nil)
 
     struct Block {
         let normAttn: Norm, qkv: Linear, out: Linear, normMLP: Norm, up: Linear, down: Linear
@@ -135,9 +139,7 @@ public final class SpikeDecoder: @unchecked Sendable {
     /// Hand velocity `[B, behavior_dim]` for B requests of packed events.
     public func decode(neurons: [Int], timeBins: [Int], values: [Int], offsets: [Int]) throws -> Tensor {
         let B = try validate(neurons: neurons, timeBins: timeBins, values: values, offsets: offsets)
-        let c = config, D = c.latentDim, Dh = c.hiddenDim, L = c.numLatents, E = neurons.count
-        let rows = try Checked.mul(B, L, "batch × num_latents")
-        let maxEvents = zip(offsets.dropFirst(), offsets).map { $0 - $1 }.max() ?? 0
+        let c = config, D = c.latentDim, Dh = c.hiddenDim, E = neurons.count
 
         // Tokens and their keys/values, all requests in one GEMM.
         let tokens = try FloatBuffer(count: max(1, E * Dh), zeroed: false)
@@ -151,67 +153,93 @@ public final class SpikeDecoder: @unchecked Sendable {
         }
         normKV.apply(t, rows: E)
         crossKV.apply(t, rows: E, into: kv.pointer)
+        let out = try Tensor(zeros: [B, c.behaviorDim])
+        try decode(keysValues: kv.pointer, offsets: offsets, into: out.data, scratch: SpikeScratch())
+        return out
+    }
+
+    /// Everything after the tokens' keys/values: `keysValues` is `[E, 2·latent_dim]`
+    /// (`W_kv LN_kv(token)` of every event, request b's rows `offsets[b] ..< offsets[b+1]`);
+    /// writes `[B, behavior_dim]` to `out`. Shared by `decode` and `SpikeStream`.
+    func decode(keysValues kvp: UnsafePointer<Float>, offsets: [Int], into out: UnsafeMutablePointer<Float>,
+                scratch: SpikeScratch) throws {
+        let c = config, D = c.latentDim, L = c.numLatents, B = offsets.count - 1, E = offsets[B]
+        let rows = try Checked.mul(B, L, "batch × num_latents")
+        let maxEvents = zip(offsets.dropFirst(), offsets).map { $0 - $1 }.max() ?? 0
+        let perPart = max(1, max(L, c.behaviorDim) * max(maxEvents, L))
+        let x = try scratch.x.reserve(rows * D), attn = try scratch.attn.reserve(rows * D)
+        let normed = try scratch.normed.reserve(rows * D)
+        let wide = try scratch.wide.reserve(rows * max(3 * D, c.mlpDim))
+        let scores = try scratch.scores.reserve(2 * perPart)
 
         // Cross-attention per request (its own events only), then x = x0 + W_o(·) for all.
-        let x = try FloatBuffer(count: rows * D, zeroed: false)
-        let attn = try FloatBuffer(count: rows * D, zeroed: false)
-        let perPart = max(1, max(L, c.behaviorDim) * max(maxEvents, L))
-        let scores = try FloatBuffer(count: 2 * perPart, zeroed: false)
         let dc = D / c.crossAttnHeads
-        for b in 0..<B { (x.pointer + b * L * D).update(from: latents.data, count: L * D) }
+        for b in 0..<B { (x + b * L * D).update(from: latents.data, count: L * D) }
         crossQ.withUnsafeBufferPointer { q in
-            let kvp = kv.pointer
-            SpikeDecoder.eachHead(B, c.crossAttnHeads, work: L * E * D, scores: scores.pointer, perPart: perPart) { b, h, s in
+            SpikeDecoder.eachHead(B, c.crossAttnHeads, work: L * E * D, scores: scores, perPart: perPart) { b, h, s in
                 let start = offsets[b], o = start * 2 * D + h * dc
                 Attention.attend(q: q.baseAddress! + h * dc, ldq: D, k: kvp + o, ldk: 2 * D, v: kvp + o + D, ldv: 2 * D,
-                                 out: attn.pointer + b * L * D + h * dc, ldo: D, rows: L, keys: offsets[b + 1] - start,
+                                 out: attn + b * L * D + h * dc, ldo: D, rows: L, keys: offsets[b + 1] - start,
                                  heads: 1, dim: dc, scores: s)
             }
         }
-        crossOut.apply(attn.pointer, rows: rows, into: x.pointer, accumulate: true)
+        crossOut.apply(attn, rows: rows, into: x, accumulate: true)
 
         // Pre-LN self-attention blocks over every request's latents.
-        let normed = try FloatBuffer(count: rows * D, zeroed: false)
-        let wide = try FloatBuffer(count: rows * max(3 * D, c.mlpDim), zeroed: false)
         let dh = D / c.numHeads
         for blk in blocks {
-            normed.pointer.update(from: x.pointer, count: rows * D)
-            SpikeDecoder.norm(blk.normAttn, normed.pointer, rows: rows, width: D)
-            blk.qkv.apply(normed.pointer, rows: rows, into: wide.pointer)
-            let w = wide.pointer
-            SpikeDecoder.eachHead(B, c.numHeads, work: L * L * D, scores: scores.pointer, perPart: perPart) { b, h, s in
-                let base = w + b * L * 3 * D + h * dh
+            normed.update(from: x, count: rows * D)
+            SpikeDecoder.norm(blk.normAttn, normed, rows: rows, width: D)
+            blk.qkv.apply(normed, rows: rows, into: wide)
+            SpikeDecoder.eachHead(B, c.numHeads, work: L * L * D, scores: scores, perPart: perPart) { b, h, s in
+                let base = wide + b * L * 3 * D + h * dh
                 Attention.attend(q: base, ldq: 3 * D, k: base + D, ldk: 3 * D, v: base + 2 * D, ldv: 3 * D,
-                                 out: attn.pointer + b * L * D + h * dh, ldo: D, rows: L, keys: L, heads: 1, dim: dh,
+                                 out: attn + b * L * D + h * dh, ldo: D, rows: L, keys: L, heads: 1, dim: dh,
                                  scores: s)
             }
-            blk.out.apply(attn.pointer, rows: rows, into: x.pointer, accumulate: true)
-            normed.pointer.update(from: x.pointer, count: rows * D)
-            SpikeDecoder.norm(blk.normMLP, normed.pointer, rows: rows, width: D)
-            blk.up.apply(normed.pointer, rows: rows, into: wide.pointer)
+            blk.out.apply(attn, rows: rows, into: x, accumulate: true)
+            normed.update(from: x, count: rows * D)
+            SpikeDecoder.norm(blk.normMLP, normed, rows: rows, width: D)
+            blk.up.apply(normed, rows: rows, into: wide)
             let m = c.mlpDim
             Parallel.run(parts: rows * m >= 1 << 15 ? 2 : 1) { part, parts in
                 let r = Parallel.slice(rows, part: part, parts: parts, align: 1)
-                Kernels.gelu(w + r.lowerBound * m, r.count * m)
+                Kernels.gelu(wide + r.lowerBound * m, r.count * m)
             }
-            blk.down.apply(wide.pointer, rows: rows, into: x.pointer, accumulate: true)
+            blk.down.apply(wide, rows: rows, into: x, accumulate: true)
         }
-        finalNorm.apply(x.pointer, rows: rows)
-        headNorm.apply(x.pointer, rows: rows)
-        headKV.apply(x.pointer, rows: rows, into: wide.pointer)
+        finalNorm.apply(x, rows: rows)
+        headNorm.apply(x, rows: rows)
+        headKV.apply(x, rows: rows, into: wide)
 
         // Behaviour head: per-output queries attend to each request's latents; one shared
         // output projection per query.
-        let out = try Tensor(zeros: [B, c.behaviorDim])
         headQ.withUnsafeBufferPointer { q in
             for b in 0..<B {
-                let base = wide.pointer + b * L * 2 * D
+                let base = wide + b * L * 2 * D
                 Attention.attend(q: q.baseAddress!, ldq: D, k: base, ldk: 2 * D, v: base + D, ldv: 2 * D,
-                                 out: attn.pointer, ldo: D, rows: c.behaviorDim, keys: L, heads: c.numHeads, dim: dh,
-                                 scores: scores.pointer)
-                headOut.apply(attn.pointer, rows: c.behaviorDim, into: out.data + b * c.behaviorDim)
+                                 out: attn, ldo: D, rows: c.behaviorDim, keys: L, heads: c.numHeads, dim: dh,
+                                 scores: scores)
+                headOut.apply(attn, rows: c.behaviorDim, into: out + b * c.behaviorDim)
             }
         }
-        return out
+    }
+}
+
+/// Scratch buffers for `SpikeDecoder.decode(keysValues:...)`: a stateless call makes its
+/// own; a stream keeps one, so its steps allocate only when a window outgrows the last.
+final class SpikeScratch {
+    let x = GrowableBuffer(), attn = GrowableBuffer(), normed = GrowableBuffer(), wide = GrowableBuffer()
+    let scores = GrowableBuffer()
+}
+
+/// A float buffer that is reallocated only when a larger size is asked for.
+final class GrowableBuffer {
+    private var buffer: FloatBuffer?
+    func reserve(_ count: Int) throws -> UnsafeMutablePointer<Float> {
+        if let b = buffer, b.count >= count { return b.pointer }
+        let b = try FloatBuffer(count: max(count, 1), zeroed: false)
+        buffer = b
+        return b.pointer
     }
 }

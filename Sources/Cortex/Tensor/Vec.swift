@@ -51,6 +51,31 @@ public enum Vec {
         while i < n { y[i] += a * x[i]; i += 1 }
     }
 
+    /// a ← a · b (elementwise)
+    public static func multiply(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        while i + 8 <= n { store(load(a + i) * load(b + i), a + i); i += 8 }
+        while i < n { a[i] *= b[i]; i += 1 }
+    }
+
+    /// Σ a·b
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var i = 0, acc = V()
+        while i + 8 <= n { acc += load(a + i) * load(b + i); i += 8 }
+        var s = acc.sum()
+        while i < n { s += a[i] * b[i]; i += 1 }
+        return s
+    }
+
+    /// Σ a
+    public static func sum(_ a: UnsafePointer<Float>, _ n: Int) -> Float {
+        var i = 0, acc = V()
+        while i + 8 <= n { acc += load(a + i); i += 8 }
+        var s = acc.sum()
+        while i < n { s += a[i]; i += 1 }
+        return s
+    }
+
     /// p ← a · p
     public static func scale(_ p: UnsafeMutablePointer<Float>, _ a: Float, _ n: Int) {
         var i = 0

@@ -30,7 +30,7 @@ from ._lib import (Busy, BufferTooSmall, CortexError, CortexIOError, CortexMemor
 from ._lm import Cache, LanguageModel
 from ._model import Model, State, auto_stack_config, evaluate_task, load, load_from_memory
 from ._sidecar import Session, SessionStore, Sidecar
-from ._spike import SpikeDecoder
+from ._spike import SpikeDecoder, SpikeStream
 from ._tensor import Tensor
 from .export import export
 
@@ -52,7 +52,7 @@ def get_num_threads() -> int:
 
 
 __all__ = ["load", "load_from_memory", "auto_stack_config", "evaluate_task", "export", "Model", "State", "Tensor",
-           "LanguageModel", "Cache", "Sidecar", "Session", "SessionStore", "abi_version", "set_num_threads", "get_num_threads",
+           "LanguageModel", "Cache", "Sidecar", "Session", "SessionStore", "SpikeDecoder", "SpikeStream", "abi_version", "set_num_threads", "get_num_threads",
            "CortexError", "InvalidArgument", "HandleError", "ShapeError", "DTypeError", "DeviceError",
            "CortexIOError", "ParseError", "Unsupported", "MissingTensor", "StateMismatch", "BufferTooSmall",
            "CortexMemoryError", "NanInput", "Busy", "NotFound", "__version__"]

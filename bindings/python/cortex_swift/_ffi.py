@@ -121,6 +121,15 @@ class cx_store_options(ctypes.Structure):
         ('max_bytes', ctypes.c_int64),
     ]
 
+class cx_spike_stream_options(ctypes.Structure):
+    _fields_ = [
+        ('struct_size', ctypes.c_uint32),
+        ('reserved', ctypes.c_uint32),
+        ('window_bins', ctypes.c_int64),
+        ('stride_bins', ctypes.c_int64),
+        ('max_window_events', ctypes.c_int64),
+    ]
+
 cx_token_callback = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64)
 
 
@@ -191,6 +200,12 @@ FUNCTIONS = {
     'cx_store_list_json': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
     'cx_store_purge_expired': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)]),
     'cx_decode': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_spike_stream_default_options': (cx_spike_stream_options, []),
+    'cx_spike_stream_open': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(cx_spike_stream_options), ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_spike_stream_free': (None, [ctypes.c_void_p]),
+    'cx_spike_stream_step': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_spike_stream_reset': (ctypes.c_int32, [ctypes.c_void_p]),
+    'cx_spike_stream_info': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64)]),
     'cx_tensor_view': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(DLTensor))]),
     'cx_tensor_to_dlpack': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(DLManagedTensorVersioned))]),
     'cx_tensor_to_dlpack_legacy': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.POINTER(DLManagedTensor))]),

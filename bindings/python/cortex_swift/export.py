@@ -41,7 +41,8 @@ def _check_stack(module: Any) -> None:
 
 
 def write_safetensors(path: str, tensors: Dict[str, Any]) -> None:
-    """Write float32 tensors (torch or numpy) as safetensors, in the given order."""
+    """Write tensors (torch or numpy) as safetensors, in the given order: float32, except
+    int8 numpy arrays, which stay I8 (INT8 weights)."""
     import numpy as np
 
     header: Dict[str, Any] = {}
@@ -50,10 +51,12 @@ def write_safetensors(path: str, tensors: Dict[str, Any]) -> None:
     for name, t in tensors.items():
         if hasattr(t, "detach"):
             t = t.detach().to("cpu").float().contiguous().numpy()
-        t = np.asarray(t, dtype="<f4")
+        int8 = isinstance(t, np.ndarray) and t.dtype == np.int8
+        t = np.asarray(t, dtype="i1" if int8 else "<f4")
         a = np.ascontiguousarray(t).reshape(t.shape)  # keep 0-d scalars 0-d
         data = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + len(data)]}
+        header[name] = {"dtype": "I8" if int8 else "F32", "shape": list(a.shape),
+                        "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -67,7 +70,32 @@ def write_safetensors(path: str, tensors: Dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _export_configured(module: Any, directory: str, architecture: str) -> str:
+def quantize_linears(module: Any, tensors: Dict[str, Any]) -> Dict[str, Any]:
+    """Replace every nn.Linear weight of `module` in its state dict `tensors` by
+    `<name>.weight_int8` (I8) and `<name>.weight_scale` (F32): symmetric per output
+    channel, scale = max(max|row| / 127, 1e-8), q = clamp(round(w / scale), ±127) with
+    torch's round half to even, all in float32 — the bytes Cortex's own INT8 load makes."""
+    import torch
+
+    out = dict(tensors)
+    for name, sub in module.named_modules():
+        if isinstance(sub, torch.nn.Linear):
+            key = f"{name}.weight"
+            w = tensors[key].detach().to("cpu").float()
+            scale = (w.abs().amax(1) / 127).clamp(min=1e-8)
+            q = torch.clamp(torch.round(w / scale[:, None]), -127, 127).to(torch.int8)
+            rebuilt = {}
+            for k, v in out.items():  # keep the state dict's order
+                if k == key:
+                    rebuilt[f"{name}.weight_int8"] = q.numpy()
+                    rebuilt[f"{name}.weight_scale"] = scale
+                else:
+                    rebuilt[k] = v
+            out = rebuilt
+    return out
+
+
+def _export_configured(module: Any, directory: str, architecture: str, weight_format: str = "float32") -> str:
     """A module that carries its config as a dict (`module.config`) and whose
     state_dict Cortex reads as is: cortex_swift.torch_sidecars.SidecarModel (U0
     included) and cortex_swift.torch_spike.SpikeDecoder."""
@@ -77,7 +105,10 @@ def _export_configured(module: Any, directory: str, architecture: str) -> str:
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
-    write_safetensors(os.path.join(directory, "model.safetensors"), dict(module.state_dict()))
+    tensors = dict(module.state_dict())
+    if weight_format == "int8":
+        tensors = quantize_linears(module, tensors)
+    write_safetensors(os.path.join(directory, "model.safetensors"), tensors)
     return directory
 
 
@@ -107,17 +138,24 @@ def _export_mythos(module: Any, directory: str) -> str:
     return directory
 
 
-def export(module: Any, directory: str) -> str:
+def export(module: Any, directory: str, weight_format: str = "float32") -> str:
     """Write `module` (a cortexcore CortexStack, an open-mythos OpenMythos, a
     cortex_swift.torch_sidecars.SidecarModel or a cortex_swift.torch_spike.SpikeDecoder) as
-    `directory/config.json` and `directory/model.safetensors`. Returns the directory."""
+    `directory/config.json` and `directory/model.safetensors`. Returns the directory.
+    weight_format="int8" (sidecars, spike decoders): nn.Linear weights saved as INT8
+    (`quantize_linears`), about a quarter of the bytes; Cortex loads them as INT8."""
     cls = type(module).__name__
+    if weight_format not in ("float32", "int8"):
+        raise ValueError(f"weight_format must be 'float32' or 'int8', got {weight_format!r}")
+    if weight_format == "int8" and cls not in ("SidecarModel", "SpikeDecoder"):
+        raise ValueError(f"cx.export: weight_format='int8' is written for SidecarModel and SpikeDecoder; load a "
+                         f"{cls} with cx.load(dir, weight_format='int8') instead")
     if cls == "OpenMythos":
         return _export_mythos(module, str(directory))
     if cls == "SidecarModel":
-        return _export_configured(module, str(directory), "cortex_sidecar")
+        return _export_configured(module, str(directory), "cortex_sidecar", weight_format)
     if cls == "SpikeDecoder":
-        return _export_configured(module, str(directory), "spike_decoder")
+        return _export_configured(module, str(directory), "spike_decoder", weight_format)
     if cls != "CortexStack":
         raise TypeError(f"cx.export: cannot represent a {cls}; supported: CortexStack, OpenMythos, SidecarModel, "
                         "SpikeDecoder")

@@ -80,3 +80,49 @@ def test_other_models_refuse_decode(cases):
     from cortex_swift._spike import SpikeDecoder
     with pytest.raises(cx.Unsupported, match="spike_decoder"):
         SpikeDecoder.decode(stack, n, t, v, o)
+
+
+def test_stream_equals_decoding_each_window(dec):
+    """A 600 ms / 50 ms stream (120 / 10 bins) vs decode() on each window's events with
+    time_bin = bin - window start: within 1e-5; pages recycled and bounded; a refused
+    stride changes nothing; reset starts over."""
+    rng = np.random.default_rng(5)
+    s = dec.stream(window_bins=120, stride_bins=10, max_window_events=3000)
+    history = []                                         # (absolute bin, neuron, value)
+    worst, pages = 0.0, 0
+    for k in range(40):
+        n = 0 if 15 <= k < 28 else int(rng.integers(10, 150))   # a silent stretch empties the window
+        ev = (rng.integers(0, 40, n), rng.integers(0, 10, n), rng.integers(1, 8, n))
+        y = s.step(ev[0].astype(np.int32), ev[1].astype(np.uint8), ev[2])     # any integer dtype
+        history += [(10 * k + t, a, v) for a, t, v in zip(ev[0], ev[1], ev[2])]
+        start = 10 * (k + 1) - 120
+        win = [(a, b - start, v) for b, a, v in history if b >= start]
+        ref = dec.decode_requests([tuple(np.array(c, dtype=np.int64) for c in zip(*win)) if win else ((), (), ())])[0]
+        worst = max(worst, float(np.abs(y - ref).max() / max(1.0, np.abs(ref).max())))
+        info = s.info
+        assert info["bins"] == 10 * (k + 1) and info["events"] == len(win)
+        pages = max(pages, info["pages"])
+    print(f"[spike stream] 40 strides vs decode per window: max rel error {worst:.2e}; pages <= {pages}")
+    assert worst <= 1e-5
+    assert s.info["page_bytes"] <= (3000 // 64 + 2) * 64 * 2 * 32 * 4   # bounded by max_window_events
+    before = s.info
+    with pytest.raises(cx.InvalidArgument, match="time_bin 10 is outside"):
+        s.step([1], [10], [1])
+    with pytest.raises(cx.InvalidArgument, match="max_window_events"):
+        s.step(np.zeros(3001, np.int64), np.zeros(3001, np.int64), np.ones(3001, np.int64))
+    assert s.info == before
+    s.reset()
+    assert s.info["bins"] == 0 and s.info["events"] == 0 and s.info["pages"] == 0
+    np.testing.assert_allclose(s.step(), dec.decode_requests([((), (), ())])[0], atol=1e-6)
+    s.close()
+    with pytest.raises(ValueError):
+        s.step()
+
+
+def test_stream_options_are_checked(dec):
+    with pytest.raises(cx.InvalidArgument, match="window_bins"):
+        dec.stream(window_bins=121)                          # past max_time_bins (120)
+    with pytest.raises(cx.InvalidArgument, match="stride_bins"):
+        dec.stream(window_bins=20, stride_bins=21)
+    with pytest.raises(cx.InvalidArgument, match="max_window_events"):
+        dec.stream(max_window_events=0)
