@@ -8,6 +8,11 @@ let package = Package(
         .library(name: "cortex", type: .dynamic, targets: ["CortexABI"]),
         // The pure-Swift API for Swift apps.
         .library(name: "Cortex", targets: ["Cortex"]),
+        // The HTTP serving engine.
+        .executable(name: "cortex-serve", targets: ["cortex-serve"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // OpenBLAS, loaded with dlopen at first use (Debian: libopenblas0); see blas_loader.c.
@@ -24,6 +29,14 @@ let package = Package(
         ),
         // Only the @_cdecl exports of cortex.h.
         .target(name: "CortexABI", dependencies: ["Cortex", "CCortex"], path: "Sources/CortexABI"),
+        // cortex-serve: HTTP/1.1 (SwiftNIO) in front of Cortex's ServingEngine.
+        .executableTarget(
+            name: "cortex-serve",
+            dependencies: ["Cortex", .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio")],
+            path: "Sources/cortex-serve",
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
         .testTarget(
             name: "CortexTests",
             dependencies: ["Cortex", "CortexABI", "CCortex"],

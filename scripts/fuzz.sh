@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzz the safetensors, JSON, config and model loaders and the KV-cache and session decoders with
+# Fuzz the safetensors, JSON, config and model loaders, the KV-cache and session decoders and the
+# serving engine's request bodies with
 # libFuzzer + AddressSanitizer.
 #   scripts/fuzz.sh [runs]     (default 20000 runs; CI uses a bounded count)
 # A crash, trap or sanitizer report fails the run and leaves the input in .build-fuzz/.
@@ -41,6 +42,18 @@ for p in glob.glob(os.path.join(root, "Tests/goldens/*/model/config.json")) + \
         glob.glob(os.path.join(root, "Tests/goldens/mythos/*/model/config.json")):
     data = open(p, "rb").read()
     seeds += [b"\x01" + data, b"\x03" + data]
+# Serving bodies: a binary tensor body and JSON decode bodies.
+import struct
+def body(tensors):
+    out = bytearray(b"CXTB") + struct.pack("<HH", 1, len(tensors))
+    for name, code, vals in tensors:
+        out += struct.pack("<B", len(name)) + name + struct.pack("<BB", code, 1) + struct.pack("<q", len(vals))
+        out += struct.pack("<%d%s" % (len(vals), "f" if code == 3 else "i"), *vals)
+    return bytes(out)
+seeds.append(b"\x06" + body([(b"x", 3, [1.0, 2.5]), (b"y", 3, [])]))
+seeds.append(b"\x07" + body([(b"neuron_ids", 1, [1, 2]), (b"time_bins", 1, [3, 4]), (b"values", 1, [1, 1])]))
+seeds.append(b"\x07" + b'{"neuron_ids":[1,2],"time_bins":[3,4],"values":[1,2],"deadline_ms":5}')
+seeds.append(b"\x07" + b'{"requests":[{"neuron_ids":[1],"time_bins":[3],"values":[1]}]}')
 for i, s in enumerate(seeds):
     open(os.path.join(out, f"seed{i}"), "wb").write(s)
 PY

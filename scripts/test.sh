@@ -19,8 +19,8 @@ touch Sources/CortexABI/Entry.swift
 swift build --target CortexABI --scratch-path .build-abi \
   -Xswiftc -emit-clang-header-path -Xswiftc "$root/.build-abi/cortexabi-generated.h" >/dev/null
 python3 scripts/check_abi.py .build-abi/cortexabi-generated.h
-echo "== ThreadSanitizer: ConcurrencyTests, ThreadCountTests =="
-swift test --sanitize=thread --filter "ConcurrencyTests|ThreadCountTests" --scratch-path .build-tsan >"$log" 2>&1 || { tail -n 60 "$log"; exit 1; }
+echo "== ThreadSanitizer: ConcurrencyTests, ThreadCountTests, ServingTests =="
+swift test --sanitize=thread --filter "ConcurrencyTests|ThreadCountTests|ServingTests" --scratch-path .build-tsan >"$log" 2>&1 || { tail -n 60 "$log"; exit 1; }
 grep -E '^\[threads\]|Executed [0-9]+ tests' "$log" | tail -n 2
 echo "== fuzz (libFuzzer + ASan, bounded) =="
 scripts/fuzz.sh "${CORTEX_FUZZ_RUNS:-20000}"
@@ -30,4 +30,5 @@ cmake --build build -j2 >/dev/null
 ctest --test-dir build --output-on-failure
 echo "== Python tests (pytest) =="
 scripts/python_env.sh
-.venv/bin/python -m pytest -q bindings/python/tests
+swift build --product cortex-serve >/dev/null          # the server test_serve.py drives
+CORTEX_SERVE="$root/.build/debug/cortex-serve" .venv/bin/python -m pytest -q bindings/python/tests

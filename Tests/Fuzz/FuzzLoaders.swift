@@ -1,5 +1,6 @@
 // libFuzzer entry point for the untrusted-input parsers: safetensors files, JSON
-// configs, whole model loads, OpenMythos KV-cache blobs and sidecar session blobs. Built by scripts/fuzz.sh together with
+// configs, whole model loads, OpenMythos KV-cache blobs, sidecar session blobs, and the
+// serving engine's request bodies (the binary tensor body and /v1/decode's parsing). Built by scripts/fuzz.sh together with
 // the Cortex sources (one module) with -sanitize=fuzzer,address.
 //
 // The first input byte picks the target, the rest is the payload.
@@ -13,11 +14,37 @@ let fuzzMythos: Model? = try? Model.load(directory: "Tests/goldens/mythos/gqa/mo
 /// The fast-weight sidecar golden model the session target decodes against.
 let fuzzSidecar: Model? = try? Model.load(directory: "Tests/goldens/sidecars/model_fast_weight/model")
 
+/// A serving engine on the spike decoder golden model, for the request-body target.
+let fuzzEngine: ServingEngine? = (try? Model.load(directory: "Tests/goldens/spike/decoder_small/model")).flatMap {
+    try? ServingEngine(model: $0, log: ServingLog(enabled: false))
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     guard size > 0 else { return 0 }
     let bytes = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
-    switch data[0] % 6 {
+    switch data[0] % 8 {
+    case 6:
+        // The binary tensor body: parse, and a parsed body's float tensors re-encode to
+        // bytes that parse back to the same values.
+        if let body = try? TensorBody.parse(bytes) {
+            let floats = body.tensors.filter { $0.1.dtype == .float32 }.map { ($0.0, shape: $0.1.shape, values: $0.1.floats) }
+            guard let again = try? TensorBody.parse(TensorBody.encode(floats)), again.tensors.count == floats.count else {
+                fatalError("tensor body round trip failed")
+            }
+        }
+    case 7:
+        // A /v1/decode and a stream-step body (JSON when it starts with '{', else binary)
+        // through the engine's parsing and validation.
+        if let engine = fuzzEngine {
+            let json = bytes.first == UInt8(ascii: "{")
+            let r = ServingRequest(method: "POST", path: "/v1/decode",
+                                   headers: json ? [] : [("content-type", TensorBody.contentType)], body: bytes)
+            if let (body, _, _) = try? engine.parseBody(r) {
+                _ = try? engine.windows(body)
+                _ = try? engine.events(body, "")
+            }
+        }
     case 0:
         // safetensors: parse, then convert every tensor.
         if let f = try? SafetensorsFile(bytes: bytes) {

@@ -1,0 +1,163 @@
+@testable import Cortex
+import Dispatch
+import Synchronization
+import XCTest
+
+/// The serving engine's parts without a network: the EDF batch scheduler (order,
+/// batching by key, max batch, back-pressure, drain), the binary tensor body, the
+/// Prometheus text, and requests through ServingEngine.handle.
+final class ServingTests: XCTestCase {
+    /// Runs jobs (Ints) and records the batches; the first batch blocks until `gate` opens
+    /// so a queue can build up behind it.
+    final class Recorder: @unchecked Sendable {
+        let batches = Mutex<[[Int]]>([])
+        let gate = DispatchSemaphore(value: 0)
+        var blockFirst = true
+        func run(_ key: String, _ jobs: [Int]) {
+            let first = batches.withLock { b -> Bool in b.append(jobs); return b.count == 1 }
+            if first && blockFirst { gate.wait() }
+        }
+    }
+
+    func testEarliestDeadlineFirstAndBatchingByKey() throws {
+        let rec = Recorder()
+        let s = try BatchScheduler<Int>(options: .init(maxBatch: 3, maxWait: 0, maxQueue: 100)) { rec.run($0, $1) }
+        try s.start()
+        let now = monotonicSeconds()
+        try s.submit(0, key: "a", deadline: now + 100)        // runs alone, blocks the worker
+        while rec.batches.withLock({ $0.isEmpty }) { usleep(1000) }
+        // Queued behind it: deadlines out of arrival order, two keys.
+        try s.submit(1, key: "a", deadline: now + 50)
+        try s.submit(2, key: "b", deadline: now + 0.5)
+        try s.submit(3, key: "a", deadline: now + 10)
+        try s.submit(4, key: "a", deadline: now + 30)
+        try s.submit(5, key: "a", deadline: now + 20)
+        try s.submit(6, key: "b", deadline: nil)               // default budget: 1 s
+        XCTAssertEqual(s.depth, 6)
+        rec.gate.signal()
+        s.drain()
+        let got = rec.batches.withLock { $0 }
+        // b (deadline 0.5 s) first with the other b (1 s); then a by deadline, at most 3 per batch.
+        XCTAssertEqual(got, [[0], [2, 6], [3, 5, 4], [1]])
+        XCTAssertThrowsError(try s.submit(7, key: "a", deadline: nil)) { e in
+            guard case BatchScheduler<Int>.Refusal.draining = e else { return XCTFail("\(e)") }
+        }
+    }
+
+    func testFullQueueRefusesAndDrainRunsEverything() throws {
+        let rec = Recorder()
+        let s = try BatchScheduler<Int>(options: .init(maxBatch: 64, maxWait: 0, maxQueue: 4)) { rec.run($0, $1) }
+        try s.start()
+        try s.submit(0, key: "k", deadline: nil)
+        while rec.batches.withLock({ $0.isEmpty }) { usleep(1000) }
+        for i in 1...4 { try s.submit(i, key: "k", deadline: nil) }
+        XCTAssertThrowsError(try s.submit(5, key: "k", deadline: nil)) { e in
+            guard case BatchScheduler<Int>.Refusal.overloaded(4) = e else { return XCTFail("\(e)") }
+        }
+        rec.gate.signal()
+        s.drain()
+        XCTAssertEqual(rec.batches.withLock { $0 }, [[0], [1, 2, 3, 4]])
+    }
+
+    func testMaxWaitGathersCompanyButNotPastADeadline() throws {
+        let rec = Recorder()
+        rec.blockFirst = false
+        let s = try BatchScheduler<Int>(options: .init(maxBatch: 8, maxWait: 0.2, maxQueue: 100)) { rec.run($0, $1) }
+        try s.start()
+        let t0 = monotonicSeconds()
+        try s.submit(1, key: "k", deadline: nil)
+        try s.submit(2, key: "k", deadline: nil)
+        while rec.batches.withLock({ $0.isEmpty }) { usleep(500) }
+        let waited = monotonicSeconds() - t0
+        XCTAssertEqual(rec.batches.withLock { $0 }, [[1, 2]])
+        XCTAssertGreaterThanOrEqual(waited, 0.15, "an idle worker waits max_wait for company")
+        // An urgent job is not held back for company.
+        let t1 = monotonicSeconds()
+        try s.submit(3, key: "k", deadline: t1 + 0.01)
+        while rec.batches.withLock({ $0.count < 2 }) { usleep(500) }
+        XCTAssertLessThan(monotonicSeconds() - t1, 0.1)
+        s.drain()
+    }
+
+    func testTensorBodyRoundTripAndRefusals() throws {
+        let bytes = TensorBody.encode([("x", shape: [2, 2], values: [1, -2, 3.5, 0]), ("empty", shape: [0], values: [])])
+        let b = try TensorBody.parse(bytes)
+        XCTAssertEqual(b["x"]?.shape, [2, 2])
+        XCTAssertEqual(b["x"]?.floats, [1, -2, 3.5, 0])
+        XCTAssertEqual(b["empty"]?.count, 0)
+        XCTAssertThrowsError(try b["x"]!.integers("x")) { XCTAssertTrue("\($0)".contains("float32 is not accepted")) }
+        // int64 / int16 / uint8 read exactly.
+        var ints = Array("CXTB".utf8) + [1, 0, 1, 0, 1, UInt8(ascii: "n"), 2, 1] + le(3, 8)
+        ints += le(UInt64(bitPattern: -5), 8) + le(1 << 40, 8) + le(7, 8)
+        XCTAssertEqual(try TensorBody.parse(ints)["n"]?.ints, [-5, 1 << 40, 7])
+        func refused(_ b: [UInt8], _ message: String) {
+            XCTAssertThrowsError(try TensorBody.parse(b)) { e in XCTAssertTrue("\(e)".contains(message), "\(e)") }
+        }
+        refused(Array("NOPE".utf8), "magic")
+        refused(Array(bytes.dropLast()), "truncated")
+        refused(bytes + [0], "1 bytes after the last tensor")
+        refused(Array("CXTB".utf8) + [2, 0, 0, 0], "version 2")
+        refused(Array("CXTB".utf8) + [1, 0, 1, 0, 1, 65, 9, 1] + le(1, 8), "unknown dtype code 9")
+        refused(Array("CXTB".utf8) + [1, 0, 1, 0, 1, 65, 3, 2] + le(1 << 40, 8) + le(1 << 40, 8), "larger than the body")
+        refused(Array("CXTB".utf8) + [1, 0, 1, 0, 1, 65, 3, 5], "rank 5")
+        refused(Array("CXTB".utf8) + [1, 0, 2, 0] + [1, 65, 3, 0, 0, 0, 0, 0] + [1, 65, 3, 0, 0, 0, 0, 0], "appears twice")
+    }
+
+    func le(_ v: UInt64, _ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: v >> (8 * UInt64($0))) } }
+
+    func testMetricsText() {
+        let m = Metrics()
+        m.declare("c_total", type: "counter", help: "A counter.")
+        m.declare("h_seconds", type: "histogram", help: "A histogram.", buckets: [0.1, 1])
+        m.increment("c_total", [("route", "/x\"y")])
+        m.increment("c_total", [("route", "/x\"y")], by: 2)
+        m.observe("h_seconds", [("k", "a")], 0.05)
+        m.observe("h_seconds", [("k", "a")], 0.5)
+        m.observe("h_seconds", [("k", "a")], 5)
+        let text = m.render()
+        XCTAssertTrue(text.contains("# TYPE c_total counter\n"))
+        XCTAssertTrue(text.contains("c_total{route=\"/x\\\"y\"} 3\n"), text)
+        XCTAssertTrue(text.contains("h_seconds_bucket{k=\"a\",le=\"0.1\"} 1\n"), text)
+        XCTAssertTrue(text.contains("h_seconds_bucket{k=\"a\",le=\"1\"} 2\n"), text)
+        XCTAssertTrue(text.contains("h_seconds_bucket{k=\"a\",le=\"+Inf\"} 3\n"), text)
+        XCTAssertTrue(text.contains("h_seconds_count{k=\"a\"} 3\n"), text)
+        XCTAssertEqual(m.value("c_total", [("route", "/x\"y")]), 3)
+    }
+
+    /// One request through the engine, waited for.
+    func call(_ e: ServingEngine, _ method: String, _ path: String, _ body: String = "",
+              headers: [(String, String)] = []) -> (Int, JSON?) {
+        let done = DispatchSemaphore(value: 0)
+        let out = Mutex<ServingResponse?>(nil)
+        e.handle(ServingRequest(method: method, path: path, headers: headers, body: Array(body.utf8))) { r in
+            out.withLock { $0 = r }
+            done.signal()
+        }
+        done.wait()
+        let r = out.withLock { $0! }
+        return (r.status, try? JSON.parse(r.body))
+    }
+
+    func testEngineDecodesLikeTheDecoderAndRefusesBadInput() throws {
+        let model = try Golden("spike/decoder_small").model
+        let e = try ServingEngine(model: model, log: ServingLog(enabled: false))
+        let (status, json) = call(e, "POST", "/v1/decode", #"{"neuron_ids":[1,5,39],"time_bins":[0,60,119],"values":[1,2,7]}"#)
+        XCTAssertEqual(status, 200)
+        let ref = try model.spikeDecoder!.decode(neurons: [1, 5, 39], timeBins: [0, 60, 119], values: [1, 2, 7], offsets: [0, 3])
+        let got = json?["velocity"]?.array?[0].array?.compactMap { $0.double } ?? []
+        XCTAssertEqual(got.count, 3)
+        for (a, b) in zip(got, ref.toArray()) { XCTAssertEqual(a, Double(b), accuracy: 1e-7) }
+        XCTAssertEqual(call(e, "POST", "/v1/decode", #"{"neuron_ids":[40],"time_bins":[0],"values":[1]}"#).0, 422)
+        XCTAssertEqual(call(e, "POST", "/v1/decode", "{").0, 400)
+        XCTAssertEqual(call(e, "GET", "/v1/decode").0, 405)
+        XCTAssertEqual(call(e, "GET", "/nowhere").0, 404)
+        XCTAssertEqual(call(e, "POST", "/v1/sessions/a/step", #"{"x":[1]}"#).0, 404)
+        XCTAssertEqual(call(e, "GET", "/readyz").0, 200)
+        e.drain()
+        XCTAssertEqual(call(e, "GET", "/readyz").0, 503)
+        let (s, j) = call(e, "POST", "/v1/decode", #"{"neuron_ids":[],"time_bins":[],"values":[]}"#)
+        XCTAssertEqual(s, 503)
+        XCTAssertEqual(j?["error"]?.string, "the server is shutting down")
+        XCTAssertEqual(e.metrics.value("cortex_rejected_total", [("reason", "draining")]), 1)
+    }
+}

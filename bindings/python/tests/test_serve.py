@@ -1,0 +1,418 @@
+"""cortex-serve (issue 7, serving engine) as a client sees it, on loopback: the real
+executable (CORTEX_SERVE, else .build/debug/cortex-serve) serving the golden spike decoder
+and the example LSTM stack. Answers equal the Python binding's; batching, deadlines,
+back-pressure, graceful shutdown, metrics; bad input gets a 4xx with a message and the
+server keeps serving; and a fuzzing pass over the HTTP endpoint and the binary body."""
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import cortex_swift as cx
+from conftest import EXAMPLE_MODEL, GOLDENS, ROOT
+
+DECODER = os.path.join(GOLDENS, "spike", "decoder_small", "model")   # max_neurons 40, 120 bins, 3 outputs
+
+
+def serve_binary():
+    path = os.environ.get("CORTEX_SERVE") or os.path.join(ROOT, ".build", "debug", "cortex-serve")
+    if not os.path.exists(path):
+        pytest.fail(f"cortex-serve not built at {path} (swift build --product cortex-serve, or set CORTEX_SERVE)")
+    return path
+
+
+class Server:
+    """A cortex-serve process on a free port; its structured log is kept."""
+
+    def __init__(self, model, *args):
+        self.proc = subprocess.Popen([serve_binary(), "--model", model, "--port", "0", *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.log = []
+        for line in self.proc.stderr:
+            self.log.append(json.loads(line))
+            if self.log[-1]["event"] == "listening":
+                self.port = int(self.log[-1]["port"])
+                break
+        else:
+            raise RuntimeError(f"cortex-serve did not start: {self.log}")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            self.log.append(json.loads(line))
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        ctype = r.getheader("content-type", "")
+        return r.status, (json.loads(data) if data and ctype.startswith("application/json") else data), dict(r.getheaders())
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        self._reader.join(timeout=5)
+        return self.proc.returncode
+
+    def metric(self, name, **labels):
+        _, text, _ = self.request("GET", "/metrics")
+        total = 0.0
+        for line in text.decode().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server(DECODER)
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def dec():
+    return cx.load(DECODER)
+
+
+def window(rng, n=30):
+    return rng.integers(0, 40, n), rng.integers(0, 120, n), rng.integers(1, 8, n)
+
+
+def body(**tensors):
+    """The binary tensor body: int32 for integer arrays, float32 for float arrays."""
+    out = bytearray(b"CXTB") + struct.pack("<HH", 1, len(tensors))
+    for name, a in tensors.items():
+        a = np.asarray(a)
+        code, fmt = (3, "<f4") if a.dtype.kind == "f" else (1, "<i4")
+        out += struct.pack("<B", len(name)) + name.encode() + struct.pack("<BB", code, a.ndim)
+        out += struct.pack(f"<{a.ndim}q", *a.shape) + a.astype(fmt).tobytes()
+    return bytes(out)
+
+
+def parse_body(data):
+    assert data[:4] == b"CXTB"
+    _, count = struct.unpack("<HH", data[4:8])
+    i, out = 8, {}
+    for _ in range(count):
+        n = data[i]
+        name = data[i + 1:i + 1 + n].decode()
+        i += 1 + n
+        code, rank = data[i], data[i + 1]
+        i += 2
+        shape = struct.unpack(f"<{rank}q", data[i:i + 8 * rank])
+        i += 8 * rank
+        size = int(np.prod(shape)) if shape else 1
+        assert code == 3
+        out[name] = np.frombuffer(data[i:i + 4 * size], "<f4").reshape(shape)
+        i += 4 * size
+    assert i == len(data)
+    return out
+
+
+def test_health_ready_model_and_metrics(server):
+    assert server.request("GET", "/healthz")[:2] == (200, {"status": "ok"})
+    assert server.request("GET", "/readyz")[:2] == (200, {"ready": True})
+    status, info, _ = server.request("GET", "/v1/model")
+    assert status == 200 and info["architecture"] == "spike_decoder"
+    status, text, headers = server.request("GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    text = text.decode()
+    for family in ("cortex_http_requests_total", "cortex_request_duration_seconds", "cortex_batch_size",
+                   "cortex_queue_depth", "cortex_deadline_misses_total", "cortex_rejected_total"):
+        assert f"# TYPE {family} " in text
+    assert 'cortex_http_requests_total{route="/healthz",status="200"}' in text
+
+
+def test_decode_json_and_binary_equal_the_binding(server, dec):
+    rng = np.random.default_rng(0)
+    wins = [window(rng, n) for n in (30, 0, 75)]
+    ref = dec.decode_requests(wins)
+    status, out, headers = server.request("POST", "/v1/decode", {
+        "requests": [{"neuron_ids": n.tolist(), "time_bins": t.tolist(), "values": v.tolist()} for n, t, v in wins]})
+    assert status == 200 and out["deadline_missed"] is False and headers["x-deadline-missed"] == "0"
+    np.testing.assert_allclose(np.array(out["velocity"]), ref, rtol=0, atol=1e-6)
+    # One window at the top level.
+    status, out, _ = server.request("POST", "/v1/decode", dict(zip(("neuron_ids", "time_bins", "values"),
+                                                                  (a.tolist() for a in wins[2]))))
+    np.testing.assert_allclose(np.array(out["velocity"])[0], ref[2], atol=1e-6)
+    # Binary in, binary out; packed with offsets.
+    n, t, v = (np.concatenate(c) for c in zip(*wins))
+    offsets = np.cumsum([0] + [len(w[0]) for w in wins])
+    status, data, headers = server.request("POST", "/v1/decode", body(neuron_ids=n, time_bins=t, values=v, offsets=offsets),
+                                           {"Content-Type": "application/x-cortex-tensors",
+                                            "Accept": "application/x-cortex-tensors"})
+    assert status == 200 and headers["content-type"] == "application/x-cortex-tensors"
+    np.testing.assert_allclose(parse_body(data)["velocity"], ref, atol=1e-6)
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_answer(dec):
+    s = Server(DECODER, "--max-wait-ms", "30", "--max-batch", "16")
+    try:
+        rng = np.random.default_rng(1)
+        wins = [window(rng, int(rng.integers(0, 60))) for _ in range(24)]
+        ref = dec.decode_requests(wins)
+        out = [None] * len(wins)
+
+        def go(i):
+            n, t, v = wins[i]
+            out[i] = s.request("POST", "/v1/decode", {"neuron_ids": n.tolist(), "time_bins": t.tolist(), "values": v.tolist()})
+
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(len(wins))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert all(o[0] == 200 for o in out)
+        got = np.array([o[1]["velocity"][0] for o in out])
+        np.testing.assert_allclose(got, ref, atol=1e-6)
+        batches = s.metric("cortex_batch_size_count", kind="decode")
+        mean = s.metric("cortex_batch_size_sum", kind="decode") / batches
+        print(f"[serve] 24 concurrent requests in {batches:.0f} batches (mean size {mean:.1f})")
+        assert batches < 24 and mean > 1
+    finally:
+        assert s.stop() == 0
+
+
+def test_streams_equal_the_binding(server, dec):
+    rng = np.random.default_rng(2)
+    local = {k: dec.stream() for k in ("a", "b")}
+    worst = 0.0
+    for k in range(15):
+        for sid in ("a", "b"):
+            m = int(rng.integers(0, 20))
+            ev = (rng.integers(0, 40, m), rng.integers(0, 10, m), rng.integers(1, 8, m))
+            status, out, _ = server.request("POST", f"/v1/streams/test-{sid}/step",
+                                            dict(zip(("neuron_ids", "time_bins", "values"), (a.tolist() for a in ev))))
+            assert status == 200 and out["bins"] == 10 * (k + 1)
+            worst = max(worst, float(np.abs(np.array(out["velocity"]) - local[sid].step(*ev)).max()))
+    print(f"[serve] streams vs the binding's SpikeStream: max abs difference {worst:.2e}")
+    assert worst <= 1e-6
+    # Custom geometry, then delete.
+    status, out, _ = server.request("POST", "/v1/streams/geo", {"window_bins": 40, "stride_bins": 5})
+    assert status == 201 and out["window_bins"] == 40
+    assert server.request("POST", "/v1/streams/geo", {})[0] == 422            # exists
+    status, out, _ = server.request("POST", "/v1/streams/geo/step", {"neuron_ids": [1], "time_bins": [5], "values": [1]})
+    assert status == 422 and "stride_bins" in out["error"]
+    assert server.request("DELETE", "/v1/streams/geo")[0] == 204
+    assert server.request("DELETE", "/v1/streams/geo")[0] == 404
+
+
+def test_recurrent_sessions_batched_across_sessions_equal_the_binding():
+    s = Server(EXAMPLE_MODEL, "--max-wait-ms", "20")
+    try:
+        model = cx.load(EXAMPLE_MODEL)
+        d = model.d_in
+        rng = np.random.default_rng(3)
+        states = {sid: model.init_state(1) for sid in ("s1", "s2", "s3")}
+        worst = 0.0
+        for k in range(6):
+            xs = {sid: rng.standard_normal(d).astype(np.float32) for sid in states}
+            reset = k == 3
+            res = {}
+
+            def go(sid):
+                res[sid] = s.request("POST", f"/v1/sessions/{sid}/step", {"x": xs[sid].tolist(), "reset": reset and sid == "s2"})
+
+            threads = [threading.Thread(target=go, args=(sid,)) for sid in states]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            for sid, st in states.items():
+                resets = np.array([reset and sid == "s2"])
+                y = np.from_dlpack(model.step(xs[sid][None], st, resets=resets)[0])[0]
+                assert res[sid][0] == 200, res[sid]
+                worst = max(worst, float(np.abs(np.array(res[sid][1]["y"]) - y).max()))
+        print(f"[serve] 3 recurrent sessions (batched) vs the binding: max abs difference {worst:.2e}; "
+              f"batches {s.metric('cortex_batch_size_count', kind='session'):.0f} for 18 steps")
+        assert worst <= 1e-5
+        status, out, _ = s.request("POST", "/v1/sessions/s1/step", {"x": [1.0]})
+        assert status == 422 and "expected" in out["error"]
+        assert s.request("DELETE", "/v1/sessions/s1")[0] == 204
+        assert s.request("POST", "/v1/decode", {"neuron_ids": [], "time_bins": [], "values": []})[0] == 404
+    finally:
+        assert s.stop() == 0
+
+
+@pytest.mark.parametrize("payload,headers,status,message", [
+    (b"{bad json", {}, 400, "invalid JSON"),
+    (b"[1, 2]", {}, 400, "JSON object"),
+    (json.dumps({"neuron_ids": [40], "time_bins": [0], "values": [1]}).encode(), {}, 422, "event 0: neuron_id 40"),
+    (json.dumps({"neuron_ids": [1], "time_bins": [120], "values": [1]}).encode(), {}, 422, "max_time_bins"),
+    (json.dumps({"neuron_ids": [1], "time_bins": [0], "values": [-1]}).encode(), {}, 422, "value -1"),
+    (json.dumps({"neuron_ids": [1.5], "time_bins": [0], "values": [1]}).encode(), {}, 422, "integer"),
+    (json.dumps({"neuron_ids": [1, 2], "time_bins": [0], "values": [1]}).encode(), {}, 422, "one length"),
+    (json.dumps({"requests": []}).encode(), {}, 422, "requests"),
+    (json.dumps({"neuron_ids": [1], "time_bins": [0], "values": [1], "deadline_ms": -1}).encode(), {}, 422, "deadline_ms"),
+    (b"CXTB\x01\x00\x01\x00", {"Content-Type": "application/x-cortex-tensors"}, 400, "truncated"),
+    (b"NOPE", {"Content-Type": "application/x-cortex-tensors"}, 400, "magic"),
+    (body(neuron_ids=np.array([1.0]), time_bins=np.array([0]), values=np.array([1])),
+     {"Content-Type": "application/x-cortex-tensors"}, 422, "float32"),
+    (json.dumps({"neuron_ids": [1], "time_bins": [0], "values": [1]}).encode(), {"X-Deadline-Ms": "soon"}, 400, "X-Deadline-Ms"),
+])
+def test_bad_requests_get_a_4xx_with_a_message(server, payload, headers, status, message):
+    got, out, _ = server.request("POST", "/v1/decode", payload, headers)
+    assert got == status and message in out["error"], out
+    assert server.request("GET", "/healthz")[0] == 200
+
+
+def test_routes_methods_and_sizes(server):
+    assert server.request("GET", "/nope")[0] == 404
+    status, out, headers = server.request("GET", "/v1/decode")
+    assert status == 405 and headers["allow"] == "POST"
+    assert server.request("POST", "/v1/sessions/x/step", {"x": [1.0]})[0] == 404     # not a recurrent model
+    status, out, _ = server.request("POST", "/v1/streams/" + "x" * 200 + "/step", {})
+    assert status == 422 and "session id" in out["error"]
+    small = Server(DECODER, "--max-body-mb", "1")
+    try:
+        status, out, _ = small.request("POST", "/v1/decode", b"{" + b" " * (2 << 20) + b"}")
+        assert status == 413
+        assert small.request("GET", "/healthz")[0] == 200
+    finally:
+        small.stop()
+
+
+def test_deadlines_are_reported_and_counted(server):
+    before = server.metric("cortex_deadline_misses_total")
+    status, out, headers = server.request("POST", "/v1/decode", {"neuron_ids": [1], "time_bins": [0], "values": [1],
+                                                                 "deadline_ms": 0})
+    assert status == 200 and out["deadline_missed"] is True and headers["x-deadline-missed"] == "1"
+    status, out, _ = server.request("POST", "/v1/decode", {"neuron_ids": [1], "time_bins": [0], "values": [1]},
+                                    {"X-Deadline-Ms": "60000"})
+    assert status == 200 and out["deadline_missed"] is False
+    assert server.metric("cortex_deadline_misses_total") == before + 1
+
+
+def test_a_full_queue_answers_429_and_recovers():
+    s = Server(DECODER, "--max-queue", "2", "--max-wait-ms", "300", "--max-batch", "64")
+    try:
+        results = []
+        lock = threading.Lock()
+
+        def go():
+            r = s.request("POST", "/v1/decode", {"neuron_ids": [1], "time_bins": [0], "values": [1]})
+            with lock:
+                results.append(r)
+
+        threads = [threading.Thread(target=go) for _ in range(10)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        codes = sorted(r[0] for r in results)
+        assert codes.count(200) >= 2 and codes.count(429) >= 1 and set(codes) <= {200, 429}, codes
+        rejected = [r for r in results if r[0] == 429]
+        assert "queue is full" in rejected[0][1]["error"] and rejected[0][2]["retry-after"] == "1"
+        assert s.metric("cortex_rejected_total", reason="queue_full") == codes.count(429)
+        assert s.request("POST", "/v1/decode", {"neuron_ids": [1], "time_bins": [0], "values": [1]})[0] == 200
+    finally:
+        assert s.stop() == 0
+
+
+def test_graceful_shutdown_finishes_in_flight_requests():
+    s = Server(DECODER, "--max-wait-ms", "500", "--max-batch", "64")
+    results = []
+
+    def go():
+        try:
+            results.append(s.request("POST", "/v1/decode", {"neuron_ids": [1, 2], "time_bins": [0, 1], "values": [1, 1]})[0])
+        except Exception as e:   # noqa: BLE001 - recorded, asserted below
+            results.append(repr(e))
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for th in threads:
+        th.start()
+    time.sleep(0.2)                 # queued, waiting for company (max-wait 500 ms)
+    s.proc.send_signal(signal.SIGTERM)
+    for th in threads:
+        th.join()
+    assert s.proc.wait(timeout=30) == 0
+    assert results == [200] * 8, results
+    events = [e["event"] for e in s.log]
+    assert "draining" in events and events[-1] == "stopped"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", s.port), timeout=2)
+
+
+def test_fuzz_http_endpoint_and_binary_body(server, dec):
+    """Random bytes, broken HTTP, and valid requests with mutated bodies and headers:
+    every answer is a 4xx or a 200 (never a 5xx, never a hang), and the server keeps
+    answering correctly."""
+    rng = random.Random(7)
+    n, t, v = window(np.random.default_rng(4), 20)
+    valid_json = json.dumps({"neuron_ids": n.tolist(), "time_bins": t.tolist(), "values": v.tolist()}).encode()
+    valid_bin = body(neuron_ids=n, time_bins=t, values=v)
+    statuses = {}
+
+    def raw(data, half_close):
+        """Send; read the reply. Broken HTTP is half-closed (the server answers 400 or
+        closes); well-framed requests keep the connection open until the reply is read."""
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+            reply = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+                head, sep, rest = reply.partition(b"\r\n\r\n")
+                if sep and not half_close:
+                    length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+                    if len(rest) >= length:
+                        break
+        if reply:
+            code = int(reply.split(b" ", 2)[1])
+            statuses[code] = statuses.get(code, 0) + 1
+            assert code < 500, reply[:300]
+        else:
+            assert half_close, "a well-framed request got no answer"
+
+    def mutate(b):
+        b = bytearray(b)
+        for _ in range(rng.randint(1, 8)):
+            op = rng.random()
+            i = rng.randrange(len(b)) if b else 0
+            if op < 0.4 and b:
+                b[i] = rng.randrange(256)
+            elif op < 0.7:
+                b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+            elif b:
+                del b[i:i + rng.randint(1, 16)]
+        return bytes(b)
+
+    for k in range(400):
+        kind = k % 4
+        if kind == 0:
+            raw(bytes(rng.randrange(256) for _ in range(rng.randint(1, 300))), True)
+        elif kind == 1:
+            raw(mutate(b"POST /v1/decode HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(valid_json) + valid_json), True)
+        else:
+            payload, ctype = (valid_json, "application/json") if kind == 2 else (valid_bin, "application/x-cortex-tensors")
+            p = mutate(payload)
+            path = rng.choice(["/v1/decode", "/v1/streams/fuzz/step", "/v1/decode?x=1"])
+            raw(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (path.encode(), ctype.encode(), len(p)) + p,
+                False)
+    print(f"[serve fuzz] 400 inputs, statuses {dict(sorted(statuses.items()))}")
+    assert statuses.get(400, 0) > 0 and statuses.get(422, 0) > 0
+    status, out, _ = server.request("POST", "/v1/decode", valid_json)
+    assert status == 200
+    np.testing.assert_allclose(np.array(out["velocity"])[0], dec.decode_requests([(n, t, v)])[0], atol=1e-6)
