@@ -253,9 +253,19 @@ cx_status cx_model_step_into(const cx_model_t *model, cx_state_t *state, const D
 
 /* An empty KV cache for `batch` sequences. Caller-owned: cx_cache_free; keeps its model
  * alive. One thread at a time (a concurrent call gets CX_STATUS_BUSY). Each attention
- * layer holds the tokens it has seen, growing as needed up to max_seq_len (a call
- * that would pass it fails with CX_STATUS_INVALID_ARGUMENT). */
+ * layer holds the tokens it has seen in pages of 64 tokens (a block table per
+ * sequence; growing never copies), up to max_seq_len (a call that would pass it fails
+ * with CX_STATUS_INVALID_ARGUMENT). */
 cx_status cx_cache_create(const cx_model_t *model, int64_t batch, cx_cache_t **out);
+
+/* A second cache continuing from the same tokens, sharing every page copy-on-write: a
+ * page is copied only when one of the two writes into a page both hold (when decoding,
+ * the last, partly filled page of the shared prefix), so forking a long prompt costs
+ * no memory until the branches diverge. Both are independent caches afterwards (each
+ * one thread at a time; the two may be used from different threads). Caller-owned:
+ * cx_cache_free, in any order. *pages_shared (may be NULL) gets the number of pages the
+ * fork shares with `cache`. */
+cx_status cx_cache_fork(cx_cache_t *cache, cx_cache_t **out, int64_t *pages_shared);
 
 /* Release a cache. Accepts NULL. */
 void cx_cache_free(cx_cache_t *cache);

@@ -25,6 +25,18 @@ public func cx_cache_create(_ model: OpaquePointer?, _ batch: Int64, _ out: Unsa
     }
 }
 
+@_cdecl("cx_cache_fork")
+public func cx_cache_fork(_ cache: OpaquePointer?, _ out: UnsafeMutablePointer<OpaquePointer?>?,
+                          _ shared: UnsafeMutablePointer<Int64>?) -> Int32 {
+    entry("cx_cache_fork") {
+        let c = try resolve(cache, .cache, "cache", as: MythosCache.self)
+        let out = try requireOut(out, "out")
+        let f = try c.fork()
+        shared?.pointee = Int64(f.pageCounts.shared)
+        out.pointee = publish(f, .cache)
+    }
+}
+
 @_cdecl("cx_cache_free")
 public func cx_cache_free(_ cache: OpaquePointer?) { retire(cache, .cache) }
 

@@ -114,6 +114,32 @@ int main(int argc, char **argv) {
   CHECK(batch == B && pos == T, "cache info %lld %lld", (long long)batch, (long long)pos);
   free(decoded);
 
+  /* A fork shares the cache's pages; both branches then continue exactly like the
+   * original would (the fork's writes copy the pages they touch). */
+  {
+    cx_cache_t *fork = NULL;
+    int64_t shared = -1, nxt[64], s1[2], na, nf;
+    cx_tensor_t *ya, *yf;
+    const float *a, *f;
+    DLTensor xn;
+    EXPECT_STATUS(cx_cache_fork(NULL, &fork, NULL), CX_STATUS_INVALID_HANDLE);
+    EXPECT_STATUS(cx_cache_fork(cache, NULL, NULL), CX_STATUS_INVALID_ARGUMENT);
+    REQUIRE_OK(cx_cache_fork(cache, &fork, &shared));
+    CHECK(shared > 0, "a fork shares pages (%lld)", (long long)shared);
+    for (b = 0; b < B && b < 64; ++b) nxt[b] = ids[b * T + 1];
+    s1[0] = B;
+    s1[1] = 1;
+    xn = tu_dl(nxt, kDLInt, 64, 2, s1, NULL);
+    yf = forward(&xn, 0, fork, -1);
+    cx_cache_free(fork); /* the original keeps its pages */
+    ya = forward(&xn, 0, cache, -1);
+    a = tu_tensor_floats(ya, &na);
+    f = tu_tensor_floats(yf, &nf);
+    CHECK(na == nf && memcmp(a, f, (size_t)na * sizeof(float)) == 0, "a fork continues exactly like its original");
+    cx_tensor_free(ya);
+    cx_tensor_free(yf);
+  }
+
   /* Bytes round trip: the restored cache continues identically. */
   {
     size_t need = 0, len;

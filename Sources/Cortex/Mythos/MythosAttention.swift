@@ -48,52 +48,131 @@ struct RopeTable: Sendable {
 
 
 /// One attention layer's cached rows for `batch` sequences: a few streams (GQA: k, v;
-/// MLA: c_kv, k_rope and the derived kv_up output), each `[B][capacity][width]`, grown
-/// by doubling up to `max_seq_len` tokens.
-final class KVLayer: @unchecked Sendable {
+/// MLA: c_kv, k_rope and the derived kv_up output), up to `max_seq_len` tokens.
+///
+/// Rows live in pages of `pageTokens` tokens, one `PagePool` per stream; each sequence
+/// has a block table per stream (its page j holds tokens j·P ..< (j+1)·P). Growing
+/// never copies rows, and `fork()` makes a layer that shares every page: a page is
+/// copied only when one side writes into a page the other still holds (copy-on-write;
+/// in decoding, only the last, partly filled page of a shared prefix).
+public final class KVLayer: @unchecked Sendable {
     let batch: Int
     let widths: [Int]
     /// Streams from this index on are derived (recomputed from the others; not saved).
     let persistent: Int
     let limit: Int
+    let pageTokens: Int
+    let pools: [PagePool]
     private(set) var length = 0
-    private(set) var capacity = 0
-    private(set) var buffers: [FloatBuffer] = []
 
-    init(batch: Int, widths: [Int], persistent: Int, limit: Int) {
+    struct Page { let index: Int; let pointer: UnsafeMutablePointer<Float> }
+    /// [stream][sequence] -> pages in token order.
+    private var tables: [[[Page]]]
+
+    /// A contiguous run of one sequence's rows: tokens `start ..< start + count`.
+    struct Segment { let pointer: UnsafePointer<Float>; let start: Int; let count: Int }
+
+    public static let defaultPageTokens = 64
+
+    init(batch: Int, widths: [Int], persistent: Int, limit: Int, pageTokens: Int = KVLayer.defaultPageTokens) throws {
+        guard pageTokens >= 1 else { throw CortexError.invalidArgument("page_tokens must be >= 1, got \(pageTokens)") }
         self.batch = batch
         self.widths = widths
         self.persistent = persistent
         self.limit = limit
+        self.pageTokens = pageTokens
+        pools = try widths.map { try PagePool(pageFloats: pageTokens * max($0, 1), maxPages: Int(Int32.max)) }
+        tables = Array(repeating: Array(repeating: [], count: batch), count: widths.count)
     }
 
-    /// Room for `n` rows per sequence (keeps the rows held).
+    private init(forking l: KVLayer) {
+        batch = l.batch; widths = l.widths; persistent = l.persistent; limit = l.limit; pageTokens = l.pageTokens
+        pools = l.pools
+        tables = l.tables
+        length = l.length
+        for (i, t) in tables.enumerated() { for seq in t { for p in seq { pools[i].retain(p.index) } } }
+    }
+
+    deinit { for (i, t) in tables.enumerated() { for seq in t { for p in seq { pools[i].release(p.index) } } } }
+
+    /// A layer sharing every page with this one (copy-on-write).
+    func fork() -> KVLayer { KVLayer(forking: self) }
+
+    /// Pages for `n` tokens per sequence (keeps the rows held).
     func reserve(_ n: Int) throws {
-        guard n > capacity else { return }
         guard n <= limit else {
             throw CortexError.invalidArgument("the KV cache would hold \(n) tokens, more than max_seq_len \(limit)")
         }
-        let cap = min(limit, max(n, capacity * 2, 16))
-        var next: [FloatBuffer] = []
-        for w in widths {
-            next.append(try FloatBuffer(count: try Checked.mul(try Checked.mul(batch, cap, "cache"), w, "cache"), zeroed: false))
-        }
-        for (i, w) in widths.enumerated() where length > 0 {
+        let need = (n + pageTokens - 1) / pageTokens
+        for i in widths.indices {
             for b in 0..<batch {
-                (next[i].pointer + b * cap * w).update(from: buffers[i].pointer + b * capacity * w, count: length * w)
+                while tables[i][b].count < need {
+                    let index = try pools[i].allocate()
+                    tables[i][b].append(Page(index: index, pointer: pools[i].pointer(index)))
+                }
             }
         }
-        buffers = next
-        capacity = cap
     }
 
-    /// Row `t` of sequence `b` in stream `i`.
-    @inline(__always) func row(_ i: Int, _ b: Int, _ t: Int) -> UnsafeMutablePointer<Float> {
-        buffers[i].pointer + (b * capacity + t) * widths[i]
+    /// Pages held by this layer and how many of them it shares with a fork.
+    var pageCounts: (held: Int, shared: Int) {
+        var held = 0, shared = 0
+        for (i, t) in tables.enumerated() {
+            for seq in t { for p in seq { held += 1; if pools[i].isShared(p.index) { shared += 1 } } }
+        }
+        return (held, shared)
     }
 
-    /// Sequence b's rows of stream i start here; consecutive rows are `widths[i]` apart.
-    @inline(__always) func base(_ i: Int, _ b: Int) -> UnsafeMutablePointer<Float> { buffers[i].pointer + b * capacity * widths[i] }
+    /// Page j of (stream i, sequence b), copied first if another layer holds it too.
+    private func writable(_ i: Int, _ b: Int, _ j: Int) throws -> UnsafeMutablePointer<Float> {
+        let page = tables[i][b][j]
+        guard pools[i].isShared(page.index) else { return page.pointer }
+        let index = try pools[i].allocate()
+        let fresh = Page(index: index, pointer: pools[i].pointer(index))
+        fresh.pointer.update(from: page.pointer, count: pools[i].pageFloats)
+        pools[i].release(page.index)
+        tables[i][b][j] = fresh
+        return fresh.pointer
+    }
+
+    /// Write rows `t0 ..< t0 + n` of (stream i, sequence b) from `src` (row r at
+    /// `src + r·srcStride`; default: contiguous). Pages must be reserved.
+    func write(_ i: Int, _ b: Int, at t0: Int, rows n: Int, from src: UnsafePointer<Float>, srcStride: Int? = nil) throws {
+        let w = widths[i], stride = srcStride ?? w
+        var t = t0
+        while t < t0 + n {
+            let j = t / pageTokens, off = t % pageTokens, run = min(pageTokens - off, t0 + n - t)
+            let dst = try writable(i, b, j) + off * w
+            if stride == w {
+                dst.update(from: src + (t - t0) * w, count: run * w)
+            } else {
+                for r in 0..<run { (dst + r * w).update(from: src + (t - t0 + r) * stride, count: w) }
+            }
+            t += run
+        }
+    }
+
+    /// Copy rows `t0 ..< t0 + n` of (stream i, sequence b) to `dst`, contiguous.
+    func read(_ i: Int, _ b: Int, from t0: Int, rows n: Int, into dst: UnsafeMutablePointer<Float>) {
+        let w = widths[i]
+        var t = t0
+        while t < t0 + n {
+            let j = t / pageTokens, off = t % pageTokens, run = min(pageTokens - off, t0 + n - t)
+            (dst + (t - t0) * w).update(from: tables[i][b][j].pointer + off * w, count: run * w)
+            t += run
+        }
+    }
+
+    /// Sequence b's first `n` rows of stream i, page by page.
+    func segments(_ i: Int, _ b: Int, upTo n: Int) -> [Segment] {
+        var out: [Segment] = []
+        var start = 0
+        for p in tables[i][b] where start < n {
+            out.append(Segment(pointer: p.pointer, start: start, count: min(pageTokens, n - start)))
+            start += pageTokens
+        }
+        return out
+    }
 
     func setLength(_ n: Int) { length = n }
 }
@@ -162,10 +241,13 @@ struct MythosAttention: Sendable {
     }
 
     /// A cache layer shaped for this attention.
-    func makeLayer(batch: Int, limit: Int) -> KVLayer {
+    func makeLayer(batch: Int, limit: Int, pageTokens: Int) throws -> KVLayer {
         switch proj {
-        case .gqa: return KVLayer(batch: batch, widths: [kvHeads * qkDim, kvHeads * vDim], persistent: 2, limit: limit)
-        case .mla: return KVLayer(batch: batch, widths: [rank, rope, heads * (nope + vDim)], persistent: 2, limit: limit)
+        case .gqa:
+            return try KVLayer(batch: batch, widths: [kvHeads * qkDim, kvHeads * vDim], persistent: 2, limit: limit, pageTokens: pageTokens)
+        case .mla:
+            return try KVLayer(batch: batch, widths: [rank, rope, heads * (nope + vDim)], persistent: 2, limit: limit,
+                               pageTokens: pageTokens)
         }
     }
 
@@ -173,11 +255,12 @@ struct MythosAttention: Sendable {
     func rebuildDerived(_ layer: KVLayer, from: Int, arena: Arena) throws {
         guard case .mla(_, _, _, _, _, let kvNorm, let kvUp) = proj, layer.length > from else { return }
         let n = layer.length - from
-        let tmp = try arena.take(n * rank)
+        let tmp = try arena.take(n * rank), up = try arena.take(n * layer.widths[2])
         for b in 0..<layer.batch {
-            tmp.update(from: layer.row(0, b, from), count: n * rank)
+            layer.read(0, b, from: from, rows: n, into: tmp)
             Kernels.rmsNorm(tmp, rows: n, n: rank, weight: kvNorm.data, eps: 1e-6)
-            kvUp.apply(tmp, rows: n, into: layer.row(2, b, from))
+            kvUp.apply(tmp, rows: n, into: up)
+            try layer.write(2, b, at: from, rows: n, from: up)
         }
     }
 
@@ -188,10 +271,12 @@ struct MythosAttention: Sendable {
         let N = B * T, H = heads
         let past = layer?.length ?? 0, S = past + T
         let q = try arena.take(N * H * qkDim)
-        // Keys and values: where each sequence's rows live (the cache, or this call's scratch).
-        var kBase: (Int) -> UnsafePointer<Float>, vBase: (Int) -> UnsafePointer<Float>
+        // Keys and values: where each sequence's rows live (the cache's pages, or this
+        // call's scratch as one segment), with their row strides.
+        var kSegs: [[KVLayer.Segment]], vSegs: [[KVLayer.Segment]], ropeSegs: [[KVLayer.Segment]] = []
         var kStride: Int, vStride: Int
-        var ropeKeys: ((Int) -> UnsafePointer<Float>)? = nil
+        var vOffset = 0   // MLA: values follow the nope keys in each kv_up row
+        func one(_ p: UnsafePointer<Float>) -> [KVLayer.Segment] { [KVLayer.Segment(pointer: p, start: 0, count: S)] }
         switch proj {
         case .gqa(let wq, let wk, let wv):
             let kvw = kvHeads * qkDim
@@ -204,15 +289,15 @@ struct MythosAttention: Sendable {
             if let layer {
                 try layer.reserve(S)
                 for b in 0..<B {
-                    layer.row(0, b, past).update(from: k + b * T * kvw, count: T * kvw)
-                    layer.row(1, b, past).update(from: v + b * T * kvw, count: T * kvw)
+                    try layer.write(0, b, at: past, rows: T, from: k + b * T * kvw)
+                    try layer.write(1, b, at: past, rows: T, from: v + b * T * kvw)
                 }
                 layer.setLength(S)
-                kBase = { UnsafePointer(layer.base(0, $0)) }
-                vBase = { UnsafePointer(layer.base(1, $0)) }
+                kSegs = (0..<B).map { layer.segments(0, $0, upTo: S) }
+                vSegs = (0..<B).map { layer.segments(1, $0, upTo: S) }
             } else {
-                kBase = { UnsafePointer(k + $0 * T * kvw) }
-                vBase = { UnsafePointer(v + $0 * T * kvw) }
+                kSegs = (0..<B).map { one(k + $0 * T * kvw) }
+                vSegs = (0..<B).map { one(v + $0 * T * kvw) }
             }
             kStride = kvw; vStride = kvw
         case .mla(let qDown, let qNorm, let qUpNope, let qUpRope, let kvDown, let kvNorm, let kvUp):
@@ -243,26 +328,23 @@ struct MythosAttention: Sendable {
             if let layer {
                 try layer.reserve(S)
                 for b in 0..<B {
-                    for t in 0..<T {
-                        let src = raw + (b * T + t) * kvw
-                        layer.row(0, b, past + t).update(from: src, count: rank)
-                        layer.row(1, b, past + t).update(from: src + rank, count: rope)
-                    }
-                    layer.row(2, b, past).update(from: up + b * T * uw, count: T * uw)
+                    try layer.write(0, b, at: past, rows: T, from: raw + b * T * kvw, srcStride: kvw)
+                    try layer.write(1, b, at: past, rows: T, from: raw + b * T * kvw + rank, srcStride: kvw)
+                    try layer.write(2, b, at: past, rows: T, from: up + b * T * uw)
                 }
                 layer.setLength(S)
-                kBase = { UnsafePointer(layer.base(2, $0)) }
-                ropeKeys = { UnsafePointer(layer.base(1, $0)) }
-                kStride = uw
+                kSegs = (0..<B).map { layer.segments(2, $0, upTo: S) }
+                ropeSegs = (0..<B).map { layer.segments(1, $0, upTo: S) }
             } else {
                 // Rotated keys compacted to [N, rope] (stride `rope`, as in the cache).
                 let kr = try arena.take(max(N * rope, 1))
                 for n in 0..<N { (kr + n * rope).update(from: raw + n * kvw + rank, count: rope) }
-                kBase = { UnsafePointer(up + $0 * T * uw) }
-                ropeKeys = { UnsafePointer(kr + $0 * T * self.rope) }
-                kStride = uw
+                kSegs = (0..<B).map { one(up + $0 * T * uw) }
+                ropeSegs = (0..<B).map { one(kr + $0 * T * self.rope) }
             }
-            vBase = { kBase($0) + self.nope }
+            kStride = uw
+            vSegs = kSegs
+            vOffset = nope
             vStride = uw
         }
         // Scores and context per (sequence, head); pairs split over the threads.
@@ -276,27 +358,30 @@ struct MythosAttention: Sendable {
             let sc = scoresAll + part * T * S
             for pair in Parallel.slice(B * H, part: part, parts: parts, align: 1) {
                 let b = pair / H, h = pair % H
-                let vh = isMLA ? vBase(b) + h * (nope + vDim) : vBase(b) + (h / group) * vDim
+                let vHead = isMLA ? h * (nope + vDim) + vOffset : (h / group) * vDim
                 // Queries in blocks of 32: block [t0, t1) only needs the first S − T + t1
-                // keys (causal), so a prefill computes about half the score matrix.
+                // keys (causal), so a prefill computes about half the score matrix. Keys
+                // come page by page: each page's scores land in their columns of `sc`.
                 var t0 = 0
                 while t0 < T {
                     let t1 = min(T, t0 + 32), rows = t1 - t0, keys = S - T + t1
                     let qh = q + (b * T + t0) * H * qkd + h * qkd
-                    if isMLA {
-                        let kb = kBase(b) + h * (nope + vDim)
-                        if nope > 0 {
-                            BLAS.product(transB: true, m: rows, n: keys, k: nope, a: qh, lda: H * qkd, b: kb, ldb: kStride,
-                                           c: sc, ldc: S)
+                    for (j, seg) in kSegs[b].enumerated() where seg.start < keys {
+                        let n = min(seg.count, keys - seg.start), c = sc + seg.start
+                        if isMLA {
+                            let kb = seg.pointer + h * (nope + vDim)
+                            if nope > 0 {
+                                BLAS.product(transB: true, m: rows, n: n, k: nope, a: qh, lda: H * qkd, b: kb, ldb: kStride,
+                                             c: c, ldc: S)
+                            }
+                            if rope > 0 {
+                                BLAS.product(transB: true, m: rows, n: n, k: rope, a: qh + nope, lda: H * qkd,
+                                             b: ropeSegs[b][j].pointer, ldb: rope, c: c, ldc: S, beta: nope > 0 ? 1 : 0)
+                            }
+                        } else {
+                            BLAS.product(transB: true, m: rows, n: n, k: qkd, a: qh, lda: H * qkd,
+                                         b: seg.pointer + (h / group) * qkd, ldb: kStride, c: c, ldc: S)
                         }
-                        if rope > 0, let rk = ropeKeys {
-                            BLAS.product(transB: true, m: rows, n: keys, k: rope, a: qh + nope, lda: H * qkd, b: rk(b),
-                                           ldb: rope, c: sc, ldc: S, beta: nope > 0 ? 1 : 0)
-                        }
-                    } else {
-                        let kh = kBase(b) + (h / group) * qkd
-                        BLAS.product(transB: true, m: rows, n: keys, k: qkd, a: qh, lda: H * qkd, b: kh, ldb: kStride,
-                                       c: sc, ldc: S)
                     }
                     // Scale, causal mask (query t sees rows ≤ past + t), softmax (SIMD exp).
                     for r in 0..<rows {
@@ -304,8 +389,11 @@ struct MythosAttention: Sendable {
                         Kernels.softmax(row, rows: 1, n: visible, scale: scale)
                         if visible < keys { (row + visible).update(repeating: 0, count: keys - visible) }
                     }
-                    BLAS.product(m: rows, n: vDim, k: keys, a: sc, lda: S, b: vh, ldb: vStride,
-                                   c: ctx + (b * T + t0) * ctxWidth + h * vDim, ldc: ctxWidth)
+                    let out = ctx + (b * T + t0) * ctxWidth + h * vDim
+                    for (j, seg) in vSegs[b].enumerated() where seg.start < keys {
+                        BLAS.product(m: rows, n: vDim, k: min(seg.count, keys - seg.start), a: sc + seg.start, lda: S,
+                                     b: seg.pointer + vHead, ldb: vStride, c: out, ldc: ctxWidth, beta: j == 0 ? 0 : 1)
+                    }
                     t0 = t1
                 }
             }

@@ -35,7 +35,7 @@ public enum MythosCacheCodec {
                     let w = l.widths[i]
                     let t = try Tensor(zeros: [l.batch, l.length, w])
                     for b in 0..<l.batch where l.length > 0 {
-                        (t.data + b * l.length * w).update(from: l.base(i, b), count: l.length * w)
+                        l.read(i, b, from: 0, rows: l.length, into: t.data + b * l.length * w)
                     }
                     tensors.append(("\(name(key)).\(i)", t))
                 }
@@ -88,7 +88,7 @@ public enum MythosCacheCodec {
             for s in 0..<layer.persistent {
                 let t = try file.tensor("\(layerName).\(s)"), w = layer.widths[s]
                 for b in 0..<Int(batch) where tokens > 0 {
-                    layer.base(s, b).update(from: t.data + b * tokens * w, count: tokens * w)
+                    try layer.write(s, b, at: 0, rows: tokens, from: t.data + b * tokens * w)
                 }
             }
             layer.setLength(tokens)

@@ -12,8 +12,8 @@ extension Model {
     }
 
     /// An empty KV cache for `batch` sequences.
-    public func makeCache(batch: Int) throws -> MythosCache {
-        try MythosCache(model: self, mythos: try requireMythos(), batch: batch)
+    public func makeCache(batch: Int, pageTokens: Int = KVLayer.defaultPageTokens) throws -> MythosCache {
+        try MythosCache(model: self, mythos: try requireMythos(), batch: batch, pageTokens: pageTokens)
     }
 
     /// Logits `[B, T, V]` (or `[B, V]`, each sequence's last position, when `lastOnly`) for

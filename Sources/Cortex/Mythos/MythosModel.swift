@@ -200,25 +200,47 @@ public final class MythosCache: @unchecked Sendable {
     public let model: Model
     let mythos: MythosModel
     public let batch: Int
+    /// Tokens per KV page (see KVLayer).
+    public let pageTokens: Int
     var layers: [MythosModel.LayerKey: KVLayer] = [:]
     /// Tokens seen: the end position of the latest call (`start_pos + T`).
-    public private(set) var position = 0
+    public internal(set) var position = 0
     let arena: Arena
     private let busy = Atomic<Bool>(false)
 
-    init(model: Model, mythos: MythosModel, batch: Int) throws {
+    init(model: Model, mythos: MythosModel, batch: Int, pageTokens: Int = KVLayer.defaultPageTokens) throws {
         guard batch >= 1, batch <= 1 << 20 else { throw CortexError.invalidArgument("batch must be in [1, 1048576], got \(batch)") }
+        guard pageTokens >= 1, pageTokens <= 1 << 16 else {
+            throw CortexError.invalidArgument("page_tokens must be in [1, 65536], got \(pageTokens)")
+        }
         self.model = model
         self.mythos = mythos
         self.batch = batch
+        self.pageTokens = pageTokens
         arena = mythos.borrowArena()
+    }
+
+    /// A cache that shares this one's pages copy-on-write: both continue from the same
+    /// prefix, and a page is copied only when one of them writes into a shared page.
+    public func fork() throws -> MythosCache {
+        try exclusive {
+            let f = try MythosCache(model: model, mythos: mythos, batch: batch, pageTokens: pageTokens)
+            f.layers = layers.mapValues { $0.fork() }
+            f.position = position
+            return f
+        }
+    }
+
+    /// KV pages held by this cache, and how many of them are shared with forks.
+    public var pageCounts: (held: Int, shared: Int) {
+        layers.values.reduce((0, 0)) { acc, l in let c = l.pageCounts; return (acc.0 + c.held, acc.1 + c.shared) }
     }
 
     deinit { mythos.returnArena(arena) }
 
     func layer(_ key: MythosModel.LayerKey, block: MythosBlock) throws -> KVLayer {
         if let l = layers[key] { return l }
-        let l = block.attention.makeLayer(batch: batch, limit: mythos.config.maxSeqLen)
+        let l = try block.attention.makeLayer(batch: batch, limit: mythos.config.maxSeqLen, pageTokens: pageTokens)
         layers[key] = l
         return l
     }

@@ -10,8 +10,9 @@ from ._tensor import Input, Tensor
 
 
 class Cache(Handle):
-    """KV cache of `batch` sequences; grows with the tokens it sees (up to max_seq_len).
-    One thread at a time (a concurrent call raises Busy)."""
+    """KV cache of `batch` sequences, in 64-token pages; grows with the tokens it sees (up
+    to max_seq_len); fork() branches it copy-on-write. One thread at a time (a
+    concurrent call raises Busy)."""
 
     _free = "cx_cache_free"
 
@@ -35,6 +36,15 @@ class Cache(Handle):
 
     def to_bytes(self) -> bytes:
         return size_query(lib.cx_cache_to_bytes, self.handle)
+
+    def fork(self) -> "Cache":
+        """A cache continuing from the same tokens, sharing this one's KV pages
+        copy-on-write (no copy until the branches write; then only the pages written)."""
+        out, shared = ctypes.c_void_p(), ctypes.c_int64()
+        check(lib.cx_cache_fork(self.handle, ctypes.byref(out), ctypes.byref(shared)))
+        c = Cache(out, self.model)
+        c.pages_shared = shared.value
+        return c
 
     def __repr__(self):
         return "cortex_swift.Cache(closed)" if self.closed else f"cortex_swift.Cache(batch={self.batch}, position={self.position})"

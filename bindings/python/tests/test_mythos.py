@@ -82,6 +82,25 @@ def test_cache_bytes_round_trip(golden):
     np.testing.assert_allclose(yb, ya, rtol=0, atol=1e-6 * max(1.0, float(np.abs(ya).max())))
 
 
+def test_a_forked_cache_branches_like_two_caches(golden):
+    """fork() shares the prompt's pages; each branch then decodes exactly what a cache
+    that saw the same tokens does, and the original is unaffected by the fork's writes."""
+    name, m, t = golden
+    ids = t["full/ids"].astype(np.int64)
+    a = m.new_cache(batch=2)
+    m.forward(ids[:, :6], cache=a)
+    b = a.fork()
+    assert b.position == 6 and b.pages_shared > 0
+    ya = np.from_dlpack(m.forward(ids[:, 6:7], cache=a))
+    yb = np.from_dlpack(m.forward(ids[:, 7:8], cache=b, start_pos=6))
+    for branch, got in ((ids[:, 6:7], ya), (ids[:, 7:8], yb)):
+        c = m.new_cache(batch=2)
+        m.forward(ids[:, :6], cache=c)
+        np.testing.assert_array_equal(np.from_dlpack(m.forward(branch, cache=c)), got)
+    b.close()
+    np.testing.assert_array_equal(np.from_dlpack(m.forward(ids[:, 7:8], cache=a)).shape, (2, 1, m.info["config"]["vocab_size"]))
+
+
 def test_sampling_is_seeded(golden):
     name, m, t = golden
     prompt = t["greedy/prompt"].astype(np.int64)
