@@ -55,6 +55,8 @@ public final class SpikeStream: @unchecked Sendable {
     private let rows = GrowableBuffer()          // new events' γ⊙a, then the window's keys/values
     private let keysValues = GrowableBuffer()
     private let busy = Atomic<Bool>(false)
+    /// (page, slot) of each live event: kept between strides so a step does not allocate it.
+    private var live: [(page: Int, slot: Int)] = []
 
     public init(decoder: SpikeDecoder, windowBins: Int = 120, strideBins: Int = 10, maxWindowEvents: Int = 8192) throws {
         let c = decoder.config
@@ -188,30 +190,31 @@ public final class SpikeStream: @unchecked Sendable {
     }
 
     /// Write the window's keys/values (`W·LN(a + e_t)` per live event) to `out`
-    /// (`[eventsInWindow, 2·latent_dim]`); returns the row count.
+    /// (`[eventsInWindow, 2·latent_dim]`), split over the threads for large windows;
+    /// returns the row count.
     func writeKeysValues(into out: UnsafeMutablePointer<Float>, table: SpikeDecoder.TimeTable) -> Int {
         let dec = decoder, c = dec.config, Dh = c.hiddenDim, W = 2 * c.latentDim
         let start = endBin - windowBins, eps = Double(dec.normKV.eps)
-        var r = 0
-        for p in pages {
-            let base = pool.pointer(p.slot)
-            for i in 0..<p.count where p.bin[i] >= start {
-                let t = p.bin[i] - start, et = dec.timeEmb.data + t * Dh
-                let cross = Vec.dot(dec.neuronEmb.data + Int(p.neuron[i]) * Dh, et, Dh)
-                    + Vec.dot(dec.valueEmb.data + Int(p.value[i]) * Dh, et, Dh)
-                let mu = Double(p.mean[i]) + table.mean[t]
-                let variance = (Double(p.square[i]) + 2 * Double(cross) + table.square[t]) / Double(Dh) - mu * mu
-                let inv = 1 / (max(variance, 0) + eps).squareRoot()
-                let row = out + r * W
-                row.update(from: base + i * W, count: W)
-                Vec.add(row, table.rows + t * W, W)
-                Vec.scale(row, Float(inv), W)
-                Vec.axpy(row, Float(-inv * mu), table.gammaRow, W)
-                Vec.add(row, table.betaRow, W)
-                r += 1
+        // (page, slot, output row) of every live event, in arrival order.
+        live.removeAll(keepingCapacity: true)
+        for (j, p) in pages.enumerated() { for i in 0..<p.count where p.bin[i] >= start { live.append((j, i)) } }
+        let bases = pages.map { UnsafePointer(pool.pointer($0.slot)) }
+        live.withUnsafeBufferPointer { events in
+            Parallel.run(parts: events.count * W >= 1 << 16 ? 2 : 1) { part, parts in
+                for r in Parallel.slice(events.count, part: part, parts: parts, align: 1) {
+                    let p = pages[events[r].page], i = events[r].slot
+                    let t = p.bin[i] - start, et = dec.timeEmb.data + t * Dh
+                    let cross = Vec.dot(dec.neuronEmb.data + Int(p.neuron[i]) * Dh, et, Dh)
+                        + Vec.dot(dec.valueEmb.data + Int(p.value[i]) * Dh, et, Dh)
+                    let mu = Double(p.mean[i]) + table.mean[t]
+                    let variance = (Double(p.square[i]) + 2 * Double(cross) + table.square[t]) / Double(Dh) - mu * mu
+                    let inv = 1 / (max(variance, 0) + eps).squareRoot()
+                    Vec.affine(out + r * W, bases[events[r].page] + i * W, table.rows + t * W, Float(inv),
+                               table.gammaRow, Float(-inv * mu), table.betaRow, W)
+                }
             }
         }
-        return r
+        return live.count
     }
 
     /// One stride for each stream (all of one decoder), decoded as one batch: `events[i]`

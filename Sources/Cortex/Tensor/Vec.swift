@@ -58,6 +58,18 @@ public enum Vec {
         while i < n { a[i] *= b[i]; i += 1 }
     }
 
+    /// y ← (a + b)·s + c·t + d: one pass (the spike stream's LayerNorm-through-W rows).
+    public static func affine(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                              _ s: Float, _ c: UnsafePointer<Float>, _ t: Float, _ d: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        let sv = V(repeating: s), tv = V(repeating: t)
+        while i + 8 <= n {
+            store((load(a + i) + load(b + i)) * sv + load(c + i) * tv + load(d + i), y + i)
+            i += 8
+        }
+        while i < n { y[i] = (a[i] + b[i]) * s + c[i] * t + d[i]; i += 1 }
+    }
+
     /// Σ a·b
     public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
         var i = 0, acc = V()

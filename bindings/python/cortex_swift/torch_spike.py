@@ -179,3 +179,21 @@ def pack(requests):
 def parameter_count(config: dict) -> int:
     """XS 4,828,936; S 24,800,776; M 83,514,632 (the published sizes)."""
     return sum(p.numel() for p in SpikeDecoder(config).parameters())
+
+
+def load_state_dict(directory: str) -> dict:
+    """The state dict in `directory/model.safetensors` (a cx.export directory), with INT8
+    linears (`<name>.weight_int8` + `<name>.weight_scale`) dequantised to `<name>.weight`
+    = q · scale per output row: the float32 weights Cortex's INT8 kernels compute with."""
+    import os
+
+    from safetensors.torch import load_file
+    raw = load_file(os.path.join(directory, "model.safetensors"))
+    out = {}
+    for k, v in raw.items():
+        if k.endswith(".weight_int8"):
+            name = k[:-len(".weight_int8")]
+            out[name + ".weight"] = v.float() * raw[name + ".weight_scale"].float()[:, None]
+        elif not k.endswith(".weight_scale"):
+            out[k] = v
+    return out
