@@ -46,6 +46,8 @@ public struct ServingResponse: Sendable {
 ///     POST /v1/streams/{id}           spike_decoder: open a stream with options
 ///     POST /v1/streams/{id}/step      one stride of a stream (opened on first use)
 ///     POST /v1/sessions/{id}/step     recurrent stacks: x [D_in] -> y [D_out], state kept per id
+///     POST /v1/sessions/{id}/forward  sidecars: {"layer", "h": [T][D]} -> y [T][D], memory kept per id
+///     POST /v1/generate               open_mythos: ids -> new tokens (greedy or seeded sampling)
 ///     DELETE /v1/streams/{id}, /v1/sessions/{id}
 ///
 /// `/v1/decode` and the step endpoints also take the binary body `TensorBody`
@@ -68,6 +70,8 @@ public final class ServingEngine: @unchecked Sendable {
             case decode(windows: [(neurons: [Int], bins: [Int], values: [Int])])
             case stream(id: String, neurons: [Int], bins: [Int], values: [Int])
             case session(id: String, x: [Float], reset: Bool)
+            case sidecar(id: String, layer: Int, h: [Float], time: Int)
+            case generate(ids: [Int], newTokens: Int, options: SamplingOptions)
         }
         let work: Work
         let deadline: Double?
@@ -82,6 +86,7 @@ public final class ServingEngine: @unchecked Sendable {
     var scheduler: BatchScheduler<Job>!
     let streams = Mutex<[String: SpikeStream]>([:])
     let sessions = Mutex<[String: RecurrentState]>([:])
+    let sidecarSessions = Mutex<[String: SidecarSession]>([:])
     /// Batch states for recurrent sessions, one per batch size (gather, advance, scatter).
     var batchStates: [Int: RecurrentState] = [:]
     private let drainingFlag = Atomic<Bool>(false)
@@ -157,7 +162,7 @@ public final class ServingEngine: @unchecked Sendable {
         if parts.count >= 3, parts[0] == "v1", parts[1] == "streams" || parts[1] == "sessions" {
             return "/v1/\(parts[1])/{id}" + (parts.count == 4 ? "/\(parts[3])" : "")
         }
-        let known = ["/healthz", "/readyz", "/metrics", "/v1/model", "/v1/decode"]
+        let known = ["/healthz", "/readyz", "/metrics", "/v1/model", "/v1/decode", "/v1/generate"]
         return known.contains(path) ? path : "other"
     }
 
@@ -193,6 +198,7 @@ public final class ServingEngine: @unchecked Sendable {
                 metrics.set("cortex_queue_depth", [], Double(scheduler.depth))
                 metrics.set("cortex_sessions", [("kind", "stream")], Double(streams.withLock { $0.count }))
                 metrics.set("cortex_sessions", [("kind", "recurrent")], Double(sessions.withLock { $0.count }))
+                metrics.set("cortex_sessions", [("kind", "sidecar")], Double(sidecarSessions.withLock { $0.count }))
                 return ServingResponse(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metrics.render().utf8))
             case "/v1/model":
                 try method("GET")
@@ -216,9 +222,40 @@ public final class ServingEngine: @unchecked Sendable {
                 try queue(Job(work: .stream(id: id, neurons: ev.neurons, bins: ev.bins, values: ev.values),
                               deadline: deadline, binary: binary, respond: finish), key: "stream")
                 return nil
+            case "/v1/generate":
+                try method("POST")
+                guard let lm = model.mythos else { throw notServed("/v1/generate", "an open_mythos") }
+                let (body, deadline, binary) = try parseBody(r)
+                let (ids, n, opts) = try generateInput(body, vocab: lm.config.vocabSize)
+                try queue(Job(work: .generate(ids: ids, newTokens: n, options: opts), deadline: deadline, binary: binary,
+                              respond: finish), key: "generate")
+                return nil
+            case "/v1/sessions/{id}/forward":
+                try method("POST")
+                guard let sc = model.sidecar else { throw notServed("/v1/sessions/{id}/forward", "a cortex_sidecar") }
+                let id = try sessionID(parts[2])
+                let (body, deadline, binary) = try parseBody(r)
+                guard case .json(let j) = body, let layer = j["layer"]?.int, let rows = j["h"]?.array, !rows.isEmpty,
+                      rows.count <= 4096 else {
+                    throw CortexError.invalidArgument("expected {\"layer\": hooked layer, \"h\": [T][\(sc.dModel)] normalised hidden states (1 <= T <= 4096)}")
+                }
+                _ = try sc.slot(ofLayer: layer)
+                var h: [Float] = []
+                for (t, row) in rows.enumerated() {
+                    guard let a = row.array, a.count == sc.dModel else { throw CortexError.shapeMismatch("h[\(t)]: expected \(sc.dModel) numbers") }
+                    for (i, v) in a.enumerated() {
+                        guard let f = v.double else { throw CortexError.invalidArgument("h[\(t)][\(i)]: expected a number") }
+                        h.append(Float(f))
+                    }
+                }
+                try queue(Job(work: .sidecar(id: id, layer: layer, h: h, time: rows.count), deadline: deadline, binary: binary,
+                              respond: finish), key: "sidecar")
+                return nil
             case "/v1/sessions/{id}":
                 try method("DELETE")
-                let gone = sessions.withLock { $0.removeValue(forKey: parts[2]) } != nil
+                let recurrent = sessions.withLock { $0.removeValue(forKey: parts[2]) } != nil
+                let sidecar = sidecarSessions.withLock { $0.removeValue(forKey: parts[2]) } != nil
+                let gone = recurrent || sidecar
                 return gone ? ServingResponse(status: 204, body: []) : .error(404, "no session '\(parts[2])'")
             case "/v1/sessions/{id}/step":
                 try method("POST")
@@ -375,6 +412,32 @@ public final class ServingEngine: @unchecked Sendable {
         return out
     }
 
+    /// /v1/generate: {"ids": [...], "max_new_tokens", "n_loops", "temperature", "top_k", "seed", "eos_token"}.
+    func generateInput(_ body: Body, vocab: Int) throws -> ([Int], Int, SamplingOptions) {
+        guard case .json(let j) = body else { throw CortexError.invalidArgument("/v1/generate takes a JSON body") }
+        let ids = try intArray(j, "ids", "")
+        guard !ids.isEmpty else { throw CortexError.invalidArgument("ids: expected at least one token") }
+        if let i = ids.firstIndex(where: { $0 < 0 || $0 >= vocab }) {
+            throw CortexError.invalidArgument("ids[\(i)] = \(ids[i]) is outside [0, \(vocab)) (vocab_size)")
+        }
+        func int(_ k: String, _ d: Int, _ range: ClosedRange<Int>) throws -> Int {
+            guard let v = j[k] else { return d }
+            guard let n = v.int, range.contains(n) else { throw CortexError.invalidArgument("\(k): expected an integer in \(range)") }
+            return n
+        }
+        var o = SamplingOptions()
+        let n = try int("max_new_tokens", 16, 1...4096)
+        if j["n_loops"] != nil { o.loops = try int("n_loops", 1, 1...1024) }
+        if let t = j["temperature"] {
+            guard let v = t.double, v >= 0, v.isFinite else { throw CortexError.invalidArgument("temperature: expected a number >= 0") }
+            o.temperature = Float(v)
+        }
+        o.topK = try int("top_k", 0, 0...1 << 20)
+        o.seed = UInt64(try int("seed", 0, 0...Int(Int32.max)))
+        if j["eos_token"] != nil { o.eosToken = try int("eos_token", 0, 0...(vocab - 1)) }
+        return (ids, n, o)
+    }
+
     func sessionInput(_ body: Body) throws -> ([Float], Bool) {
         let d = model.inputSize
         var x: [Float], reset = false
@@ -462,7 +525,48 @@ public final class ServingEngine: @unchecked Sendable {
         switch key {
         case "decode": runDecode(jobs)
         case "stream": runRounds(jobs, runStreams)
-        default: runRounds(jobs, runSessions)
+        case "session": runRounds(jobs, runSessions)
+        default: for job in jobs { runAlone(job) }   // generation, sidecar forwards: one request at a time
+        }
+    }
+
+    /// Requests that do not batch across clients: OpenMythos generation (prompts of
+    /// different lengths) and sidecar forwards (one session's tokens).
+    func runAlone(_ job: Job) {
+        do {
+            switch job.work {
+            case .generate(let ids, let n, let options):
+                let gen = try MythosGenerator(model: model, prompt: ids, batch: 1, options: options)
+                var out: [Int] = []
+                for _ in 0..<n {
+                    let t = try gen.next()[0]
+                    out.append(t)
+                    if let eos = options.eosToken, t == eos { break }
+                }
+                respond(job, .success((.object([("tokens", .array(out.map { .number(Double($0)) }))]),
+                                       [("tokens", [out.count], out.map(Float.init))])))
+            case .sidecar(let id, let layer, let h, let T):
+                let s = try sidecarSessions.withLock { m -> SidecarSession in
+                    if let s = m[id] { return s }
+                    guard m.count < options.maxSessions else { throw SessionLimit(limit: options.maxSessions) }
+                    let s = try SidecarSession(model: model, batch: 1, id: id)
+                    m[id] = s
+                    return s
+                }
+                let D = model.sidecar?.dModel ?? 0
+                var y = [Float](repeating: 0, count: T * D)
+                try h.withUnsafeBufferPointer { hp in
+                    try y.withUnsafeMutableBufferPointer { yp in
+                        try s.forward(layer: layer, h: hp.baseAddress!, time: T, signals: nil, into: yp.baseAddress!)
+                    }
+                }
+                let rows = (0..<T).map { ServingEngine.vectorJSON(y[($0 * D)..<(($0 + 1) * D)]) }
+                respond(job, .success((.object([("y", .array(rows))]), [("y", [T, D], y)])))
+            default:
+                respond(job, .failure(CortexError.internal("a batched request reached the single-request path")))
+            }
+        } catch {
+            respond(job, .failure(error))
         }
     }
 
@@ -503,8 +607,8 @@ public final class ServingEngine: @unchecked Sendable {
             for j in rest {
                 let id: String
                 switch j.work {
-                case .stream(let s, _, _, _), .session(let s, _, _): id = s
-                case .decode: id = ""
+                case .stream(let s, _, _, _), .session(let s, _, _), .sidecar(let s, _, _, _): id = s
+                case .decode, .generate: id = ""
                 }
                 if seen.insert(id).inserted { round.append(j) } else { later.append(j) }
             }

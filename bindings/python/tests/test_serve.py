@@ -416,3 +416,48 @@ def test_fuzz_http_endpoint_and_binary_body(server, dec):
     status, out, _ = server.request("POST", "/v1/decode", valid_json)
     assert status == 200
     np.testing.assert_allclose(np.array(out["velocity"])[0], dec.decode_requests([(n, t, v)])[0], atol=1e-6)
+
+
+def test_open_mythos_generation_equals_the_binding():
+    d = os.path.join(GOLDENS, "mythos", "gqa", "model")
+    s = Server(d)
+    try:
+        m = cx.load(d)
+        rng = np.random.default_rng(6)
+        V = m.info["config"]["vocab_size"]
+        for kwargs in ({}, {"temperature": 0.8, "top_k": 5, "seed": 3}):
+            prompt = rng.integers(0, V, 5)
+            status, out, _ = s.request("POST", "/v1/generate", {"ids": prompt.tolist(), "max_new_tokens": 6, "n_loops": 3, **kwargs})
+            assert status == 200, out
+            want = m.generate(prompt[None], 6, n_loops=3, **kwargs)[0, 5:]
+            assert out["tokens"] == want.tolist()
+        status, out, _ = s.request("POST", "/v1/generate", {"ids": [V], "max_new_tokens": 2})
+        assert status == 422 and "vocab_size" in out["error"]
+        assert s.request("POST", "/v1/generate", {"ids": [1], "max_new_tokens": 0})[0] == 422
+    finally:
+        assert s.stop() == 0
+
+
+def test_sidecar_sessions_equal_the_binding():
+    d = os.path.join(GOLDENS, "sidecars", "model_gdn", "model")
+    s = Server(d)
+    try:
+        sc = cx.load(d)
+        D = sc.info["config"]["d_model"]
+        local = sc.new_session("local")
+        rng = np.random.default_rng(8)
+        worst = 0.0
+        for k in range(4):
+            h = rng.standard_normal((3, D)).astype(np.float32)
+            layer = sc.layers[k % 2]
+            status, out, _ = s.request("POST", "/v1/sessions/conv/forward", {"layer": layer, "h": h.tolist()})
+            assert status == 200, out
+            want = np.from_dlpack(sc.forward(layer, h[None], local))[0]
+            worst = max(worst, float(np.abs(np.array(out["y"]) - want).max()))
+        print(f"[serve] sidecar session over HTTP vs the binding: max abs difference {worst:.2e}")
+        assert worst <= 1e-6
+        status, out, _ = s.request("POST", "/v1/sessions/conv/forward", {"layer": 0, "h": [[0.0] * D]})
+        assert status == 422 and "no sidecar" in out["error"]
+        assert s.request("DELETE", "/v1/sessions/conv")[0] == 204
+    finally:
+        assert s.stop() == 0
