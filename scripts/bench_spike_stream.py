@@ -48,33 +48,32 @@ def main():
 
     s = sd.simulate(seed=0, neurons=256, seconds=(args.strides + 40) * 0.05 + 1, recording=2)
     warm, n = 24, args.strides
-    stream = dec.stream()
-    t_stream, t_decode, t_torch, worst = [], [], [], 0.0
+    strides, windows = [], []
     for k in range(warm + n):
         block = s.counts[10 * k:10 * (k + 1)]
         t_idx, n_idx = np.nonzero(block)
-        vals = np.minimum(block[t_idx, n_idx], 7)
-        t0 = time.perf_counter()
-        y = stream.step(n_idx, t_idx, vals)
-        t1 = time.perf_counter()
-        # The same window from scratch.
-        start = 10 * (k + 1) - 120
+        strides.append((n_idx, t_idx, np.minimum(block[t_idx, n_idx], 7)))
+        start = 10 * (k + 1) - 120             # the same window from scratch
         win = s.counts[max(0, start):10 * (k + 1)]
         wt, wn = np.nonzero(win)
-        wt = wt + (max(0, start) - start)
-        wv = np.minimum(win[np.nonzero(win)], 7)
-        t2 = time.perf_counter()
-        yd = dec.decode_requests([(wn, wt, wv)])[0]
-        t3 = time.perf_counter()
-        with torch.no_grad():
-            packed = torch_spike.pack([(wn, wt, wv)])
-            yt = ref(*packed)[0].numpy()
-        t4 = time.perf_counter()
-        if k >= warm:
-            t_stream.append(t1 - t0)
-            t_decode.append(t3 - t2)
-            t_torch.append(t4 - t3)
-            worst = max(worst, float(np.abs(y - yd).max()), float(np.abs(yd - yt).max()))
+        windows.append((wn, wt + (max(0, start) - start), np.minimum(win[wt, wn], 7)))
+
+    # Each path in its own loop (PyTorch's OpenMP workers spin after a call and would
+    # slow whatever runs right after them).
+    def timed(fn):
+        out, ts = [], []
+        for k in range(warm + n):
+            t0 = time.perf_counter()
+            out.append(fn(k))
+            if k >= warm:
+                ts.append(time.perf_counter() - t0)
+        return np.array(out), ts
+    stream = dec.stream()
+    y_stream, t_stream = timed(lambda k: stream.step(*strides[k]))
+    y_decode, t_decode = timed(lambda k: dec.decode_requests([windows[k]])[0])
+    with torch.no_grad():
+        y_torch, t_torch = timed(lambda k: ref(*torch_spike.pack([windows[k]]))[0].numpy())
+    worst = max(float(np.abs(y_stream - y_decode).max()), float(np.abs(y_decode - y_torch).max()))
     med = lambda a: 1e3 * float(np.median(a))  # noqa: E731
     events = np.mean([len(np.nonzero(s.counts[10 * k - 110:10 * (k + 1)])[0]) for k in range(warm, warm + 50)])
     print(f"model {args.model} ({dec.info['weights']['linear']} linears), threads {args.threads}, "
