@@ -354,6 +354,27 @@ struct MythosAttention: Sendable {
         let scoresAll = try arena.take(parts * T * S)
         let group = H / kvHeads, qkd = qkDim, nope = nope, rope = rope, vDim = vDim, scale = scale
         let isMLA: Bool = { if case .mla = proj { return true } else { return false } }()
+        // MLA prefill: each head's keys [k_nope | k_rope] gathered once into [S, nope + rope]
+        // rows, so a score block is one product with k = nope + rope instead of two thin
+        // ones. Decoding (small T) reads the pages in place: gathering S rows per token
+        // would cost more than it saves.
+        var joined: UnsafeMutablePointer<Float>? = nil
+        if isMLA, nope > 0, rope > 0, T >= 16 {
+            let kj = try arena.take(B * H * S * qkDim)
+            for b in 0..<B {
+                for (seg, rseg) in zip(kSegs[b], ropeSegs[b]) {
+                    for r in 0..<seg.count {
+                        let t = seg.start + r, rk = rseg.pointer + r * rope
+                        for h in 0..<H {
+                            let dst = kj + ((b * H + h) * S + t) * qkDim
+                            dst.update(from: seg.pointer + r * kStride + h * (nope + vDim), count: nope)
+                            (dst + nope).update(from: rk, count: rope)
+                        }
+                    }
+                }
+            }
+            joined = kj
+        }
         Parallel.run(parts: parts) { part, parts in
             let sc = scoresAll + part * T * S
             for pair in Parallel.slice(B * H, part: part, parts: parts, align: 1) {
@@ -366,6 +387,10 @@ struct MythosAttention: Sendable {
                 while t0 < T {
                     let t1 = min(T, t0 + 32), rows = t1 - t0, keys = S - T + t1
                     let qh = q + (b * T + t0) * H * qkd + h * qkd
+                    if let kj = joined {
+                        BLAS.product(transB: true, m: rows, n: keys, k: qkd, a: qh, lda: H * qkd,
+                                     b: kj + (b * H + h) * S * qkd, ldb: qkd, c: sc, ldc: S)
+                    } else {
                     for (j, seg) in kSegs[b].enumerated() where seg.start < keys {
                         let n = min(seg.count, keys - seg.start), c = sc + seg.start
                         if isMLA {
@@ -382,6 +407,7 @@ struct MythosAttention: Sendable {
                             BLAS.product(transB: true, m: rows, n: n, k: qkd, a: qh, lda: H * qkd,
                                          b: seg.pointer + (h / group) * qkd, ldb: kStride, c: c, ldc: S)
                         }
+                    }
                     }
                     // Scale, causal mask (query t sees rows ≤ past + t), softmax (SIMD exp).
                     for r in 0..<rows {
