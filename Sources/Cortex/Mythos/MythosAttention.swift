@@ -391,23 +391,23 @@ struct MythosAttention: Sendable {
                         BLAS.product(transB: true, m: rows, n: keys, k: qkd, a: qh, lda: H * qkd,
                                      b: kj + (b * H + h) * S * qkd, ldb: qkd, c: sc, ldc: S)
                     } else {
-                    for (j, seg) in kSegs[b].enumerated() where seg.start < keys {
-                        let n = min(seg.count, keys - seg.start), c = sc + seg.start
-                        if isMLA {
-                            let kb = seg.pointer + h * (nope + vDim)
-                            if nope > 0 {
-                                BLAS.product(transB: true, m: rows, n: n, k: nope, a: qh, lda: H * qkd, b: kb, ldb: kStride,
-                                             c: c, ldc: S)
+                        for (j, seg) in kSegs[b].enumerated() where seg.start < keys {
+                            let n = min(seg.count, keys - seg.start), c = sc + seg.start
+                            if isMLA {
+                                let kb = seg.pointer + h * (nope + vDim)
+                                if nope > 0 {
+                                    BLAS.product(transB: true, m: rows, n: n, k: nope, a: qh, lda: H * qkd, b: kb, ldb: kStride,
+                                                 c: c, ldc: S)
+                                }
+                                if rope > 0 {
+                                    BLAS.product(transB: true, m: rows, n: n, k: rope, a: qh + nope, lda: H * qkd,
+                                                 b: ropeSegs[b][j].pointer, ldb: rope, c: c, ldc: S, beta: nope > 0 ? 1 : 0)
+                                }
+                            } else {
+                                BLAS.product(transB: true, m: rows, n: n, k: qkd, a: qh, lda: H * qkd,
+                                             b: seg.pointer + (h / group) * qkd, ldb: kStride, c: c, ldc: S)
                             }
-                            if rope > 0 {
-                                BLAS.product(transB: true, m: rows, n: n, k: rope, a: qh + nope, lda: H * qkd,
-                                             b: ropeSegs[b][j].pointer, ldb: rope, c: c, ldc: S, beta: nope > 0 ? 1 : 0)
-                            }
-                        } else {
-                            BLAS.product(transB: true, m: rows, n: n, k: qkd, a: qh, lda: H * qkd,
-                                         b: seg.pointer + (h / group) * qkd, ldb: kStride, c: c, ldc: S)
                         }
-                    }
                     }
                     // Scale, causal mask (query t sees rows ≤ past + t), softmax (SIMD exp).
                     for r in 0..<rows {

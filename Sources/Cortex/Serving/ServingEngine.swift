@@ -141,18 +141,23 @@ public final class ServingEngine: @unchecked Sendable {
         }
         do {
             if let r = try dispatch(request, route: route, finish: finish) { finish(r) }
-        } catch let e as CortexError {
-            finish(.error(ServingEngine.status(of: e), e.message))
         } catch let BatchScheduler<Job>.Refusal.overloaded(n) {
             metrics.increment("cortex_rejected_total", [("reason", "queue_full")])
             finish(.error(429, "the queue is full (\(n) requests waiting); retry later", headers: [("retry-after", "1")]))
-        } catch let e as SessionLimit {
-            finish(.error(429, "the session limit (\(e.limit)) is reached: delete sessions or raise --max-sessions"))
         } catch BatchScheduler<Job>.Refusal.draining {
             metrics.increment("cortex_rejected_total", [("reason", "draining")])
             finish(.error(503, "the server is shutting down"))
         } catch {
-            finish(.error(500, "internal error: \(error)"))
+            finish(ServingEngine.response(for: error))
+        }
+    }
+
+    /// The answer to a failed request (before queueing or in its batch).
+    static func response(for error: Error) -> ServingResponse {
+        switch error {
+        case let e as CortexError: return .error(status(of: e), e.message)
+        case let e as SessionLimit: return .error(429, "the session limit (\(e.limit)) is reached: delete sessions or raise --max-sessions")
+        default: return .error(500, "internal error: \(error)")
         }
     }
 
@@ -359,11 +364,8 @@ public final class ServingEngine: @unchecked Sendable {
     }
 
     func events(json j: JSON, _ context: String) throws -> (neurons: [Int], bins: [Int], values: [Int]) {
-        let n = try intArray(j, "neuron_ids", context), t = try intArray(j, "time_bins", context), v = try intArray(j, "values", context)
-        guard n.count == t.count, n.count == v.count else {
-            throw CortexError.shapeMismatch("\(context)neuron_ids, time_bins and values must have one length (\(n.count), \(t.count), \(v.count))")
-        }
-        return (n, t, v)
+        // Lengths and ranges are the decoder's and the stream's to check (SpikeDecoder.checkEvents).
+        (try intArray(j, "neuron_ids", context), try intArray(j, "time_bins", context), try intArray(j, "values", context))
     }
 
     /// /v1/decode: `{"requests": [{neuron_ids, time_bins, values}, ...]}` or one window at
@@ -496,6 +498,18 @@ public final class ServingEngine: @unchecked Sendable {
 
     struct SessionLimit: Error { let limit: Int }
 
+    /// The session `id` of `registry`, made by `make` on first use (refused past
+    /// --max-sessions). Streams, recurrent and sidecar sessions all come through here.
+    func session<S>(_ registry: borrowing Mutex<[String: S]>, _ id: String, make: () throws -> S) throws -> S {
+        try registry.withLock { m in
+            if let s = m[id] { return s }
+            guard m.count < options.maxSessions else { throw SessionLimit(limit: options.maxSessions) }
+            let s = try make()
+            m[id] = s
+            return s
+        }
+    }
+
     // MARK: running batches (the scheduler's worker thread)
 
     func respond(_ job: Job, _ result: Result<(JSON, [(String, shape: [Int], values: [Float])]), Error>) {
@@ -512,12 +526,8 @@ public final class ServingEngine: @unchecked Sendable {
                 pairs.append(("deadline_missed", .bool(missed)))
                 job.respond(.json(200, .object(pairs), headers: headers))
             }
-        case .failure(let e as CortexError):
-            job.respond(.error(ServingEngine.status(of: e), e.message))
-        case .failure(let e as SessionLimit):
-            job.respond(.error(429, "the session limit (\(e.limit)) is reached: delete sessions or raise --max-sessions"))
         case .failure(let e):
-            job.respond(.error(500, "internal error: \(e)"))
+            job.respond(ServingEngine.response(for: e))
         }
     }
 
@@ -546,13 +556,7 @@ public final class ServingEngine: @unchecked Sendable {
                 respond(job, .success((.object([("tokens", .array(out.map { .number(Double($0)) }))]),
                                        [("tokens", [out.count], out.map(Float.init))])))
             case .sidecar(let id, let layer, let h, let T):
-                let s = try sidecarSessions.withLock { m -> SidecarSession in
-                    if let s = m[id] { return s }
-                    guard m.count < options.maxSessions else { throw SessionLimit(limit: options.maxSessions) }
-                    let s = try SidecarSession(model: model, batch: 1, id: id)
-                    m[id] = s
-                    return s
-                }
+                let s = try session(sidecarSessions, id) { try SidecarSession(model: model, batch: 1, id: id) }
                 let D = model.sidecar?.dModel ?? 0
                 var y = [Float](repeating: 0, count: T * D)
                 try h.withUnsafeBufferPointer { hp in
@@ -622,13 +626,7 @@ public final class ServingEngine: @unchecked Sendable {
         for job in jobs {
             guard case .stream(let id, let n, let b, let v) = job.work, let dec = model.spikeDecoder else { continue }
             do {
-                let s = try streams.withLock { m -> SpikeStream in
-                    if let s = m[id] { return s }
-                    guard m.count < options.maxSessions else { throw SessionLimit(limit: options.maxSessions) }
-                    let s = try SpikeStream(decoder: dec)
-                    m[id] = s
-                    return s
-                }
+                let s = try session(streams, id) { try SpikeStream(decoder: dec) }
                 _ = try s.validate(neurons: n, bins: b, values: v)
                 ready.append((job, s, (n, b, v)))
             } catch { respond(job, .failure(error)) }
@@ -654,13 +652,7 @@ public final class ServingEngine: @unchecked Sendable {
         for job in jobs {
             guard case .session(let id, let x, let reset) = job.work else { continue }
             do {
-                let s = try sessions.withLock { m -> RecurrentState in
-                    if let s = m[id] { return s }
-                    guard m.count < options.maxSessions else { throw SessionLimit(limit: options.maxSessions) }
-                    let s = try model.makeState(batch: 1)
-                    m[id] = s
-                    return s
-                }
+                let s = try session(sessions, id) { try model.makeState(batch: 1) }
                 ready.append((job, s, x, reset))
             } catch { respond(job, .failure(error)) }
         }

@@ -96,9 +96,8 @@ public final class SpikeDecoder: @unchecked Sendable {
     /// non-decreasing, every id inside its table. Returns the batch size.
     public func validate(neurons: [Int], timeBins: [Int], values: [Int], offsets: [Int]) throws -> Int {
         let e = neurons.count
-        guard timeBins.count == e, values.count == e else {
-            throw CortexError.shapeMismatch("events: neuron_ids, time_bins and values must have one length (\(e), \(timeBins.count), \(values.count))")
-        }
+        try checkEvents(neurons: neurons, timeBins: timeBins, values: values, timeLimit: config.maxTimeBins,
+                        timeField: "max_time_bins")
         guard offsets.count >= 2 else { throw CortexError.shapeMismatch("offsets: expected B + 1 >= 2 entries, got \(offsets.count)") }
         guard offsets.first == 0, offsets.last == e else {
             throw CortexError.invalidArgument("offsets must start at 0 and end at the event count \(e) (got \(offsets.first ?? 0) ... \(offsets.last ?? 0))")
@@ -106,15 +105,24 @@ public final class SpikeDecoder: @unchecked Sendable {
         for i in 1..<offsets.count where offsets[i] < offsets[i - 1] {
             throw CortexError.invalidArgument("offsets must not decrease (offsets[\(i)] = \(offsets[i]) < \(offsets[i - 1]))")
         }
+        return offsets.count - 1
+    }
+
+    /// Events as columns of one length, every id inside its table; time bins inside
+    /// `[0, timeLimit)` (the config's table for requests, the stride for a stream). The
+    /// message names the event, the field and the limit it broke.
+    func checkEvents(neurons: [Int], timeBins: [Int], values: [Int], timeLimit: Int, timeField: String) throws {
+        guard timeBins.count == neurons.count, values.count == neurons.count else {
+            throw CortexError.shapeMismatch("events: neuron_ids, time_bins and values must have one length (\(neurons.count), \(timeBins.count), \(values.count))")
+        }
         func check(_ a: [Int], _ name: String, _ n: Int, _ field: String) throws {
             if let i = a.firstIndex(where: { $0 < 0 || $0 >= n }) {
                 throw CortexError.invalidArgument("event \(i): \(name) \(a[i]) is outside [0, \(n)) (\(field))")
             }
         }
         try check(neurons, "neuron_id", config.maxNeurons, "max_neurons")
-        try check(timeBins, "time_bin", config.maxTimeBins, "max_time_bins")
+        try check(timeBins, "time_bin", timeLimit, timeField)
         try check(values, "value", config.spikeValueBuckets, "spike_value_buckets")
-        return offsets.count - 1
     }
 
     /// `body(b, h, scores)` for every (request, head) pair, split over the threads; each

@@ -52,7 +52,7 @@ public final class SpikeStream: @unchecked Sendable {
     /// Bins seen so far: the window is `[endBin − windowBins, endBin)`.
     public private(set) var endBin = 0
     private let scratch = SpikeScratch()
-    private let rows = GrowableBuffer()          // new events' γ⊙a, then the window's keys/values
+    private let rows = GrowableBuffer()          // the new events' γ⊙a
     private let keysValues = GrowableBuffer()
     private let busy = Atomic<Bool>(false)
     /// (page, slot) of each live event: kept between strides so a step does not allocate it.
@@ -122,19 +122,9 @@ public final class SpikeStream: @unchecked Sendable {
     /// The events of the next stride (`bins` relative to its start, in `[0, strideBins)`),
     /// checked without changing anything. Returns the events that stay in the window.
     func validate(neurons: [Int], bins: [Int], values: [Int]) throws -> Int {
+        try decoder.checkEvents(neurons: neurons, timeBins: bins, values: values, timeLimit: strideBins,
+                                timeField: "a stream's time bins count from the stride's start: stride_bins")
         let e = neurons.count
-        guard bins.count == e, values.count == e else {
-            throw CortexError.shapeMismatch("events: neuron_ids, time_bins and values must have one length (\(e), \(bins.count), \(values.count))")
-        }
-        let c = decoder.config
-        func check(_ a: [Int], _ name: String, _ n: Int, _ field: String) throws {
-            if let i = a.firstIndex(where: { $0 < 0 || $0 >= n }) {
-                throw CortexError.invalidArgument("event \(i): \(name) \(a[i]) is outside [0, \(n)) (\(field))")
-            }
-        }
-        try check(neurons, "neuron_id", c.maxNeurons, "max_neurons")
-        try check(bins, "time_bin", strideBins, "a stream's time bins count from the stride's start: stride_bins")
-        try check(values, "value", c.spikeValueBuckets, "spike_value_buckets")
         let start = endBin + strideBins - windowBins
         var kept = e
         for p in pages { for i in 0..<p.count where p.bin[i] >= start { kept += 1 } }
@@ -230,16 +220,18 @@ public final class SpikeStream: @unchecked Sendable {
             throw CortexError.invalidArgument("a stream appears twice in one step")
         }
         let dec = first.decoder, W = 2 * dec.config.latentDim, table = try dec.timeTable()
-        var offsets = [0]
+        var offsets = [0], total = 0
         for (s, ev) in zip(streams, events) {
             guard s.decoder === dec else { throw CortexError.stateMismatch("streams of different decoders cannot step together") }
-            do { offsets.append(offsets.last! + (try s.validate(neurons: ev.neurons, bins: ev.bins, values: ev.values))) } catch let e as CortexError {
+            do { total += try s.validate(neurons: ev.neurons, bins: ev.bins, values: ev.values) } catch let e as CortexError {
                 throw streams.count > 1 ? e.prefixed("stream \(offsets.count - 1)") : e
             }
+            offsets.append(total)
         }
+        // What can fail to allocate is taken before the first stream changes.
         let out = try Tensor(zeros: [streams.count, dec.config.behaviorDim])
-        let kv = try first.keysValues.reserve(max(1, offsets.last! * W))
-        for s in streams { _ = try s.rows.reserve(max(1, s.maxWindowEvents * dec.config.hiddenDim)) }
+        let kv = try first.keysValues.reserve(max(1, total * W))
+        for (s, ev) in zip(streams, events) { _ = try s.rows.reserve(max(1, ev.neurons.count * dec.config.hiddenDim)) }
         for (s, ev) in zip(streams, events) { try s.append(neurons: ev.neurons, bins: ev.bins, values: ev.values) }
         for (b, s) in streams.enumerated() {
             let n = s.writeKeysValues(into: kv + offsets[b] * W, table: table)
