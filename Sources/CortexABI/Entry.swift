@@ -1,6 +1,5 @@
 import CCortex
 import Cortex
-import Synchronization
 
 // Every exported function is a one-liner through `entry`: it runs the body, turns
 // a thrown CortexError into its status code and the thread-local message
@@ -47,7 +46,7 @@ func string(_ p: UnsafePointer<CChar>?, _ name: String) throws -> String {
 /// wrong-kind handles with a message instead of dereferencing garbage.
 enum HandleKind: String { case model, state, tensor, cache, generator, session, store, spikeStream = "spike stream" }
 
-let liveHandles = Mutex<[UInt: HandleKind]>([:])
+let liveHandles = Locked<[UInt: HandleKind]>([:])
 
 func publish<T: AnyObject & Sendable>(_ object: T, _ kind: HandleKind) -> OpaquePointer {
     let raw = Unmanaged.passRetained(object).toOpaque()

@@ -1,6 +1,5 @@
 @testable import Cortex
 import Dispatch
-import Synchronization
 import XCTest
 
 /// The serving engine's parts without a network: the EDF batch scheduler (order,
@@ -10,7 +9,7 @@ final class ServingTests: XCTestCase {
     /// Runs jobs (Ints) and records the batches; the first batch blocks until `gate` opens
     /// so a queue can build up behind it.
     final class Recorder: @unchecked Sendable {
-        let batches = Mutex<[[Int]]>([])
+        let batches = Locked<[[Int]]>([])
         let gate = DispatchSemaphore(value: 0)
         var blockFirst = true
         func run(_ key: String, _ jobs: [Int]) {
@@ -128,7 +127,7 @@ final class ServingTests: XCTestCase {
     func call(_ e: ServingEngine, _ method: String, _ path: String, _ body: String = "",
               headers: [(String, String)] = []) -> (Int, JSON?) {
         let done = DispatchSemaphore(value: 0)
-        let out = Mutex<ServingResponse?>(nil)
+        let out = Locked<ServingResponse?>(nil)
         e.handle(ServingRequest(method: method, path: path, headers: headers, body: Array(body.utf8))) { r in
             out.withLock { $0 = r }
             done.signal()

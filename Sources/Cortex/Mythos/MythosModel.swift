@@ -68,7 +68,7 @@ public final class MythosModel: Sendable {
     let rope: RopeTable
     /// Scratch arenas of finished calls and freed caches, reused so repeated calls do
     /// not fault in fresh pages (at most a few kept).
-    private let arenas = Mutex<[Arena]>([])
+    private let arenas = Locked<[Arena]>([])
 
     func borrowArena() -> Arena {
         let a = arenas.withLock { $0.popLast() } ?? Arena()

@@ -1,4 +1,3 @@
-import Synchronization
 
 /// Prometheus metrics (text exposition format 0.0.4): counters, gauges and histograms
 /// with labels, thread-safe, rendered on demand for `/metrics`.
@@ -15,7 +14,7 @@ public final class Metrics: @unchecked Sendable {
         var histograms: [String: Histogram] = [:]   // label set -> histogram
         var bounds: [Double] = []
     }
-    private let families = Mutex<[(String, Family)]>([])
+    private let families = Locked<[(String, Family)]>([])
 
     public init() {}
 

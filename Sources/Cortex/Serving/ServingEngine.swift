@@ -84,9 +84,9 @@ public final class ServingEngine: @unchecked Sendable {
     public let metrics = Metrics()
     public let log: ServingLog
     var scheduler: BatchScheduler<Job>!
-    let streams = Mutex<[String: SpikeStream]>([:])
-    let sessions = Mutex<[String: RecurrentState]>([:])
-    let sidecarSessions = Mutex<[String: SidecarSession]>([:])
+    let streams = Locked<[String: SpikeStream]>([:])
+    let sessions = Locked<[String: RecurrentState]>([:])
+    let sidecarSessions = Locked<[String: SidecarSession]>([:])
     /// Batch states for recurrent sessions, one per batch size (gather, advance, scatter).
     var batchStates: [Int: RecurrentState] = [:]
     private let drainingFlag = Atomic<Bool>(false)
@@ -500,7 +500,7 @@ public final class ServingEngine: @unchecked Sendable {
 
     /// The session `id` of `registry`, made by `make` on first use (refused past
     /// --max-sessions). Streams, recurrent and sidecar sessions all come through here.
-    func session<S>(_ registry: borrowing Mutex<[String: S]>, _ id: String, make: () throws -> S) throws -> S {
+    func session<S>(_ registry: Locked<[String: S]>, _ id: String, make: () throws -> S) throws -> S {
         try registry.withLock { m in
             if let s = m[id] { return s }
             guard m.count < options.maxSessions else { throw SessionLimit(limit: options.maxSessions) }

@@ -1,5 +1,4 @@
 import CSQLite
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -34,7 +33,7 @@ public final class SessionStore: @unchecked Sendable {
     public let path: String
     public let options: Options
     private let db: OpaquePointer
-    private let lock = Mutex<Int>(0)
+    private let lock = Locked<Int>(0)
     /// The clock (seconds since the epoch); replaceable by tests.
     var now: @Sendable () -> Double = {
         var ts = timespec()

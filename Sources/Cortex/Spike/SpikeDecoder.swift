@@ -1,4 +1,3 @@
-import Synchronization
 
 /// Seed 003's Perceiver spike decoder (the PyTorch reference is
 /// `cortex_swift.torch_spike.SpikeDecoder`; weights are its `state_dict()`):
@@ -29,7 +28,7 @@ public final class SpikeDecoder: @unchecked Sendable {
     let headOut: Linear  // D -> 1, shared by the outputs
     public let parameterCount: Int
     /// Made by the first stream (`SpikeStream`), shared by all.
-    let streamTable = Mutex<TimeTable?>(nil)
+    let streamTable = Locked<TimeTable?>(nil)
 
     struct Block {
         let normAttn: Norm, qkv: Linear, out: Linear, normMLP: Norm, up: Linear, down: Linear

@@ -1,4 +1,3 @@
-import Synchronization
 
 /// Fixed-size pages of floats from a bounded pool: the memory behind paged caches (a
 /// spike stream's window of keys/values). A page is allocated once and recycled through
@@ -17,7 +16,7 @@ public final class PagePool: @unchecked Sendable {
         var refs: [Int32] = []          // owners of each page (0: on the free list)
         var free: [Int] = []
     }
-    private let books = Mutex(Books())
+    private let books = Locked(Books())
 
     public init(pageFloats: Int, maxPages: Int) throws {
         guard pageFloats >= 1, maxPages >= 1 else {
