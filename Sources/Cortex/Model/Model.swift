@@ -27,6 +27,8 @@ public final class Model: @unchecked Sendable {
     /// An OpenMythos language model (`"architecture": "open_mythos"`): it runs through
     /// `MythosCache` and token ids, not recurrent states.
     public let mythos: MythosModel?
+    /// Scratch batch states of forward(lanes:) (any batch size, at most 16 kept).
+    private let lanePool = Locked<[RecurrentState]>([])
     /// Memory sidecars for a host transformer (`"architecture": "cortex_sidecar"`): they
     /// run per hooked layer through `SidecarSession`s.
     public let sidecar: SidecarModel?
@@ -186,13 +188,32 @@ public final class Model: @unchecked Sendable {
     /// `[B, T]` / `[B]` (non-zero = reset), `[B]` in sequence mode meaning "before the
     /// first step". Returns `[B, T, D_out]` / `[B, D_out]` and advances `state`.
     public func forward(_ x: Tensor, state: RecurrentState, resets: [Bool]? = nil) throws -> Tensor {
+        try run(x, batch: state.batch, resets: resets) { xp, t, mask, y in
+            try state.exclusive { try state.advance(x: xp, batch: state.batch, time: t, resets: mask, into: y) }
+        }
+    }
+
+    /// `forward` for many single-stream states at once, as one batch (see
+    /// `RecurrentState.advanceLanes`): `x` is `[n, D_in]` or `[n, T, D_in]` for n states.
+    public func forward(lanes states: [RecurrentState], x: Tensor, resets: [Bool]? = nil) throws -> Tensor {
+        let lanes = try borrowLanes(states.count)
+        defer { returnLanes(lanes) }
+        return try run(x, batch: states.count, resets: resets) { xp, t, mask, y in
+            try lanes.exclusive { try lanes.advanceLanes(states, x: xp, time: t, resets: mask, into: y) }
+        }
+    }
+
+    /// Validate `x` and `resets` for `batch` streams, allocate y, and call `body` with
+    /// (x, T, resets mask [B, T] or nil, y).
+    private func run(_ x: Tensor, batch: Int, resets: [Bool]?,
+                     _ body: (UnsafePointer<Float>, Int, UnsafePointer<UInt8>?, UnsafeMutablePointer<Float>) throws -> Void) throws -> Tensor {
         let step = x.rank == 2
         guard x.rank == 2 || x.rank == 3 else {
             throw CortexError.shapeMismatch("x: expected (B, T, \(inputSize)) or (B, \(inputSize)), got \(x.shape)")
         }
         let b = x.shape[0], t = step ? 1 : x.shape[1], d = x.shape[x.rank - 1]
-        guard b == state.batch, d == inputSize else {
-            throw CortexError.shapeMismatch("x: expected batch \(state.batch) and features \(inputSize), got \(x.shape)")
+        guard b == batch, d == inputSize else {
+            throw CortexError.shapeMismatch("x: expected batch \(batch) and features \(inputSize), got \(x.shape)")
         }
         var mask: [UInt8]? = nil
         if let resets {
@@ -207,13 +228,20 @@ public final class Model: @unchecked Sendable {
         }
         let xc = try x.contiguous()
         let y = try Tensor(zeros: step ? [b, outputSize] : [b, t, outputSize])
-        try state.exclusive {
-            try mask.withOptionalPointer { m in
-                try state.advance(x: xc.data, batch: b, time: t, resets: m, into: y.data)
-            }
-        }
+        try mask.withOptionalPointer { m in try body(xc.data, t, m, y.data) }
         return y
     }
+
+    /// A batch state of `n` streams for `forward(lanes:)`, reused across calls (a few kept).
+    public func borrowLanes(_ n: Int) throws -> RecurrentState {
+        let kept = lanePool.withLock { p -> RecurrentState? in
+            guard let i = p.firstIndex(where: { $0.batch == n }) else { return nil }
+            return p.remove(at: i)
+        }
+        return try kept ?? makeState(batch: n)
+    }
+
+    public func returnLanes(_ s: RecurrentState) { lanePool.withLock { if $0.count < 16 { $0.append(s) } } }
 }
 
 /// The recurrent-module face of a model that does not run on recurrent states (an

@@ -17,12 +17,12 @@ public final class RecurrentState: @unchecked Sendable {
     private var shadowSlots: [UnsafeMutablePointer<Float>]
     /// Scratch for the model's temporaries; sized by the first call, then reused.
     public let arena = Arena()
-    private let busy = Atomic<Bool>(false)
+    fileprivate let busy = Atomic<Bool>(false)
     /// Call shapes (time, with/without resets) that already ran to completion on this
     /// state: their scratch is reserved in `arena`, so they cannot fail and run in place.
     private var provenShapes = Set<Int>()
     /// Routed-adapter slot of each stream (`[B]`, zeros until set); the arena points at it.
-    private let routeIDs: UnsafeMutablePointer<Int32>
+    fileprivate let routeIDs: UnsafeMutablePointer<Int32>
     /// Whether route ids were given (a model with `require_route_ids` refuses to run
     /// until they are).
     public private(set) var hasRouteIDs = false
@@ -193,5 +193,57 @@ public final class RecurrentState: @unchecked Sendable {
         for (dst, src) in zip(tensors, values) {
             if let src { dst.data.update(from: src.data, count: src.count) } else { dst.data.update(repeating: 0, count: dst.count) }
         }
+    }
+}
+
+// MARK: lanes: many single-stream states advanced as one batch
+
+extension RecurrentState {
+    /// Copy every tensor's row `a` of `src` to row `b` of `dst` (same model), with its
+    /// route id. Call with exclusive access to both.
+    fileprivate static func copyRow(from src: RecurrentState, _ a: Int, to dst: RecurrentState, _ b: Int) {
+        for (i, spec) in src.model.allStateSpecs.enumerated() {
+            let n = spec.rowCount
+            (dst.tensors[i].data + b * n).update(from: src.tensors[i].data + a * n, count: n)
+        }
+        dst.routeIDs[b] = src.routeIDs[a]
+    }
+
+    /// Advance `states` (distinct, one stream each, all of this state's model) together,
+    /// using `self` (batch == states.count) as the batch: rows are gathered into it, the
+    /// batch advances once (one GEMM per projection for all streams, so a session server
+    /// pays one call for many sessions), and the rows are scattered back. `x`: `[n, T, D_in]`,
+    /// `resets`: `[n, T]` or nil, `y`: `[n, T, D_out]`. Row i matches states[i] advanced
+    /// alone to fp32 rounding, not bitwise: OpenBLAS picks its kernel by row count (one
+    /// row: SGEMV), which changes the order of the sums. Call inside `exclusive` of `self`.
+    /// Atomic: on failure no state changes.
+    public func advanceLanes(_ states: [RecurrentState], x: UnsafePointer<Float>, time: Int,
+                             resets: UnsafePointer<UInt8>?, into y: UnsafeMutablePointer<Float>) throws {
+        guard states.count == batch else {
+            throw CortexError.shapeMismatch("lanes: \(states.count) states for a batch of \(batch)")
+        }
+        for (i, s) in states.enumerated() {
+            guard s.model === model else { throw CortexError.invalidArgument("lanes: state \(i) belongs to another model") }
+            guard s.batch == 1 else { throw CortexError.shapeMismatch("lanes: state \(i) has batch \(s.batch); each state must hold one stream") }
+            guard s !== self else { throw CortexError.invalidArgument("lanes: state \(i) is the batch state itself") }
+            for j in 0..<i where states[j] === s { throw CortexError.invalidArgument("lanes: state \(i) appears twice (states \(j) and \(i))") }
+        }
+        let routed = states.map(\.hasRouteIDs)
+        guard routed.allSatisfy({ $0 }) || !routed.contains(true) else {
+            throw CortexError.invalidArgument("lanes: some states have route ids and some do not")
+        }
+        // Take every lane state (a busy one fails here, before anything changed).
+        var taken: [RecurrentState] = []
+        defer { for s in taken { s.busy.store(false, ordering: .releasing) } }
+        for (i, s) in states.enumerated() {
+            guard s.busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+                throw CortexError.busy("lanes: state \(i) is in use by another thread")
+            }
+            taken.append(s)
+        }
+        for (b, s) in states.enumerated() { RecurrentState.copyRow(from: s, 0, to: self, b) }
+        hasRouteIDs = routed.first ?? false
+        try advance(x: x, batch: batch, time: time, resets: resets, into: y)
+        for (b, s) in states.enumerated() { RecurrentState.copyRow(from: self, b, to: s, 0) }
     }
 }

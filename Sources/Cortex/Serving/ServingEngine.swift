@@ -87,8 +87,6 @@ public final class ServingEngine: @unchecked Sendable {
     let streams = Locked<[String: SpikeStream]>([:])
     let sessions = Locked<[String: RecurrentState]>([:])
     let sidecarSessions = Locked<[String: SidecarSession]>([:])
-    /// Batch states for recurrent sessions, one per batch size (gather, advance, scatter).
-    var batchStates: [Int: RecurrentState] = [:]
     private let drainingFlag = Atomic<Bool>(false)
 
     static let latencyBuckets = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5]
@@ -645,8 +643,9 @@ public final class ServingEngine: @unchecked Sendable {
         }
     }
 
-    /// Recurrent sessions, one batch: each session's state (batch 1) is copied into lane
-    /// b of a batch state, the batch advances one step, and the lanes are copied back.
+    /// Recurrent sessions, one batch: the sessions' states (batch 1 each) advance one
+    /// step together as lanes of one batch (Model.forward(lanes:)). Two steps of one
+    /// session in the same batch run in order, in two rounds.
     func runSessions(_ jobs: [Job]) {
         var ready: [(Job, RecurrentState, [Float], Bool)] = []
         for job in jobs {
@@ -656,35 +655,26 @@ public final class ServingEngine: @unchecked Sendable {
                 ready.append((job, s, x, reset))
             } catch { respond(job, .failure(error)) }
         }
-        guard !ready.isEmpty else { return }
+        while !ready.isEmpty {
+            var round: [(Job, RecurrentState, [Float], Bool)] = [], later: [(Job, RecurrentState, [Float], Bool)] = []
+            for r in ready { if round.contains(where: { $0.1 === r.1 }) { later.append(r) } else { round.append(r) } }
+            runSessionRound(round)
+            ready = later
+        }
+    }
+
+    private func runSessionRound(_ ready: [(Job, RecurrentState, [Float], Bool)]) {
         let B = ready.count, din = model.inputSize, dout = model.outputSize
         do {
-            let batch: RecurrentState
-            if let b = batchStates[B] { batch = b } else { batch = try model.makeState(batch: B); batchStates[B] = batch }
             let x = try Tensor(zeros: [B, din])
             for (b, r) in ready.enumerated() { r.2.withUnsafeBufferPointer { (x.data + b * din).update(from: $0.baseAddress!, count: din) } }
-            for (b, r) in ready.enumerated() { try ServingEngine.copyLane(from: r.1, 0, to: batch, b) }
-            let y = try model.forward(x, state: batch, resets: ready.map(\.3))
-            for (b, r) in ready.enumerated() { try ServingEngine.copyLane(from: batch, b, to: r.1, 0) }
-            let out = y.toArray()
+            let out = try model.forward(lanes: ready.map(\.1), x: x, resets: ready.map(\.3)).toArray()
             for (b, r) in ready.enumerated() {
                 let row = Array(out[(b * dout)..<((b + 1) * dout)])
                 respond(r.0, .success((.object([("y", ServingEngine.vectorJSON(row[...]))]), [("y", [dout], row)])))
             }
         } catch {
             for r in ready { respond(r.0, .failure(error)) }
-        }
-    }
-
-    /// Copy row `a` of every state tensor of `src` to row `b` of `dst` (same model).
-    static func copyLane(from src: RecurrentState, _ a: Int, to dst: RecurrentState, _ b: Int) throws {
-        try src.exclusive {
-            try dst.exclusive {
-                for (i, spec) in src.model.allStateSpecs.enumerated() {
-                    let n = spec.rowCount
-                    (dst.tensors[i].data + b * n).update(from: src.tensors[i].data + a * n, count: n)
-                }
-            }
         }
     }
 }
