@@ -2,12 +2,15 @@
 # A throwaway PostgreSQL server on loopback for the scale-out tests and benchmarks.
 #   scripts/pg_local.sh start   -> prints postgresql://cortex@127.0.0.1:PORT/cortex
 #   scripts/pg_local.sh stop
-# The cluster lives in .build-pg/ (trust auth, 127.0.0.1 only, fsync on). PostgreSQL
-# refuses to run as root, so as root it runs as the `postgres` user of Debian's package.
+# One cluster per checkout, in /tmp (the `postgres` user must reach it) on a port derived
+# from the checkout's path, so two checkouts' test runs do not meet: trust auth,
+# 127.0.0.1 only, fsync on. PostgreSQL refuses to run as root, so as root it runs as the
+# `postgres` user of Debian's package.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-dir="${CORTEX_PG_DIR:-$root/.build-pg}"
-port="${CORTEX_PG_PORT:-54329}"
+key="$(printf '%s' "$root" | cksum | cut -d' ' -f1)"
+dir="${CORTEX_PG_DIR:-/tmp/cortex-pg-$key}"
+port="${CORTEX_PG_PORT:-$((54000 + key % 1000))}"
 bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
 [ -n "$bin" ] || { echo "pg_local: PostgreSQL is not installed (apt-get install postgresql)" >&2; exit 1; }
 as() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }

@@ -31,4 +31,8 @@ ctest --test-dir build --output-on-failure
 echo "== Python tests (pytest) =="
 scripts/python_env.sh
 swift build --product cortex-serve >/dev/null          # the server test_serve.py drives
+# PostgreSQL on loopback for the scale-out tests (Ray + shared session store); they
+# must run here, not skip.
+export CORTEX_PG_URL="$(scripts/pg_local.sh start)" CORTEX_REQUIRE_SCALEOUT=1
+trap 'scripts/pg_local.sh stop' EXIT
 CORTEX_SERVE="$root/.build/debug/cortex-serve" .venv/bin/python -m pytest -q bindings/python/tests
