@@ -10,6 +10,7 @@ Reports chunk requests/s and time steps/s, the 2-vs-1 ratio, request latency p50
 per stored step, measured in the replicas).
 """
 import argparse
+import multiprocessing as mp
 import os
 import pathlib
 import time
@@ -23,6 +24,33 @@ from cortex_swift import scaleout as so
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def _writer(url, w, n, q):
+    st = so.PostgresSessionStore(url)
+    blob = os.urandom(1100)           # the LSTM stack's state blob is ~1.1 KB
+    ids = [f"w{w}-{i}" for i in range(32)]
+    for i in ids:
+        st.create(i, f"o{w}", 1000, "fp", blob)
+    t = time.perf_counter()
+    for k in range(n):
+        assert len(st.save_many(f"o{w}", 1000, [(i, blob, k + 1, k, blob, 5) for i in ids])) == 32
+    q.put((n * 32, time.perf_counter() - t))
+
+
+def store_capacity(url):
+    """Checkpoint transactions (32 sessions each) from 1-8 concurrent writer processes."""
+    for p in (1, 2, 4, 8):
+        so.PostgresSessionStore(url).drop_all()
+        q = mp.Queue()
+        ps = [mp.Process(target=_writer, args=(url, w, 100, q)) for w in range(p)]
+        for x in ps:
+            x.start()
+        for x in ps:
+            x.join()
+        res = [q.get() for _ in ps]
+        rate = sum(r[0] for r in res) / max(r[1] for r in res)
+        print(f"store only, {p} writer(s): {rate:7.0f} session checkpoints/s ({rate / 32:.0f} transactions/s)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(ROOT / "examples/models/lstm_stack"))
@@ -33,9 +61,12 @@ def main():
     ap.add_argument("--checkpoint-every", type=int, default=1)
     ap.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batch", type=int, default=32, help="requests per call")
+    ap.add_argument("--store-capacity", action="store_true", help="measure the store alone and exit")
     args = ap.parse_args()
     if not args.db:
         ap.error("--db or CORTEX_PG_URL is required (scripts/pg_local.sh start)")
+    if args.store_capacity:
+        return store_capacity(args.db)
 
     m = cx.load(args.model)
     rng = np.random.default_rng(0)
