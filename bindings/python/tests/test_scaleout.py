@@ -7,6 +7,7 @@ scripts/test.sh sets CORTEX_REQUIRE_SCALEOUT=1 so that CI fails instead of skipp
 import os
 import pathlib
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -245,3 +246,30 @@ def test_retried_step_after_a_crash_is_answered_once(store, pg_url):
     assert store.get("d000")[1:] == (3, b.owner)
     want = alone(STACK, {"d000": x})["d000"]
     assert np.array_equal(np.stack([ra[0]["y"], ra[1]["y"], b.sessions["d000"].last_output]), want)
+
+
+def test_replica_reconnects_when_the_database_returns(cluster, store, pg_url):
+    """The database goes away mid-service: requests fail with a clear error, the replica
+    stays up, and once the server is back the same replica serves the same sessions."""
+    pg = str(ROOT / "scripts/pg_local.sh")
+    if subprocess.run([pg, "start"], capture_output=True, text=True).stdout.strip() != pg_url:
+        pytest.skip("the database is not the one scripts/pg_local.sh manages")
+    D = cx.load(STACK).d_in
+    x = chunks(4, 3, 4, D, seed=6, prefix="p")
+    want = alone(STACK, x)
+    dep = so.Deployment(STACK, pg_url, replicas=1)
+    try:
+        out1, _ = dep.client().run({s: v[:1] for s, v in x.items()})
+        subprocess.run([pg, "stop"], check=True)
+        try:
+            with pytest.raises(RuntimeError, match="database unreachable"):
+                dep.client(max_retries=2).run({s: v[1:2] for s, v in x.items()}, start_steps={s: 1 for s in x})
+        finally:
+            subprocess.run([pg, "start"], check=True, capture_output=True)
+        time.sleep(5.5)   # past the longest back-off
+        out2, _ = dep.client().run({s: v[1:] for s, v in x.items()}, start_steps={s: 1 for s in x})
+        got = {s: np.concatenate([out1[s], out2[s]]) for s in x}
+        assert same(got, want)
+        assert dep.info()["r0"]["errors"] >= 2
+    finally:
+        dep.shutdown()
