@@ -13,7 +13,7 @@ dir="${CORTEX_PG_DIR:-/tmp/cortex-pg-$key}"
 port="${CORTEX_PG_PORT:-$((54000 + key % 1000))}"
 bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
 [ -n "$bin" ] || { echo "pg_local: PostgreSQL is not installed (apt-get install postgresql)" >&2; exit 1; }
-as() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+as() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 case "${1:-}" in
   start)
     if [ ! -f "$dir/PG_VERSION" ]; then

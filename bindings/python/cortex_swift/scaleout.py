@@ -621,7 +621,7 @@ class Client:
         per_replica = {r: 0 for r in self.dep.handles}
         retries = {s: 0 for s in inputs}
         stats = {"requests": 0, "applied": 0, "duplicates": 0, "replayed": 0, "retries": 0, "failovers": 0,
-                 "latencies": [], "replies": 0}
+                 "latencies": [], "replies": 0, "next": nxt}    # next: chunks answered per session (live)
         t_start = time.perf_counter()
 
         def dispatch():
