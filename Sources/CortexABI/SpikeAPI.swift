@@ -20,9 +20,7 @@ public func cx_decode(_ model: OpaquePointer?, _ neuronIDs: UnsafePointer<DLTens
     entry("cx_decode") {
         let m = try resolve(model, .model, "model", as: Model.self)
         let out = try requireOut(velocity, "velocity")
-        guard let dec = m.spikeDecoder else {
-            throw CortexError.unsupported("this is a '\(m.architecture)' model; cx_decode needs a spike_decoder model")
-        }
+        let dec = try m.requireSpikeDecoder(for: "cx_decode")
         let y = try dec.decode(neurons: try readIntegerVector(neuronIDs, "neuron_ids"),
                                timeBins: try readIntegerVector(timeBins, "time_bins"),
                                values: try readIntegerVector(values, "values"),
@@ -43,9 +41,7 @@ public func cx_spike_stream_open(_ model: OpaquePointer?, _ opts: UnsafePointer<
     entry("cx_spike_stream_open") {
         let m = try resolve(model, .model, "model", as: Model.self)
         let out = try requireOut(out, "out")
-        guard let dec = m.spikeDecoder else {
-            throw CortexError.unsupported("this is a '\(m.architecture)' model; a spike stream needs a spike_decoder model")
-        }
+        let dec = try m.requireSpikeDecoder(for: "a spike stream")
         var o = cx_spike_stream_default_options()
         if let opts {
             guard Int(opts.pointee.struct_size) == MemoryLayout<cx_spike_stream_options>.size, opts.pointee.reserved == 0 else {

@@ -1,5 +1,3 @@
-import Synchronization
-
 /// The recurrent state of `batch` independent streams of one model: one contiguous
 /// tensor `[B] + perRow` per `StateSpec`, in the model's slot order (`allStateSpecs`,
 /// derived caches included; indices below refer to that order).
@@ -17,7 +15,7 @@ public final class RecurrentState: @unchecked Sendable {
     private var shadowSlots: [UnsafeMutablePointer<Float>]
     /// Scratch for the model's temporaries; sized by the first call, then reused.
     public let arena = Arena()
-    fileprivate let busy = Atomic<Bool>(false)
+    fileprivate let use = UseFlag()
     /// Call shapes (time, with/without resets) that already ran to completion on this
     /// state: their scratch is reserved in `arena`, so they cannot fail and run in place.
     private var provenShapes = Set<Int>()
@@ -91,10 +89,8 @@ public final class RecurrentState: @unchecked Sendable {
     /// Run `body` as the only user of this state (else throw `.busy`), with the
     /// scratch arena rewound.
     public func exclusive<R>(_ body: () throws -> R) throws -> R {
-        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
-            throw CortexError.busy("the state is in use by another thread")
-        }
-        defer { busy.store(false, ordering: .releasing) }
+        try use.acquire("the state")
+        defer { use.release() }
         let reserved = arena.capacity
         arena.reset()
         if arena.capacity < reserved { provenShapes.removeAll() }  // merging failed: scratch must grow again
@@ -234,11 +230,9 @@ extension RecurrentState {
         }
         // Take every lane state (a busy one fails here, before anything changed).
         var taken: [RecurrentState] = []
-        defer { for s in taken { s.busy.store(false, ordering: .releasing) } }
+        defer { for s in taken { s.use.release() } }
         for (i, s) in states.enumerated() {
-            guard s.busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
-                throw CortexError.busy("lanes: state \(i) is in use by another thread")
-            }
+            try s.use.acquire("lanes: state \(i)")
             taken.append(s)
         }
         for (b, s) in states.enumerated() { RecurrentState.copyRow(from: s, 0, to: self, b) }

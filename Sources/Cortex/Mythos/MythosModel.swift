@@ -1,4 +1,3 @@
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -206,7 +205,7 @@ public final class MythosCache: @unchecked Sendable {
     /// Tokens seen: the end position of the latest call (`start_pos + T`).
     public internal(set) var position = 0
     let arena: Arena
-    private let busy = Atomic<Bool>(false)
+    private let use = UseFlag()
 
     init(model: Model, mythos: MythosModel, batch: Int, pageTokens: Int = KVLayer.defaultPageTokens) throws {
         guard batch >= 1, batch <= 1 << 20 else { throw CortexError.invalidArgument("batch must be in [1, 1048576], got \(batch)") }
@@ -247,10 +246,8 @@ public final class MythosCache: @unchecked Sendable {
 
     /// Run `body` as the only user, rolling every layer back if it throws.
     func exclusive<R>(_ body: () throws -> R) throws -> R {
-        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
-            throw CortexError.busy("the cache is in use by another thread")
-        }
-        defer { busy.store(false, ordering: .releasing) }
+        try use.acquire("the cache")
+        defer { use.release() }
         arena.reset()
         let lengths = layers.mapValues(\.length), pos = position
         do {

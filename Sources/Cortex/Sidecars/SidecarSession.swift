@@ -1,4 +1,3 @@
-import Synchronization
 
 /// The memory of one conversation (or `batch` parallel streams) across every hooked
 /// layer of a sidecar model: the layers' state tensors, and for fast-weight sidecars the
@@ -26,7 +25,7 @@ public final class SidecarSession: @unchecked Sendable {
     private var shadow: FloatBuffer?
     private var provenShapes = Set<Int>()
     let arena = Arena()
-    private let busy = Atomic<Bool>(false)
+    private let use = UseFlag()
 
     // Fast-weight sidecars only (empty otherwise).
     public internal(set) var signals: [PlasticitySignals]
@@ -86,10 +85,8 @@ public final class SidecarSession: @unchecked Sendable {
 
     /// Run `body` as the only user of this session (else throw `.busy`), scratch rewound.
     public func exclusive<R>(_ body: () throws -> R) throws -> R {
-        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
-            throw CortexError.busy("the session is in use by another thread")
-        }
-        defer { busy.store(false, ordering: .releasing) }
+        try use.acquire("the session")
+        defer { use.release() }
         arena.reset()
         return try body()
     }

@@ -1,4 +1,3 @@
-import Synchronization
 
 /// Streaming decoding over a sliding window, with the window's keys/values in pages.
 ///
@@ -54,7 +53,7 @@ public final class SpikeStream: @unchecked Sendable {
     private let scratch = SpikeScratch()
     private let rows = GrowableBuffer()          // the new events' γ⊙a
     private let keysValues = GrowableBuffer()
-    private let busy = Atomic<Bool>(false)
+    private let use = UseFlag()
     /// (page, slot) of each live event: kept between strides so a step does not allocate it.
     private var live: [(page: Int, slot: Int)] = []
 
@@ -83,11 +82,7 @@ public final class SpikeStream: @unchecked Sendable {
 
     /// Run `body` as the only user of this stream (else throw `.busy`).
     public func exclusive<R>(_ body: () throws -> R) throws -> R {
-        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
-            throw CortexError.busy("the stream is in use by another thread")
-        }
-        defer { busy.store(false, ordering: .releasing) }
-        return try body()
+        try use.run("the stream", body)
     }
 
     /// Events inside the current window.
