@@ -90,16 +90,13 @@ def main():
     rates = {}
     for r in args.replicas:
         store.drop_all()
-        dep = so.Deployment(args.model, args.db, replicas=r, checkpoint_every=args.checkpoint_every)
-        try:
+        with so.Deployment(args.model, args.db, replicas=r, checkpoint_every=args.checkpoint_every) as dep:
             client = dep.client(batch=args.batch)
             warm = {s: x[:2] for s, x in inputs.items()}       # sessions created, leases taken
             client.run(warm)
             rest = {s: x[2:] for s, x in inputs.items()}
             _, st = client.run(rest, start_steps={s: 2 for s in inputs})
             info = dep.info()
-        finally:
-            dep.shutdown()
         n = sum(len(x) for x in rest.values())
         lat = np.array(st["latencies"]) * 1e3
         save = sum(i["save_seconds"] for i in info.values())

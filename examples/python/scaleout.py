@@ -38,23 +38,22 @@ def main():
     store = so.PostgresSessionStore(args.db)
     store.drop_all()
 
-    dep = so.Deployment(args.model, args.db, replicas=args.replicas, checkpoint_every=args.checkpoint_every)
-    out, stats = dep.client().run(first)
-    lat = np.array(stats["latencies"]) * 1e3
-    print(f"{args.sessions} sessions x {args.chunks} chunks of {args.T} steps on {args.replicas} replicas: "
-          f"{stats['requests'] / stats['seconds']:.0f} requests/s, p50 {np.percentile(lat, 50):.1f} ms, "
-          f"p99 {np.percentile(lat, 99):.1f} ms")
-    for name, info in dep.info().items():
-        print(f"  {name} ({info['owner']}): {info['sessions']} sessions, {info['applied']} steps, "
-              f"{info['batches']} batches, {1e3 * info['save_seconds'] / max(1, info['checkpoints']):.2f} ms per checkpoint")
-    dep.shutdown()   # stores what it holds and releases the leases
+    with so.Deployment(args.model, args.db, replicas=args.replicas, checkpoint_every=args.checkpoint_every) as dep:
+        out, stats = dep.client().run(first)
+        lat = np.array(stats["latencies"]) * 1e3
+        print(f"{args.sessions} sessions x {args.chunks} chunks of {args.T} steps on {args.replicas} replicas: "
+              f"{stats['requests'] / stats['seconds']:.0f} requests/s, p50 {np.percentile(lat, 50):.1f} ms, "
+              f"p99 {np.percentile(lat, 99):.1f} ms")
+        for name, info in dep.info().items():
+            print(f"  {name} ({info['owner']}): {info['sessions']} sessions, {info['applied']} steps, "
+                  f"{info['batches']} batches, {1e3 * info['save_seconds'] / max(1, info['checkpoints']):.2f} ms per checkpoint")
+    # Leaving the block stored what the replicas held and released the leases.
     print(f"store: {store.count()} sessions")
 
     # A new deployment (other processes) resumes every session where it stopped.
     more = {s: rng.standard_normal((2, args.T, m.d_in)).astype(np.float32) for s in ids}
-    dep2 = so.Deployment(args.model, args.db, replicas=args.replicas, checkpoint_every=args.checkpoint_every)
-    out2, _ = dep2.client().run(more, start_steps={s: args.chunks for s in ids})
-    dep2.shutdown()
+    with so.Deployment(args.model, args.db, replicas=args.replicas, checkpoint_every=args.checkpoint_every) as dep2:
+        out2, _ = dep2.client().run(more, start_steps={s: args.chunks for s in ids})
     s = ids[0]
     state = m.init_state(1)
     cx.set_num_threads(1)

@@ -220,13 +220,29 @@ class PostgresSessionStore:
 # ------------------------------------------------------------------------------------
 # The model side: what a "session" is for each kind of Cortex model.
 
-class _StackSessions:
-    """Recurrent memory stacks: a session is a State of one stream; a request is a chunk
-    x [T, D_in] (sequence mode), its output y [T, D_out]."""
+class _Sessions:
+    """What a session is for one kind of Cortex model: new / from_bytes / to_bytes /
+    apply(session, request) -> output rows."""
 
     def __init__(self, model):
         self.model = model
         self.fingerprint = model.info["fingerprint"]
+
+    def to_bytes(self, s) -> bytes:
+        return s.to_bytes()
+
+    @staticmethod
+    def _chunk(request, shape: str) -> np.ndarray:
+        """The request's x as float32 [T, D] (one session's chunk)."""
+        x = np.ascontiguousarray(request["x"], dtype=np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"x: expected {shape} for one session, got shape {list(x.shape)}")
+        return x
+
+
+class _StackSessions(_Sessions):
+    """Recurrent memory stacks: a session is a State of one stream; a request is a chunk
+    x [T, D_in] (sequence mode), its output y [T, D_out]."""
 
     def new(self, sid):
         return self.model.init_state(1)
@@ -234,24 +250,17 @@ class _StackSessions:
     def from_bytes(self, sid, blob):
         return self.model.state_from_bytes(blob)
 
-    def to_bytes(self, s) -> bytes:
-        return s.to_bytes()
-
     def apply(self, s, request) -> np.ndarray:
-        x = np.ascontiguousarray(request["x"], dtype=np.float32)
-        if x.ndim != 2:
-            raise ValueError(f"x: expected [T, D_in] for one session, got shape {list(x.shape)}")
-        y, _ = self.model.forward(x[None], s)
+        y, _ = self.model.forward(self._chunk(request, "[T, D_in]")[None], s)
         return np.from_dlpack(y)[0].copy()
 
 
-class _SidecarSessions:
+class _SidecarSessions(_Sessions):
     """Sidecars: a session is a sidecar Session (batch 1); a request is one hooked layer's
     hidden states {"layer": l, "x": h [T, D]}, its output the sidecar's [T, D]."""
 
     def __init__(self, model):
-        self.model = model
-        self.fingerprint = model.info["fingerprint"]
+        super().__init__(model)
         self.default_layer = model.layers[0]
 
     def new(self, sid):
@@ -260,13 +269,8 @@ class _SidecarSessions:
     def from_bytes(self, sid, blob):
         return self.model.session_from_bytes(blob, sid)
 
-    def to_bytes(self, s) -> bytes:
-        return s.to_bytes()
-
     def apply(self, s, request) -> np.ndarray:
-        h = np.ascontiguousarray(request["x"], dtype=np.float32)
-        if h.ndim != 2:
-            raise ValueError(f"x: expected [T, D] for one session, got shape {list(h.shape)}")
+        h = self._chunk(request, "[T, D]")
         out = self.model.forward(int(request.get("layer", self.default_layer)), h[None], s)
         return np.from_dlpack(out)[0].copy()
 
@@ -595,6 +599,12 @@ class Deployment:
 
     def client(self, **kw) -> "Client":
         return Client(self, **kw)
+
+    def __enter__(self) -> "Deployment":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
 
 
 class Client:

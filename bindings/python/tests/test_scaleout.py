@@ -118,9 +118,10 @@ def test_store_leases_and_fencing(store):
 def test_many_sessions_two_replicas_bitwise_then_failover(cluster, store, pg_url):
     D = cx.load(STACK).d_in
     inputs = chunks(120, 6, 8, D)
-    want = alone(STACK, inputs)
-    dep = so.Deployment(STACK, pg_url, replicas=2)
-    try:
+    more = chunks(120, 6, 8, D, seed=1)          # steps 6..11 of the same sessions
+    full = alone(STACK, {s: np.concatenate([inputs[s], more[s]]) for s in inputs})
+    want = {s: y[:6] for s, y in full.items()}
+    with so.Deployment(STACK, pg_url, replicas=2) as dep:
         out, stats = dep.client().run(inputs)
         info = dep.info()
         print(f"[scaleout] 120 sessions x 6 chunks on 2 replicas: {stats['applied']} steps, "
@@ -131,8 +132,6 @@ def test_many_sessions_two_replicas_bitwise_then_failover(cluster, store, pg_url
         assert all(i["sessions"] > 20 for i in info.values()), "both replicas serve sessions"
 
         # The same sessions go on (steps 6..11); r0 is killed after a third of the replies.
-        more = chunks(120, 6, 8, D, seed=1)
-        full = alone(STACK, {s: np.concatenate([inputs[s], more[s]]) for s in inputs})
         want2 = {s: y[6:] for s, y in full.items()}
         killed = []
 
@@ -149,16 +148,13 @@ def test_many_sessions_two_replicas_bitwise_then_failover(cluster, store, pg_url
         for s in more:   # zero lost or duplicated steps: every session stored at exactly 12
             assert store.get(s)[1] == 12, (s, store.get(s)[1])
         assert dep.live == {"r1"}
-    finally:
-        dep.shutdown()
 
 
 def test_checkpoint_every_n_replays_lost_steps(cluster, store, pg_url):
     D = cx.load(STACK).d_in
     inputs = chunks(24, 12, 4, D, seed=2)
     want = alone(STACK, inputs)
-    dep = so.Deployment(STACK, pg_url, replicas=2, checkpoint_every=4)
-    try:
+    with so.Deployment(STACK, pg_url, replicas=2, checkpoint_every=4) as dep:
         killed = []
 
         on_r1 = [s for s in inputs if dep.route(s) == "r1"]
@@ -180,27 +176,21 @@ def test_checkpoint_every_n_replays_lost_steps(cluster, store, pg_url):
         dep.shutdown()   # the survivor stores what it holds
         for s in inputs:
             assert store.get(s)[1] == 12
-    finally:
-        dep.shutdown()
 
 
 def test_sidecar_sessions(cluster, store, pg_url):
     D = cx.load(SIDECAR).d_in
     inputs = chunks(8, 3, 5, D, seed=3, prefix="chat")
-    dep = so.Deployment(SIDECAR, pg_url, replicas=2)
-    try:
+    with so.Deployment(SIDECAR, pg_url, replicas=2) as dep:
         out, stats = dep.client().run(inputs)
         assert same(out, alone(SIDECAR, inputs))
         assert stats["applied"] == 24
-    finally:
-        dep.shutdown()
 
 
 def test_bad_requests_get_clear_errors(cluster, store, pg_url):
     D = cx.load(STACK).d_in
     x = chunks(1, 1, 2, D, seed=4, prefix="u")
-    dep = so.Deployment(STACK, pg_url, replicas=1)
-    try:
+    with so.Deployment(STACK, pg_url, replicas=1) as dep:
         with pytest.raises(RuntimeError, match="unknown session 'u000'"):
             dep.client().run(x, start_steps={"u000": 3})
         # A state saved by another model.
@@ -212,19 +202,14 @@ def test_bad_requests_get_clear_errors(cluster, store, pg_url):
         with pytest.raises(RuntimeError, match="expected \\[T, D_in\\]"):
             dep.client().run({"v": np.zeros((1, D), np.float32)[None, None]})
         assert dep.info()["r0"]["errors"] >= 3
-    finally:
-        dep.shutdown()
 
 
 def test_database_unreachable(cluster):
     D = cx.load(STACK).d_in
-    dep = so.Deployment(STACK, "postgresql://cortex@127.0.0.1:9/cortex", replicas=1)
-    try:
+    with so.Deployment(STACK, "postgresql://cortex@127.0.0.1:9/cortex", replicas=1) as dep:
         with pytest.raises(RuntimeError, match="database unreachable"):
             dep.client(max_retries=3).run(chunks(2, 1, 2, D, prefix="d"))
         assert dep.info()["r0"]["errors"] >= 3      # still answering
-    finally:
-        dep.shutdown()
 
 
 def test_retried_step_after_a_crash_is_answered_once(store, pg_url):
@@ -264,8 +249,7 @@ def test_replica_reconnects_when_the_database_returns(cluster, store, pg_url):
     D = cx.load(STACK).d_in
     x = chunks(4, 3, 4, D, seed=6, prefix="p")
     want = alone(STACK, x)
-    dep = so.Deployment(STACK, pg_url, replicas=1)
-    try:
+    with so.Deployment(STACK, pg_url, replicas=1) as dep:
         out1, _ = dep.client().run({s: v[:1] for s, v in x.items()})
         subprocess.run([pg, "stop"], check=True)
         try:
@@ -278,5 +262,3 @@ def test_replica_reconnects_when_the_database_returns(cluster, store, pg_url):
         got = {s: np.concatenate([out1[s], out2[s]]) for s in x}
         assert same(got, want)
         assert dep.info()["r0"]["errors"] >= 2
-    finally:
-        dep.shutdown()
