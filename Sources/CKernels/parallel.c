@@ -141,3 +141,29 @@ void cx_parallel_linear(int m, int n, int k, const float *a, int lda, const floa
   const int parts = ((long)m * n * k >= 65536 && n >= 32) ? cx_blas_get_threads() : 1;
   cx_parallel_run(linear_part, &j, parts);
 }
+
+/* ---- products over packed weights, split by panels ------------------------ */
+
+typedef struct {
+  int m, n, k, lda, ldc, acc;
+  const float *a, *packed;
+  float *c;
+} packed_job;
+
+static void packed_part(void *ctx, int part, int parts) {
+  const packed_job *j = (const packed_job *)ctx;
+  const int panels = (j->n + 15) / 16;
+  const int p0 = (int)((long)panels * part / parts), p1 = (int)((long)panels * (part + 1) / parts);
+  if (p1 <= p0) return;
+  const int n0 = p0 * 16, n1 = p1 * 16 < j->n ? p1 * 16 : j->n;
+  cx_packed_gemm(j->m, n1 - n0, j->k, j->a, j->lda, j->packed + (size_t)p0 * j->k * 16, j->c + n0, j->ldc,
+                 j->acc);
+}
+
+void cx_parallel_packed_gemm(int m, int n, int k, const float *a, int lda, const float *packed, float *c, int ldc,
+                             int accumulate) {
+  packed_job j = {m, n, k, lda, ldc, accumulate, a, packed, c};
+  /* Below ~64k multiply-adds a second thread costs more than it saves. */
+  const int parts = ((long)m * n * k >= 65536 && n >= 32) ? cx_blas_get_threads() : 1;
+  cx_parallel_run(packed_part, &j, parts);
+}

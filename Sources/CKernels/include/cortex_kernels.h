@@ -67,6 +67,22 @@ void cx_parallel_barrier(int parts);
  * split between cx_blas_get_threads() parts. */
 void cx_parallel_linear(int m, int n, int k, const float *a, int lda, const float *w, float *c, int ldc,
                         float beta);
+/* C[m, n] (+)= A[m, k]·Wᵀ over W packed by cx_pack_weights, split by panels over
+ * Cortex's threads when the product is large enough; bitwise the same result for any
+ * split (see packed_gemm.c). */
+void cx_parallel_packed_gemm(int m, int n, int k, const float *a, int lda, const float *packed, float *c, int ldc,
+                             int accumulate);
+
+/* ---- row-wise kernels (rowwise.c; AVX-512 / AVX2 / baseline chosen at load) ---- */
+
+/* RMSNorm of each of `rows` contiguous rows of n floats, in place: x·rsqrt(mean x² + eps)·w
+ * (w may be NULL); rows split over Cortex's threads when there are enough. */
+void cx_rmsnorm(float *p, int rows, int n, const float *w, float eps);
+/* Softmax of scale·x over the first n floats of each of `rows` rows (row stride ld), in
+ * place, on the calling thread. */
+void cx_softmax_rows(float *p, int rows, int n, int ld, float scale);
+/* g = silu(g)·u over n floats (SwiGLU's gate), split over Cortex's threads when large. */
+void cx_silu_mul(float *g, const float *u, long n);
 
 /* ---- INT8 weights (int8_linear.c) ---- */
 

@@ -1,3 +1,5 @@
+import CKernels
+
 /// open-mythos `Expert`: the SwiGLU feed-forward `down(silu(gate(x)) ⊙ up(x))`, the dense
 /// FFN of prelude and coda blocks and each expert of the MoE.
 struct SwiGLU: Sendable {
@@ -18,8 +20,7 @@ struct SwiGLU: Sendable {
         let g = try arena.take(rows * I), u = try arena.take(rows * I)
         gate.apply(x, rows: rows, into: g)
         up.apply(x, rows: rows, into: u)
-        Kernels.silu(g, rows * I)
-        for i in 0..<(rows * I) { g[i] *= u[i] }
+        cx_silu_mul(g, u, rows * I)
         down.apply(g, rows: rows, into: y)
     }
 }

@@ -57,7 +57,11 @@ struct MythosBlock: Sendable {
 /// with one, every loop runs, so later calls find keys at every depth.
 public final class MythosModel: Sendable {
     public let config: MythosConfig
-    let embed: Tensor, head: Tensor  // [V, dim] (the same tensor when tied)
+    /// The output head `[V, dim]`, packed for the logits product; with tied weights (no
+    /// `head.weight` in the file) it is also the embedding table, read row by row.
+    let head: PackedMatrix
+    /// The embedding `[V, dim]` when the file has its own `head.weight`.
+    let untiedEmbed: Tensor?
     let prelude: [MythosBlock], coda: [MythosBlock]
     let block: MythosBlock
     let ltiA: [Float], ltiB: Tensor
@@ -81,8 +85,14 @@ public final class MythosModel: Sendable {
 
     init(config c: MythosConfig, weights w: WeightSource) throws {
         config = c
-        embed = try w.tensor("embed.weight", shape: [c.vocabSize, c.dim])
-        head = w.has("head.weight") ? try w.tensor("head.weight", shape: [c.vocabSize, c.dim]) : embed
+        let embed = try w.tensor("embed.weight", shape: [c.vocabSize, c.dim])
+        if w.has("head.weight") {
+            head = try PackedMatrix(try w.tensor("head.weight", shape: [c.vocabSize, c.dim]))
+            untiedEmbed = embed
+        } else {
+            head = try PackedMatrix(embed)
+            untiedEmbed = nil
+        }
         for name in ["freqs_cis", "freqs_cis_mla"] where w.has(name) { try w.ignore(name) }  // recomputed
         prelude = try (0..<c.preludeLayers).map { try MythosBlock(w, "prelude.\($0).", c, moe: false) }
         coda = try (0..<c.codaLayers).map { try MythosBlock(w, "coda.\($0).", c, moe: false) }
@@ -102,8 +112,8 @@ public final class MythosModel: Sendable {
 
     public var parameterCount: Int {
         let blocks = (prelude + coda + [block]).reduce(0) { $0 + $1.parameterCount }
-        let tied = head.buffer === embed.buffer ? 0 : head.count
-        return embed.count + tied + blocks + 2 * config.dim + 1 + halt.parameterCount + loraDown.parameterCount
+        let tables = (untiedEmbed == nil ? 1 : 2) * config.vocabSize * config.dim
+        return tables + blocks + 2 * config.dim + 1 + halt.parameterCount + loraDown.parameterCount
             + loraB.count + loraScale.count + loopNorm.count + finalNorm.count
     }
 
@@ -116,7 +126,9 @@ public final class MythosModel: Sendable {
                  cache: MythosCache?, lastOnly: Bool, into logits: UnsafeMutablePointer<Float>, arena: Arena) throws {
         let c = config, D = c.dim, N = B * T
         let x = try arena.take(N * D)
-        for n in 0..<N { (x + n * D).update(from: embed.data + Int(ids[n]) * D, count: D) }
+        for n in 0..<N {
+            if let e = untiedEmbed { (x + n * D).update(from: e.data + Int(ids[n]) * D, count: D) } else { head.copyRow(Int(ids[n]), into: x + n * D) }
+        }
         for (i, b) in prelude.enumerated() {
             try b.apply(x, batch: B, time: T, start: start, rope: rope, layer: try cache?.layer(.prelude(i), block: b), arena: arena)
         }
@@ -129,7 +141,7 @@ public final class MythosModel: Sendable {
         let hn = try arena.take(rows * D)
         for r in 0..<rows { (hn + r * D).update(from: out + (lastOnly ? r * T + T - 1 : r) * D, count: D) }
         Kernels.rmsNorm(hn, rows: rows, n: D, weight: finalNorm.data, eps: 1e-6)
-        BLAS.linear(m: rows, n: c.vocabSize, k: D, a: hn, lda: D, weight: head.data, c: logits, ldc: c.vocabSize)
+        head.apply(m: rows, hn, ldx: D, into: logits, ldy: c.vocabSize)
     }
 
     /// The recurrent block's loop with ACT; returns h_out `[B·T, dim]` (scratch).

@@ -1,10 +1,10 @@
 /// An `nn.Linear` from a state dict: `y = x·Wᵀ + b`, on rows of contiguous floats.
-/// W is float32, or INT8 per output channel (`Int8Matrix`) when the weights were loaded
-/// with `WeightSource.quantizeLinears` or the file holds `<name>.weight_int8` and
-/// `<name>.weight_scale` (a saved INT8 model).
+/// W is float32, packed once at load (`PackedMatrix`), or INT8 per output channel
+/// (`Int8Matrix`) when the weights were loaded with `WeightSource.quantizeLinears` or
+/// the file holds `<name>.weight_int8` and `<name>.weight_scale` (a saved INT8 model).
 public struct Linear: Sendable {
     public enum Weight: Sendable {
-        case f32(Tensor)   // [out, in]
+        case f32(PackedMatrix)   // [out, in]
         case int8(Int8Matrix)
     }
     public let storage: Weight
@@ -13,8 +13,8 @@ public struct Linear: Sendable {
     let adapter: LowRankAdapter?
     public let inFeatures: Int, outFeatures: Int
 
-    /// The float32 weight (nil when it is held as INT8).
-    public var weight: Tensor? { if case .f32(let t) = storage { return t } else { return nil } }
+    /// The float32 weight `[out, in]`, unpacked (nil when it is held as INT8).
+    public var weight: Tensor? { if case .f32(let p) = storage { return try? p.unpacked() } else { return nil } }
 
     /// `<name>.weight` and, when `bias`, `<name>.bias`.
     public init(_ weights: WeightSource, _ name: String, in i: Int, out o: Int, bias: Bool = true) throws {
@@ -22,7 +22,7 @@ public struct Linear: Sendable {
             storage = .int8(try weights.int8Matrix(name, rows: o, cols: i))
         } else {
             let w = try weights.tensor(name + ".weight", shape: [o, i])
-            storage = weights.quantizeLinears ? .int8(try Int8Matrix(quantizing: w)) : .f32(w)
+            storage = weights.quantizeLinears ? .int8(try Int8Matrix(quantizing: w)) : .f32(try PackedMatrix(w))
         }
         weights.linearNames.append(name)
         weights.linearWeightBytes += storage.byteCount
@@ -41,8 +41,7 @@ public struct Linear: Sendable {
         let o = outFeatures, ldc = ldy ?? o
         switch storage {
         case .f32(let w):
-            BLAS.linear(m: rows, n: o, k: inFeatures, a: x, lda: ldx ?? inFeatures, weight: w.data,
-                        c: y, ldc: ldc, beta: accumulate ? 1 : 0)
+            w.apply(m: rows, x, ldx: ldx ?? inFeatures, into: y, ldy: ldc, accumulate: accumulate)
         case .int8(let q):
             q.apply(m: rows, a: x, lda: ldx ?? inFeatures, c: y, ldc: ldc, beta: accumulate ? 1 : 0)
         }
@@ -62,7 +61,7 @@ extension Linear.Weight {
     /// Bytes the weight matrix takes (fp32: 4 per value; INT8: 1 per value + 4 per row).
     public var byteCount: Int {
         switch self {
-        case .f32(let w): return 4 * w.count
+        case .f32(let w): return 4 * w.rows * w.cols
         case .int8(let q): return q.byteCount
         }
     }
