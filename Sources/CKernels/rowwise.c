@@ -23,6 +23,38 @@
 
 #define LANES 16
 
+/* 16 floats as one value: a zmm register on AVX-512, two ymm on AVX2, four xmm on the
+ * baseline. Written with vector types rather than left to the auto-vectoriser, which
+ * kept partial sums in memory and unrolled past short rows (32-float heads). */
+typedef float v16 __attribute__((vector_size(64)));
+
+/* Helpers are macros: a function taking or returning a 64-byte vector has a different
+ * ABI per ISA, which the compiler refuses outside AVX-512 code. */
+#define LOAD16(p) __extension__({ v16 v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define STORE16(p, v) __extension__({ v16 s_ = (v); memcpy((p), &s_, sizeof s_); })
+/* The first n < 16 floats at p, zero-padded. */
+#define LOAD_TAIL(p, n) __extension__({ v16 t_ = {0}; for (int l_ = 0; l_ < (n); l_++) t_[l_] = (p)[l_]; t_; })
+#define SPLAT(x) ((v16){0} + (x))
+/* Sum of the 16 lanes, pairwise in a fixed order. */
+#define HSUM(v) __extension__({                                                               \
+  typedef float v8_ __attribute__((vector_size(32)));                                         \
+  typedef float v4_ __attribute__((vector_size(16)));                                         \
+  const v16 w_ = (v);                                                                         \
+  const v8_ h_ = __builtin_shufflevector(w_, w_, 0, 1, 2, 3, 4, 5, 6, 7) +                    \
+                 __builtin_shufflevector(w_, w_, 8, 9, 10, 11, 12, 13, 14, 15);               \
+  const v4_ q_ = __builtin_shufflevector(h_, h_, 0, 1, 2, 3) + __builtin_shufflevector(h_, h_, 4, 5, 6, 7); \
+  (q_[0] + q_[2]) + (q_[1] + q_[3]);                                                          \
+})
+
+/* Σ a[i]·b[i] over k floats, in 16 partial sums (element i in sum i % 16). */
+__attribute__((always_inline)) static inline float dot(const float *a, const float *b, int k) {
+  v16 acc = {0};
+  int i = 0;
+  for (; i + LANES <= k; i += LANES) acc += LOAD16(a + i) * LOAD16(b + i);
+  if (i < k) acc += LOAD_TAIL(a + i, k - i) * LOAD_TAIL(b + i, k - i);
+  return HSUM(acc);
+}
+
 /* exp(x) for float32: x = n·ln2 + r, a degree-6 polynomial in r, 2^n through the
  * exponent bits. Clamped to [-87.3, 88.3]; NaN stays NaN. Branch-free, so the loops
  * that call it vectorise. */
@@ -51,23 +83,10 @@ static inline float cx_exp(float x) {
   return x != x ? x : e;
 }
 
-/* Sum of 16 partial sums, pairwise in a fixed order. */
-static inline float fold16(const float *acc) {
-  float h[8];
-  for (int l = 0; l < 8; l++) h[l] = acc[l] + acc[l + 8];
-  for (int l = 0; l < 4; l++) h[l] += h[l + 4];
-  return (h[0] + h[2]) + (h[1] + h[3]);
-}
-
 CLONES static void rmsnorm_rows(float *p, int rows, int n, const float *w, float eps) {
   for (int r = 0; r < rows; r++) {
     float *row = p + (size_t)r * n;
-    float acc[LANES] = {0};
-    int i = 0;
-    for (; i + LANES <= n; i += LANES)
-      for (int l = 0; l < LANES; l++) acc[l] += row[i + l] * row[i + l];
-    for (int l = 0; i + l < n; l++) acc[l] += row[i + l] * row[i + l];
-    const float inv = 1.0f / sqrtf(fold16(acc) / (float)n + eps);
+    const float inv = 1.0f / sqrtf(dot(row, row, n) / (float)n + eps);
     if (w != NULL)
       for (int j = 0; j < n; j++) row[j] = row[j] * inv * w[j];
     else
@@ -79,31 +98,26 @@ CLONES void cx_softmax_rows(float *p, int rows, int n, int ld, float scale) {
   if (n <= 0) return;
   for (int r = 0; r < rows; r++) {
     float *row = p + (size_t)r * ld;
-    /* Max in 16 lanes; NaN never wins a comparison (as torch's max skips nothing,
-     * a NaN row stays NaN through the sum below). */
-    float mx[LANES];
-    for (int l = 0; l < LANES; l++) mx[l] = -INFINITY;
+    /* Max in 16 lanes; NaN never wins a comparison, and a NaN element makes its exp
+     * and so the whole row NaN (as torch). */
+    v16 mx = SPLAT(-INFINITY);
     int i = 0;
-    for (; i + LANES <= n; i += LANES)
-      for (int l = 0; l < LANES; l++) mx[l] = row[i + l] > mx[l] ? row[i + l] : mx[l];
-    for (int l = 0; i + l < n; l++) mx[l] = row[i + l] > mx[l] ? row[i + l] : mx[l];
+    for (; i + LANES <= n; i += LANES) {
+      mx = __builtin_elementwise_max(mx, LOAD16(row + i)); /* maxNum: a NaN lane loses */
+    }
     float m = mx[0];
     for (int l = 1; l < LANES; l++) m = mx[l] > m ? mx[l] : m;
-    float acc[LANES] = {0};
-    i = 0;
-    for (; i + LANES <= n; i += LANES)
-      for (int l = 0; l < LANES; l++) {
-        const float e = cx_exp((row[i + l] - m) * scale);
-        row[i + l] = e;
-        acc[l] += e;
-      }
-    for (int l = 0; i + l < n; l++) {
-      const float e = cx_exp((row[i + l] - m) * scale);
-      row[i + l] = e;
-      acc[l] += e;
-    }
-    const float inv = 1.0f / fold16(acc);
-    for (int j = 0; j < n; j++) row[j] *= inv;
+    for (; i < n; i++) m = row[i] > m ? row[i] : m;
+    /* exp as a plain loop (the vectoriser handles it), then the sum in 16 lanes. */
+    for (i = 0; i < n; i++) row[i] = cx_exp((row[i] - m) * scale);
+    v16 acc = {0};
+    for (i = 0; i + LANES <= n; i += LANES) acc += LOAD16(row + i);
+    float tail = 0.0f;
+    for (; i < n; i++) tail += row[i];
+    const float inv = 1.0f / (HSUM(acc) + tail);
+    const v16 iv = SPLAT(inv);
+    for (i = 0; i + LANES <= n; i += LANES) STORE16(row + i, LOAD16(row + i) * iv);
+    for (; i < n; i++) row[i] *= inv;
   }
 }
 
