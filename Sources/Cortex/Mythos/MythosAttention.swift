@@ -187,8 +187,10 @@ public final class KVLayer: @unchecked Sendable {
 /// `q_up_rope`); keys and values from a latent `c_kv` (`kv_down`), whose last
 /// `qk_rope_head_dim` channels are a RoPE key shared by all heads; `kv_up(kv_norm(c_kv))`
 /// gives each head's non-rotated key and value. The cache holds `c_kv` and the rotated
-/// shared key; the kv_up rows are derived (computed once per token, where the reference
-/// recomputes them for the whole cache every call).
+/// shared key; derived from them (computed once per token, where the reference
+/// recomputes them for the whole cache every call, and not saved) are the kv_up rows,
+/// read by prefills, and the normalised latent rows `kv_norm(c_kv)`, read by decoding
+/// through the absorbed form (`attendAbsorbed`).
 ///
 /// Causal: query t of a call sees cached rows and the call's rows up to itself (the
 /// reference's mask for a prefill; with a non-empty cache it masks nothing at T = 1 and
@@ -204,6 +206,9 @@ struct MythosAttention: Sendable {
     let qkDim: Int       // per head: GQA head_dim; MLA nope + rope
     let nope: Int, rope: Int, vDim: Int, rank: Int
     let scale: Float
+    /// MLA: kv_up's rows split per head, `[H·nope, rank]` (keys) and `[H·v, rank]`
+    /// (values), for the absorbed form; nil for GQA or an INT8 kv_up.
+    let absorbK: Tensor?, absorbV: Tensor?
 
     init(_ w: WeightSource, _ p: String, _ c: MythosConfig) throws {
         heads = c.nHeads
@@ -216,6 +221,7 @@ struct MythosAttention: Sendable {
                         wk: try Linear(w, p + "wk", in: c.dim, out: kvHeads * hd, bias: false),
                         wv: try Linear(w, p + "wv", in: c.dim, out: kvHeads * hd, bias: false))
             wo = try Linear(w, p + "wo", in: heads * hd, out: c.dim, bias: false)
+            absorbK = nil; absorbV = nil
         case .mla:
             kvHeads = heads
             nope = c.qkNopeHeadDim; rope = c.qkRopeHeadDim; vDim = c.vHeadDim; rank = c.kvLoraRank
@@ -228,6 +234,17 @@ struct MythosAttention: Sendable {
                         kvNorm: try w.tensor(p + "kv_norm.weight", shape: [rank]),
                         kvUp: try Linear(w, p + "kv_up", in: rank, out: heads * (nope + vDim), bias: false))
             wo = try Linear(w, p + "wo", in: heads * vDim, out: c.dim, bias: false)
+            if case .mla(_, _, _, _, _, _, let kvUp) = proj, let up = kvUp.weight {
+                let k = try Tensor(zeros: [heads * nope, rank]), v = try Tensor(zeros: [heads * vDim, rank])
+                for h in 0..<heads {
+                    let rows = up.data + h * (nope + vDim) * rank
+                    (k.data + h * nope * rank).update(from: rows, count: nope * rank)
+                    (v.data + h * vDim * rank).update(from: rows + nope * rank, count: vDim * rank)
+                }
+                absorbK = k; absorbV = v
+            } else {
+                absorbK = nil; absorbV = nil
+            }
         }
         scale = Float(pow(Double(qkDim), -0.5))
     }
@@ -246,12 +263,13 @@ struct MythosAttention: Sendable {
         case .gqa:
             return try KVLayer(batch: batch, widths: [kvHeads * qkDim, kvHeads * vDim], persistent: 2, limit: limit, pageTokens: pageTokens)
         case .mla:
-            return try KVLayer(batch: batch, widths: [rank, rope, heads * (nope + vDim)], persistent: 2, limit: limit,
+            return try KVLayer(batch: batch, widths: [rank, rope, heads * (nope + vDim), rank], persistent: 2, limit: limit,
                                pageTokens: pageTokens)
         }
     }
 
-    /// Recompute an MLA layer's derived kv_up rows `from..<length` (after a restore).
+    /// Recompute an MLA layer's derived rows `from..<length` (after a restore): kv_up
+    /// rows and the normalised latent rows.
     func rebuildDerived(_ layer: KVLayer, from: Int, arena: Arena) throws {
         guard case .mla(_, _, _, _, _, let kvNorm, let kvUp) = proj, layer.length > from else { return }
         let n = layer.length - from
@@ -261,6 +279,7 @@ struct MythosAttention: Sendable {
             Kernels.rmsNorm(tmp, rows: n, n: rank, weight: kvNorm.data, eps: 1e-6)
             kvUp.apply(tmp, rows: n, into: up)
             try layer.write(2, b, at: from, rows: n, from: up)
+            try layer.write(3, b, at: from, rows: n, from: tmp)
         }
     }
 
@@ -274,6 +293,7 @@ struct MythosAttention: Sendable {
         // Keys and values: where each sequence's rows live (the cache's pages, or this
         // call's scratch as one segment), with their row strides.
         var kSegs: [[KVLayer.Segment]], vSegs: [[KVLayer.Segment]], ropeSegs: [[KVLayer.Segment]] = []
+        var latentSegs: [[KVLayer.Segment]] = []  // MLA: kv_norm(c_kv) rows
         var kStride: Int, vStride: Int
         var vOffset = 0   // MLA: values follow the nope keys in each kv_up row
         func one(_ p: UnsafePointer<Float>) -> [KVLayer.Segment] { [KVLayer.Segment(pointer: p, start: 0, count: S)] }
@@ -331,25 +351,34 @@ struct MythosAttention: Sendable {
                     try layer.write(0, b, at: past, rows: T, from: raw + b * T * kvw, srcStride: kvw)
                     try layer.write(1, b, at: past, rows: T, from: raw + b * T * kvw + rank, srcStride: kvw)
                     try layer.write(2, b, at: past, rows: T, from: up + b * T * uw)
+                    try layer.write(3, b, at: past, rows: T, from: cn + b * T * rank)
                 }
                 layer.setLength(S)
                 kSegs = (0..<B).map { layer.segments(2, $0, upTo: S) }
                 ropeSegs = (0..<B).map { layer.segments(1, $0, upTo: S) }
+                latentSegs = (0..<B).map { layer.segments(3, $0, upTo: S) }
             } else {
                 // Rotated keys compacted to [N, rope] (stride `rope`, as in the cache).
                 let kr = try arena.take(max(N * rope, 1))
                 for n in 0..<N { (kr + n * rope).update(from: raw + n * kvw + rank, count: rope) }
                 kSegs = (0..<B).map { one(up + $0 * T * uw) }
                 ropeSegs = (0..<B).map { one(kr + $0 * T * self.rope) }
+                latentSegs = (0..<B).map { one(cn + $0 * T * self.rank) }
             }
             kStride = uw
             vSegs = kSegs
             vOffset = nope
             vStride = uw
         }
-        // Scores and context per (sequence, head); pairs split over the threads.
         let ctxWidth = H * vDim
         let ctx = try arena.take(N * ctxWidth)
+        if T < 16, nope > 0, rope > 0, let wk = absorbK, let wv = absorbV {
+            try attendAbsorbed(q: q, batch: B, time: T, keys: S, latent: latentSegs, ropeKeys: ropeSegs, wk: wk, wv: wv,
+                               into: ctx, arena: arena)
+            wo.apply(ctx, rows: N, into: y)
+            return
+        }
+        // Scores and context per (sequence, head); pairs split over the threads.
         let parts = B * H > 1 && B * H * T * S * qkDim >= 65_536 ? 2 : 1
         let scoresAll = try arena.take(parts * T * S)
         let group = H / kvHeads, qkd = qkDim, nope = nope, rope = rope, vDim = vDim, scale = scale
@@ -425,5 +454,66 @@ struct MythosAttention: Sendable {
             }
         }
         wo.apply(ctx, rows: N, into: y)
+    }
+
+    /// MLA attention of a few query rows (decoding) in the absorbed form (DeepSeek-V2):
+    /// `q_nope·(W_uk c) = (W_ukᵀ q_nope)·c` and `Σ p·(W_uv c) = W_uv·(Σ p c)`, so the
+    /// heads score against the shared latent rows `c = kv_norm(c_kv)` (rank floats per
+    /// token, plus the shared rope key) in one product of `T·heads` rows, instead of
+    /// reading each head's kv_up row (`H·(nope + v)` floats per token) with one thin
+    /// product per head and page. Same sums in another order (~1e-7 relative). Work is
+    /// split over the threads by sequence, or for one token by head.
+    private func attendAbsorbed(q: UnsafePointer<Float>, batch B: Int, time T: Int, keys S: Int,
+                                latent: [[KVLayer.Segment]], ropeKeys: [[KVLayer.Segment]], wk: Tensor, wv: Tensor,
+                                into ctx: UnsafeMutablePointer<Float>, arena: Arena) throws {
+        let H = heads, R = rank, ctxWidth = H * vDim
+        let nope = nope, rope = rope, vDim = vDim, qkd = qkDim, scale = scale
+        let perPart = 2 * T * H * R + T * H * S
+        let parts = (B > 1 || T == 1) && B * T * H * S * (2 * R + rope) >= 32_768 ? 2 : 1
+        let scratch = try arena.take(parts * perPart)
+        // Heads h0 ..< h1 of sequence b; rows t·nh + (h − h0). With T > 1 a part takes
+        // whole sequences (the query rows t·H + h are then contiguous only for all heads).
+        func attend(_ b: Int, _ h0: Int, _ h1: Int, _ qp: UnsafeMutablePointer<Float>) {
+            let nh = h1 - h0, M = T * nh, u = qp + M * R, sc = u + M * R
+            let qb = q + b * T * H * qkd  // row t·H + h: query t, head h (stride qkDim)
+            for h in h0..<h1 {  // q'_h = q_nope_h · W_uk_h
+                BLAS.product(m: T, n: R, k: nope, a: qb + h * qkd, lda: H * qkd, b: wk.data + h * nope * R, ldb: R,
+                             c: qp + (h - h0) * R, ldc: nh * R)
+            }
+            for (seg, rseg) in zip(latent[b], ropeKeys[b]) {
+                BLAS.product(transB: true, m: M, n: seg.count, k: R, a: qp, lda: R, b: seg.pointer, ldb: R,
+                             c: sc + seg.start, ldc: S)
+                BLAS.product(transB: true, m: M, n: seg.count, k: rope, a: qb + h0 * qkd + nope, lda: qkd, b: rseg.pointer,
+                             ldb: rope, c: sc + seg.start, ldc: S, beta: 1)
+            }
+            // Scale, causal mask (query t sees keys ≤ S − T + t), softmax.
+            for r in 0..<M {
+                let row = sc + r * S, visible = S - T + r / nh + 1
+                Kernels.softmax(row, rows: 1, n: visible, scale: scale)
+                if visible < S { (row + visible).update(repeating: 0, count: S - visible) }
+            }
+            for (j, seg) in latent[b].enumerated() {  // u = Σ_s p_s c_s
+                BLAS.product(m: M, n: R, k: seg.count, a: sc + seg.start, lda: S, b: seg.pointer, ldb: R, c: u, ldc: R,
+                             beta: j == 0 ? 0 : 1)
+            }
+            for h in h0..<h1 {  // ctx_h = W_uv_h · u_h
+                BLAS.product(transB: true, m: T, n: vDim, k: R, a: u + (h - h0) * R, lda: nh * R, b: wv.data + h * vDim * R,
+                             ldb: R, c: ctx + b * T * ctxWidth + h * vDim, ldc: ctxWidth)
+            }
+        }
+        Parallel.run(parts: parts) { part, parts in
+            let qp = scratch + part * perPart
+            if T == 1 {
+                let rows = Parallel.slice(B * H, part: part, parts: parts, align: 1)
+                var r = rows.lowerBound
+                while r < rows.upperBound {
+                    let b = r / H, h1 = min(rows.upperBound - b * H, H)
+                    attend(b, r - b * H, h1, qp)
+                    r = b * H + h1
+                }
+            } else {
+                for b in Parallel.slice(B, part: part, parts: parts, align: 1) { attend(b, 0, H, qp) }
+            }
+        }
     }
 }
