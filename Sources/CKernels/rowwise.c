@@ -83,14 +83,20 @@ static inline float cx_exp(float x) {
   return x != x ? x : e;
 }
 
-CLONES static void rmsnorm_rows(float *p, int rows, int n, const float *w, float eps) {
+/* dst = RMSNorm(src)·w per row, after src += add when add is given (a residual). dst may
+ * be src. */
+CLONES static void rmsnorm_rows(float *dst, float *src, const float *add, int rows, int n, const float *w, float eps) {
   for (int r = 0; r < rows; r++) {
-    float *row = p + (size_t)r * n;
+    float *row = src + (size_t)r * n, *out = dst + (size_t)r * n;
+    if (add != NULL) {
+      const float *a = add + (size_t)r * n;
+      for (int j = 0; j < n; j++) row[j] += a[j];
+    }
     const float inv = 1.0f / sqrtf(dot(row, row, n) / (float)n + eps);
     if (w != NULL)
-      for (int j = 0; j < n; j++) row[j] = row[j] * inv * w[j];
+      for (int j = 0; j < n; j++) out[j] = row[j] * inv * w[j];
     else
-      for (int j = 0; j < n; j++) row[j] = row[j] * inv;
+      for (int j = 0; j < n; j++) out[j] = row[j] * inv;
   }
 }
 
@@ -131,8 +137,8 @@ CLONES static void silu_mul(float *g, const float *u, long n) {
 /* ---- split over Cortex's threads (rows, or equal slices) ---- */
 
 typedef struct {
-  float *p;
-  const float *w;
+  float *dst, *src;
+  const float *add, *w;
   int rows, n;
   float eps;
 } norm_job;
@@ -140,15 +146,18 @@ typedef struct {
 static void norm_part(void *ctx, int part, int parts) {
   const norm_job *j = (const norm_job *)ctx;
   const int r0 = (int)((long)j->rows * part / parts), r1 = (int)((long)j->rows * (part + 1) / parts);
-  if (r1 > r0) rmsnorm_rows(j->p + (size_t)r0 * j->n, r1 - r0, j->n, j->w, j->eps);
+  const size_t o = (size_t)r0 * j->n;
+  if (r1 > r0) rmsnorm_rows(j->dst + o, j->src + o, j->add ? j->add + o : NULL, r1 - r0, j->n, j->w, j->eps);
 }
 
 /* Two parts from this many elements on (a few microseconds of work each). */
 #define SPLIT_ELEMENTS 16384
 
-void cx_rmsnorm(float *p, int rows, int n, const float *w, float eps) {
+void cx_rmsnorm(float *p, int rows, int n, const float *w, float eps) { cx_add_rmsnorm(p, NULL, p, rows, n, w, eps); }
+
+void cx_add_rmsnorm(float *x, const float *add, float *dst, int rows, int n, const float *w, float eps) {
   if (rows <= 0 || n <= 0) return;
-  norm_job j = {p, w, rows, n, eps};
+  norm_job j = {dst, x, add, w, rows, n, eps};
   cx_parallel_run(norm_part, &j, (long)rows * n >= SPLIT_ELEMENTS && rows >= 2 ? cx_blas_get_threads() : 1);
 }
 
@@ -171,4 +180,70 @@ void cx_silu_mul(float *g, const float *u, long n) {
   if (n <= 0) return;
   silu_job j = {g, u, n};
   cx_parallel_run(silu_part, &j, n >= SPLIT_ELEMENTS ? cx_blas_get_threads() : 1);
+}
+
+/* ---- the recurrent-depth loop's elementwise steps (OpenMythos) ---- */
+
+/* Per row r of n floats, rows split over the threads:
+ *   kind 0: dst = RMSNorm((h + emb on the first l channels) + e)·w      (the loop input)
+ *   kind 1: h = (a ⊙ h + b ⊙ e) + o                                    (LTI injection)
+ *   kind 2: out += coef[r] · h, or out += h without coef                (ACT's sum; a residual)
+ * in the reference's order of operations. */
+typedef struct {
+  int kind, rows, n, l;
+  float *dst, *h;
+  const float *e, *o, *emb, *w, *a, *b, *coef;
+  float eps;
+} loop_job;
+
+CLONES static void loop_rows(const loop_job *j, int r0, int r1) {
+  const int n = j->n;
+  for (int r = r0; r < r1; r++) {
+    float *h = j->h + (size_t)r * n;
+    const float *e = j->e + (size_t)r * n;
+    if (j->kind == 0) {
+      float *out = j->dst + (size_t)r * n;
+      for (int c = 0; c < n; c++) out[c] = (c < j->l ? h[c] + j->emb[c] : h[c]) + e[c];
+      const float inv = 1.0f / sqrtf(dot(out, out, n) / (float)n + j->eps);
+      for (int c = 0; c < n; c++) out[c] = out[c] * inv * j->w[c];
+    } else if (j->kind == 1) {
+      const float *o = j->o + (size_t)r * n;
+      for (int c = 0; c < n; c++) h[c] = (j->a[c] * h[c] + j->b[c] * e[c]) + o[c];
+    } else {
+      float *out = j->dst + (size_t)r * n;
+      if (j->coef == NULL) {
+        for (int c = 0; c < n; c++) out[c] += h[c];
+      } else {
+        const float k = j->coef[r];
+        for (int c = 0; c < n; c++) out[c] += k * h[c];
+      }
+    }
+  }
+}
+
+static void loop_part(void *ctx, int part, int parts) {
+  const loop_job *j = (const loop_job *)ctx;
+  const int r0 = (int)((long)j->rows * part / parts), r1 = (int)((long)j->rows * (part + 1) / parts);
+  if (r1 > r0) loop_rows(j, r0, r1);
+}
+
+static void run_loop_job(loop_job *j) {
+  if (j->rows <= 0 || j->n <= 0) return;
+  cx_parallel_run(loop_part, j, (long)j->rows * j->n >= SPLIT_ELEMENTS && j->rows >= 2 ? cx_blas_get_threads() : 1);
+}
+
+void cx_mythos_loop_input(float *dst, const float *h, const float *e, const float *emb, int l, int rows, int n,
+                          const float *w, float eps) {
+  loop_job j = {0, rows, n, l, dst, (float *)h, e, NULL, emb, w, NULL, NULL, NULL, eps};
+  run_loop_job(&j);
+}
+
+void cx_mythos_inject(float *h, const float *e, const float *o, const float *a, const float *b, int rows, int n) {
+  loop_job j = {1, rows, n, 0, NULL, h, e, o, NULL, NULL, a, b, NULL, 0.0f};
+  run_loop_job(&j);
+}
+
+void cx_rows_axpy(float *out, const float *coef, const float *h, int rows, int n) {
+  loop_job j = {2, rows, n, 0, out, (float *)h, h, NULL, NULL, NULL, NULL, NULL, coef, 0.0f};
+  run_loop_job(&j);
 }

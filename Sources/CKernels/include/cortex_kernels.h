@@ -1,5 +1,6 @@
-/* C kernels: OpenBLAS loaded at first use (blas_loader.c), packed small-M products
- * (packed_gemm.c), a two-thread runner with a spin barrier (parallel.c) and products
+/* C kernels: OpenBLAS loaded at first use (blas_loader.c), products over weights packed
+ * at load (packed_gemm.c: every float32 nn.Linear), a two-thread runner with a spin
+ * barrier (parallel.c), row-wise RMSNorm / softmax / SwiGLU (rowwise.c) and products
  * with INT8 weights (int8_linear.c). */
 #ifndef CORTEX_KERNELS_H
 #define CORTEX_KERNELS_H
@@ -34,7 +35,7 @@ int cx_blas_get_threads(void);
 /* The kernel family OpenBLAS chose, e.g. "SkylakeX"; "" before loading. */
 const char *cx_blas_corename(void);
 
-/* ---- packed small-M products (packed_gemm.c) ---- */
+/* ---- products over packed weights (packed_gemm.c) ---- */
 
 /* Floats needed to pack a weight W [n, k]. */
 size_t cx_packed_size(int n, int k);
@@ -78,11 +79,22 @@ void cx_parallel_packed_gemm(int m, int n, int k, const float *a, int lda, const
 /* RMSNorm of each of `rows` contiguous rows of n floats, in place: x·rsqrt(mean x² + eps)·w
  * (w may be NULL); rows split over Cortex's threads when there are enough. */
 void cx_rmsnorm(float *p, int rows, int n, const float *w, float eps);
+/* x += add (a residual; add may be NULL), then dst = RMSNorm(x)·w, rows split as above. */
+void cx_add_rmsnorm(float *x, const float *add, float *dst, int rows, int n, const float *w, float eps);
 /* Softmax of scale·x over the first n floats of each of `rows` rows (row stride ld), in
  * place, on the calling thread. */
 void cx_softmax_rows(float *p, int rows, int n, int ld, float scale);
 /* g = silu(g)·u over n floats (SwiGLU's gate), split over Cortex's threads when large. */
 void cx_silu_mul(float *g, const float *u, long n);
+
+/* OpenMythos's recurrent loop, per row of n floats (rows split over the threads), in the
+ * reference's order of operations: the loop input dst = RMSNorm((h + emb on the first l
+ * channels) + e)·w; the LTI injection h = (a ⊙ h + b ⊙ e) + o; and out += coef[r]·h
+ * (ACT's weighted sum; coef NULL: out += h, a residual). */
+void cx_mythos_loop_input(float *dst, const float *h, const float *e, const float *emb, int l, int rows, int n,
+                          const float *w, float eps);
+void cx_mythos_inject(float *h, const float *e, const float *o, const float *a, const float *b, int rows, int n);
+void cx_rows_axpy(float *out, const float *coef, const float *h, int rows, int n);
 
 /* ---- INT8 weights (int8_linear.c) ---- */
 

@@ -1,4 +1,4 @@
-
+import CKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -30,15 +30,12 @@ struct MythosBlock: Sendable {
                layer: KVLayer?, arena: Arena) throws {
         let N = batch * time, D = attnNorm.count
         let h = try arena.take(N * D), o = try arena.take(N * D)
-        h.update(from: x, count: N * D)
-        Kernels.rmsNorm(h, rows: N, n: D, weight: attnNorm.data, eps: 1e-6)
+        cx_add_rmsnorm(x, nil, h, Int32(N), Int32(D), attnNorm.data, 1e-6)  // h = norm(x)
         try attention.forward(h, batch: batch, time: time, start: start, rope: rope, layer: layer, into: o, arena: arena)
-        Vec.add(x, o, N * D)
-        h.update(from: x, count: N * D)
-        Kernels.rmsNorm(h, rows: N, n: D, weight: ffnNorm.data, eps: 1e-6)
+        cx_add_rmsnorm(x, o, h, Int32(N), Int32(D), ffnNorm.data, 1e-6)     // x += o; h = norm(x)
         if let m = moe { try m.apply(h, rows: N, into: o, arena: arena) }
         if let f = dense { try f.apply(h, rows: N, into: o, arena: arena) }
-        Vec.add(x, o, N * D)
+        cx_rows_axpy(x, nil, o, Int32(N), Int32(D))                          // x += o
     }
 }
 
@@ -151,7 +148,7 @@ public final class MythosModel: Sendable {
         let h = try arena.take(N * D), e = x, out = try arena.take(N * D), o = try arena.take(N * D)
         h.update(from: x, count: N * D)
         out.update(repeating: 0, count: N * D)
-        let cum = try arena.take(N), halted = try arena.takeBytes(N), p = try arena.take(N)
+        let cum = try arena.take(N), halted = try arena.takeBytes(N), p = try arena.take(N), weights = try arena.take(N)
         cum.update(repeating: 0, count: N)
         halted.update(repeating: 0, count: N)
         let emb = try arena.take(max(L, 1)), down = try arena.take(N * R)
@@ -164,11 +161,7 @@ public final class MythosModel: Sendable {
                 if k < L { emb[k] = sinf(angle) }
                 if half + k < L { emb[half + k] = cosf(angle) }
             }
-            for n in 0..<N {
-                let hn = h + n * D, en = e + n * D, on = o + n * D
-                for j in 0..<D { on[j] = (j < L ? hn[j] + emb[j] : hn[j]) + en[j] }
-            }
-            Kernels.rmsNorm(o, rows: N, n: D, weight: loopNorm.data, eps: 1e-6)
+            cx_mythos_loop_input(o, h, e, emb, Int32(L), Int32(N), Int32(D), loopNorm.data, 1e-6)
             try block.apply(o, batch: B, time: T, start: start, rope: rope,
                             layer: try cache?.layer(.loop(t), block: block), arena: arena)
             // o += (down(o) ⊙ scale[min(t, max−1)]) · B
@@ -177,25 +170,18 @@ public final class MythosModel: Sendable {
             for n in 0..<N { for k in 0..<R { down[n * R + k] *= s[k] } }
             BLAS.gemm(m: N, n: D, k: R, a: down, lda: R, b: loraB.data, ldb: D, c: o, ldc: D, beta: 1)
             // LTI injection, then ACT.
-            let Bv = ltiB.data
-            ltiA.withUnsafeBufferPointer { A in
-                for n in 0..<N {
-                    let hn = h + n * D, en = e + n * D, on = o + n * D
-                    for j in 0..<D { hn[j] = (A[j] * hn[j] + Bv[j] * en[j]) + on[j] }
-                }
-            }
+            ltiA.withUnsafeBufferPointer { A in cx_mythos_inject(h, e, o, A.baseAddress, ltiB.data, Int32(N), Int32(D)) }
             halt.apply(h, rows: N, into: p)
             Kernels.sigmoid(p, N)
             var all = true
             for n in 0..<N {
                 let running: Float = halted[n] == 0 ? 1 : 0
-                let w = (cum[n] + p[n] >= threshold ? max(1 - cum[n], 0) : p[n]) * running
-                let hn = h + n * D, on = out + n * D
-                for j in 0..<D { on[j] += w * hn[j] }
+                weights[n] = (cum[n] + p[n] >= threshold ? max(1 - cum[n], 0) : p[n]) * running
                 cum[n] += p[n] * running
                 if cum[n] >= threshold { halted[n] = 1 }
                 if halted[n] == 0 { all = false }
             }
+            cx_rows_axpy(out, weights, h, Int32(N), Int32(D))  // h_out += w·h
             if all && cache == nil { break }
         }
         return out
