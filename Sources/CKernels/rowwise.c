@@ -1,10 +1,13 @@
-/* Row-wise kernels of whole sequences: RMSNorm, softmax, SwiGLU's silu(g)·u.
+/* Row-wise kernels of whole sequences: RMSNorm, softmax, SwiGLU's silu(g)·u and the
+ * OpenMythos loop's elementwise steps.
  *
- * Written once as plain loops and compiled three times (target_clones: AVX-512,
- * Haswell's AVX2+FMA, baseline x86-64); the dynamic loader picks the clone for the
- * CPU, so the library still runs on any x86-64. The Swift module itself is built for
- * the baseline (SSE2), where its 8-lane SIMD code runs as pairs of 4-lane
- * instructions; these loops run 16 lanes wide on AVX-512.
+ * Written once as plain loops (rowwise_body.h) and compiled three times (AVX-512F,
+ * AVX2+FMA, baseline x86-64); each call takes the copy for the level packed_gemm.c
+ * detected (cx_packed_level), so the library still runs on any x86-64. Not ifunc /
+ * target_clones: those resolvers run before the sanitizers' runtimes start and crash
+ * TSan and ASan builds. The Swift module itself is built for the baseline (SSE2),
+ * where its 8-lane SIMD code runs as pairs of 4-lane instructions; these loops run 16
+ * lanes wide on AVX-512.
  *
  * Reductions keep 16 partial sums (element i goes to sum i % 16) combined in a fixed
  * order, so a row's result does not depend on the ISA's vector width beyond FMA
@@ -14,12 +17,6 @@
 #include <string.h>
 
 #include "cortex_kernels.h"
-
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__)) && defined(__ELF__)
-#define CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
-#else
-#define CLONES
-#endif
 
 #define LANES 16
 
@@ -58,7 +55,7 @@ __attribute__((always_inline)) static inline float dot(const float *a, const flo
 /* exp(x) for float32: x = n·ln2 + r, a degree-6 polynomial in r, 2^n through the
  * exponent bits. Clamped to [-87.3, 88.3]; NaN stays NaN. Branch-free, so the loops
  * that call it vectorise. */
-static inline float cx_exp(float x) {
+__attribute__((always_inline)) static inline float cx_exp(float x) {
   const float magic = 12582912.0f; /* 1.5·2^23: rounds x·log2(e) in the mantissa */
   float v = x > 88.3f ? 88.3f : x;
   v = v < -87.3f ? -87.3f : v;
@@ -83,56 +80,50 @@ static inline float cx_exp(float x) {
   return x != x ? x : e;
 }
 
-/* dst = RMSNorm(src)·w per row, after src += add when add is given (a residual). dst may
- * be src. */
-CLONES static void rmsnorm_rows(float *dst, float *src, const float *add, int rows, int n, const float *w, float eps) {
-  for (int r = 0; r < rows; r++) {
-    float *row = src + (size_t)r * n, *out = dst + (size_t)r * n;
-    if (add != NULL) {
-      const float *a = add + (size_t)r * n;
-      for (int j = 0; j < n; j++) row[j] += a[j];
-    }
-    const float inv = 1.0f / sqrtf(dot(row, row, n) / (float)n + eps);
-    if (w != NULL)
-      for (int j = 0; j < n; j++) out[j] = row[j] * inv * w[j];
-    else
-      for (int j = 0; j < n; j++) out[j] = row[j] * inv;
-  }
-}
+/* The arguments of the OpenMythos loop kernels (see loop_rows in rowwise_body.h). */
+typedef struct {
+  int kind, rows, n, l;
+  float *dst, *h;
+  const float *e, *o, *emb, *w, *a, *b, *coef;
+  float eps;
+} loop_job;
 
-CLONES void cx_softmax_rows(float *p, int rows, int n, int ld, float scale) {
-  if (n <= 0) return;
-  for (int r = 0; r < rows; r++) {
-    float *row = p + (size_t)r * ld;
-    /* Max in 16 lanes; NaN never wins a comparison, and a NaN element makes its exp
-     * and so the whole row NaN (as torch). */
-    v16 mx = SPLAT(-INFINITY);
-    int i = 0;
-    for (; i + LANES <= n; i += LANES) {
-      mx = __builtin_elementwise_max(mx, LOAD16(row + i)); /* maxNum: a NaN lane loses */
-    }
-    float m = mx[0];
-    for (int l = 1; l < LANES; l++) m = mx[l] > m ? mx[l] : m;
-    for (; i < n; i++) m = row[i] > m ? row[i] : m;
-    /* exp as a plain loop (the vectoriser handles it), then the sum in 16 lanes. */
-    for (i = 0; i < n; i++) row[i] = cx_exp((row[i] - m) * scale);
-    v16 acc = {0};
-    for (i = 0; i + LANES <= n; i += LANES) acc += LOAD16(row + i);
-    float tail = 0.0f;
-    for (; i < n; i++) tail += row[i];
-    const float inv = 1.0f / (HSUM(acc) + tail);
-    const v16 iv = SPLAT(inv);
-    for (i = 0; i + LANES <= n; i += LANES) STORE16(row + i, LOAD16(row + i) * iv);
-    for (; i < n; i++) row[i] *= inv;
-  }
-}
+/* ---- one copy of the kernels per ISA, and the dispatch ---- */
 
-CLONES static void silu_mul(float *g, const float *u, long n) {
-  for (long i = 0; i < n; i++) {
-    const float x = g[i];
-    g[i] = x * (1.0f / (1.0f + cx_exp(-x))) * u[i];
-  }
-}
+#define CX_ISA_FN(name) name##_base
+#include "rowwise_body.h"
+#undef CX_ISA_FN
+
+#if defined(__x86_64__) && defined(__clang__)
+#define CX_HAVE_ISA_COPIES 1
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#define CX_ISA_FN(name) name##_avx2
+#include "rowwise_body.h"
+#undef CX_ISA_FN
+#pragma clang attribute pop
+
+#pragma clang attribute push(__attribute__((target("avx512f"))), apply_to = function)
+#define CX_ISA_FN(name) name##_avx512
+#include "rowwise_body.h"
+#undef CX_ISA_FN
+#pragma clang attribute pop
+#endif
+
+/* The level cx_packed_level() reports (tests can force a lower one). */
+#ifdef CX_HAVE_ISA_COPIES
+#define DISPATCH(name, ...)                               \
+  do {                                                    \
+    switch (cx_packed_level()) {                          \
+      case 2: name##_avx512(__VA_ARGS__); break;          \
+      case 1: name##_avx2(__VA_ARGS__); break;            \
+      default: name##_base(__VA_ARGS__); break;           \
+    }                                                     \
+  } while (0)
+#else
+#define DISPATCH(name, ...) name##_base(__VA_ARGS__)
+#endif
+
+void cx_softmax_rows(float *p, int rows, int n, int ld, float scale) { DISPATCH(softmax_rows, p, rows, n, ld, scale); }
 
 /* ---- split over Cortex's threads (rows, or equal slices) ---- */
 
@@ -147,7 +138,7 @@ static void norm_part(void *ctx, int part, int parts) {
   const norm_job *j = (const norm_job *)ctx;
   const int r0 = (int)((long)j->rows * part / parts), r1 = (int)((long)j->rows * (part + 1) / parts);
   const size_t o = (size_t)r0 * j->n;
-  if (r1 > r0) rmsnorm_rows(j->dst + o, j->src + o, j->add ? j->add + o : NULL, r1 - r0, j->n, j->w, j->eps);
+  if (r1 > r0) DISPATCH(rmsnorm_rows, j->dst + o, j->src + o, j->add ? j->add + o : NULL, r1 - r0, j->n, j->w, j->eps);
 }
 
 /* Two parts from this many elements on (a few microseconds of work each). */
@@ -173,7 +164,7 @@ static void silu_part(void *ctx, int part, int parts) {
   const long blocks = (j->n + 15) / 16;
   const long i0 = blocks * part / parts * 16, i1e = blocks * (part + 1) / parts * 16;
   const long i1 = i1e < j->n ? i1e : j->n;
-  if (i1 > i0) silu_mul(j->g + i0, j->u + i0, i1 - i0);
+  if (i1 > i0) DISPATCH(silu_mul, j->g + i0, j->u + i0, i1 - i0);
 }
 
 void cx_silu_mul(float *g, const float *u, long n) {
@@ -189,42 +180,11 @@ void cx_silu_mul(float *g, const float *u, long n) {
  *   kind 1: h = (a ⊙ h + b ⊙ e) + o                                    (LTI injection)
  *   kind 2: out += coef[r] · h, or out += h without coef                (ACT's sum; a residual)
  * in the reference's order of operations. */
-typedef struct {
-  int kind, rows, n, l;
-  float *dst, *h;
-  const float *e, *o, *emb, *w, *a, *b, *coef;
-  float eps;
-} loop_job;
-
-CLONES static void loop_rows(const loop_job *j, int r0, int r1) {
-  const int n = j->n;
-  for (int r = r0; r < r1; r++) {
-    float *h = j->h + (size_t)r * n;
-    const float *e = j->e + (size_t)r * n;
-    if (j->kind == 0) {
-      float *out = j->dst + (size_t)r * n;
-      for (int c = 0; c < n; c++) out[c] = (c < j->l ? h[c] + j->emb[c] : h[c]) + e[c];
-      const float inv = 1.0f / sqrtf(dot(out, out, n) / (float)n + j->eps);
-      for (int c = 0; c < n; c++) out[c] = out[c] * inv * j->w[c];
-    } else if (j->kind == 1) {
-      const float *o = j->o + (size_t)r * n;
-      for (int c = 0; c < n; c++) h[c] = (j->a[c] * h[c] + j->b[c] * e[c]) + o[c];
-    } else {
-      float *out = j->dst + (size_t)r * n;
-      if (j->coef == NULL) {
-        for (int c = 0; c < n; c++) out[c] += h[c];
-      } else {
-        const float k = j->coef[r];
-        for (int c = 0; c < n; c++) out[c] += k * h[c];
-      }
-    }
-  }
-}
 
 static void loop_part(void *ctx, int part, int parts) {
   const loop_job *j = (const loop_job *)ctx;
   const int r0 = (int)((long)j->rows * part / parts), r1 = (int)((long)j->rows * (part + 1) / parts);
-  if (r1 > r0) loop_rows(j, r0, r1);
+  if (r1 > r0) DISPATCH(loop_rows, j, r0, r1);
 }
 
 static void run_loop_job(loop_job *j) {

@@ -75,51 +75,57 @@ final class PackedGemmTests: XCTestCase {
         print("[kernels] packed gemm: rows bitwise equal across row counts, thread splits and \(byLevel.count) ISA level(s)")
     }
 
-    /// RMSNorm, softmax and silu(g)·u (rowwise.c) against float64, over row lengths with
-    /// 16-lane tails, enough rows to split over the threads, and NaN / -inf inputs.
+    /// RMSNorm, softmax and silu(g)·u (rowwise.c) at every ISA level against float64, over
+    /// row lengths with 16-lane tails, enough rows to split over the threads, and NaN /
+    /// -inf inputs.
     func testRowwiseKernels() throws {
-        var rng = SystemRandomNumberGenerator()
-        for n in [1, 5, 16, 37, 256] {
-            let rows = 130
-            let x = (0..<(rows * n)).map { _ in Float.random(in: -4...4, using: &rng) }
-            let w = (0..<n).map { _ in Float.random(in: 0.5...1.5, using: &rng) }
-            var y = x
-            Kernels.rmsNorm(&y, rows: rows, n: n, weight: w, eps: 1e-6)
-            var s = x
-            Kernels.softmax(&s, rows: rows, n: n, scale: 0.7)
-            var worstNorm: Double = 0, worstSoftmax: Double = 0
-            for r in 0..<rows {
-                let row = x[(r * n)..<((r + 1) * n)].map(Double.init)
-                let inv = 1 / (row.reduce(0) { $0 + $1 * $1 } / Double(n) + 1e-6).squareRoot()
-                let mx = row.max()!
-                let e = row.map { Foundation.exp(0.7 * ($0 - mx)) }, total = e.reduce(0, +)
-                for j in 0..<n {
-                    worstNorm = max(worstNorm, abs(row[j] * inv * Double(w[j]) - Double(y[r * n + j])) / max(1, abs(row[j] * inv)))
-                    worstSoftmax = max(worstSoftmax, abs(e[j] / total - Double(s[r * n + j])))
+        let top = Int(cx_packed_level())
+        defer { _ = cx_packed_force_level(-1) }
+        for level in 0...top {
+            XCTAssertEqual(cx_packed_force_level(Int32(level)), 1)
+            var rng = SystemRandomNumberGenerator()
+            for n in [1, 5, 16, 37, 256] {
+                let rows = 130
+                let x = (0..<(rows * n)).map { _ in Float.random(in: -4...4, using: &rng) }
+                let w = (0..<n).map { _ in Float.random(in: 0.5...1.5, using: &rng) }
+                var y = x
+                Kernels.rmsNorm(&y, rows: rows, n: n, weight: w, eps: 1e-6)
+                var s = x
+                Kernels.softmax(&s, rows: rows, n: n, scale: 0.7)
+                var worstNorm: Double = 0, worstSoftmax: Double = 0
+                for r in 0..<rows {
+                    let row = x[(r * n)..<((r + 1) * n)].map(Double.init)
+                    let inv = 1 / (row.reduce(0) { $0 + $1 * $1 } / Double(n) + 1e-6).squareRoot()
+                    let mx = row.max()!
+                    let e = row.map { Foundation.exp(0.7 * ($0 - mx)) }, total = e.reduce(0, +)
+                    for j in 0..<n {
+                        worstNorm = max(worstNorm, abs(row[j] * inv * Double(w[j]) - Double(y[r * n + j])) / max(1, abs(row[j] * inv)))
+                        worstSoftmax = max(worstSoftmax, abs(e[j] / total - Double(s[r * n + j])))
+                    }
                 }
+                XCTAssertLessThan(worstNorm, 2e-6, "rmsnorm n=\(n)")
+                XCTAssertLessThan(worstSoftmax, 2e-6, "softmax n=\(n)")
             }
-            XCTAssertLessThan(worstNorm, 2e-6, "rmsnorm n=\(n)")
-            XCTAssertLessThan(worstSoftmax, 2e-6, "softmax n=\(n)")
+            // silu(g)·u over a length with a tail, split over the threads.
+            let count = 40_003
+            let g = (0..<count).map { _ in Float.random(in: -20...20, using: &rng) }
+            let u = (0..<count).map { _ in Float.random(in: -2...2, using: &rng) }
+            var out = g
+            cx_silu_mul(&out, u, count)
+            var worst: Double = 0
+            for i in 0..<count {
+                let x = Double(g[i]), ref = x / (1 + Foundation.exp(-x)) * Double(u[i])
+                worst = max(worst, abs(ref - Double(out[i])) / max(1, abs(ref)))
+            }
+            XCTAssertLessThan(worst, 2e-6, "silu_mul")
+            // NaN stays NaN; a row of -inf but one finite value puts all mass there (exp
+            // clamps its input at -87.3, so the others get ~1e-38, as Kernels.exp).
+            var special: [Float] = [1, .nan, 2, 3, -.infinity, -.infinity, 5, -.infinity]
+            Kernels.softmax(&special, rows: 2, n: 4, scale: 1)
+            XCTAssertTrue(special[0..<4].allSatisfy(\.isNaN), "a NaN row stays NaN: \(special[0..<4])")
+            XCTAssertEqual(special[6], 1)
+            XCTAssertTrue([special[4], special[5], special[7]].allSatisfy { $0 >= 0 && $0 < 1e-37 })
         }
-        // silu(g)·u over a length with a tail, split over the threads.
-        let count = 40_003
-        let g = (0..<count).map { _ in Float.random(in: -20...20, using: &rng) }
-        let u = (0..<count).map { _ in Float.random(in: -2...2, using: &rng) }
-        var out = g
-        cx_silu_mul(&out, u, count)
-        var worst: Double = 0
-        for i in 0..<count {
-            let x = Double(g[i]), ref = x / (1 + Foundation.exp(-x)) * Double(u[i])
-            worst = max(worst, abs(ref - Double(out[i])) / max(1, abs(ref)))
-        }
-        XCTAssertLessThan(worst, 2e-6, "silu_mul")
-        // NaN stays NaN; a row of -inf but one finite value puts all mass there (exp
-        // clamps its input at -87.3, so the others get ~1e-38, as Kernels.exp).
-        var special: [Float] = [1, .nan, 2, 3, -.infinity, -.infinity, 5, -.infinity]
-        Kernels.softmax(&special, rows: 2, n: 4, scale: 1)
-        XCTAssertTrue(special[0..<4].allSatisfy(\.isNaN), "a NaN row stays NaN: \(special[0..<4])")
-        XCTAssertEqual(special[6], 1)
-        XCTAssertTrue([special[4], special[5], special[7]].allSatisfy { $0 >= 0 && $0 < 1e-37 })
-        print("[kernels] rowwise: rmsnorm, softmax and silu·u within 2e-6 of float64")
+        print("[kernels] rowwise: rmsnorm, softmax and silu·u within 2e-6 of float64 at ISA levels 0...\(top)")
     }
 }

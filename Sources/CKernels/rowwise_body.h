@@ -1,0 +1,88 @@
+/* The kernels of rowwise.c, included once per ISA: CX_ISA_FN(name) names this copy and
+ * rowwise.c compiles it with that ISA's target attribute (AVX-512F, AVX2+FMA, baseline).
+ * Not a public header. */
+
+/* dst = RMSNorm(src)·w per row, after src += add when add is given (a residual). dst may
+ * be src. */
+static void CX_ISA_FN(rmsnorm_rows)(float *dst, float *src, const float *add, int rows, int n, const float *w, float eps) {
+  /* Explicit 16-lane loops: dst is often src, and the vectoriser's overlap checks send
+   * an in-place call down its scalar path. */
+  for (int r = 0; r < rows; r++) {
+    float *row = src + (size_t)r * n, *out = dst + (size_t)r * n;
+    int j = 0;
+    if (add != NULL) {
+      const float *a = add + (size_t)r * n;
+      for (; j + LANES <= n; j += LANES) STORE16(row + j, LOAD16(row + j) + LOAD16(a + j));
+      for (; j < n; j++) row[j] += a[j];
+    }
+    const float inv = 1.0f / sqrtf(dot(row, row, n) / (float)n + eps);
+    const v16 iv = SPLAT(inv);
+    j = 0;
+    if (w != NULL) {
+      for (; j + LANES <= n; j += LANES) STORE16(out + j, LOAD16(row + j) * iv * LOAD16(w + j));
+      for (; j < n; j++) out[j] = row[j] * inv * w[j];
+    } else {
+      for (; j + LANES <= n; j += LANES) STORE16(out + j, LOAD16(row + j) * iv);
+      for (; j < n; j++) out[j] = row[j] * inv;
+    }
+  }
+}
+
+static void CX_ISA_FN(softmax_rows)(float *p, int rows, int n, int ld, float scale) {
+  if (n <= 0) return;
+  for (int r = 0; r < rows; r++) {
+    float *row = p + (size_t)r * ld;
+    /* Max in 16 lanes; NaN never wins a comparison, and a NaN element makes its exp
+     * and so the whole row NaN (as torch). */
+    v16 mx = SPLAT(-INFINITY);
+    int i = 0;
+    for (; i + LANES <= n; i += LANES) {
+      mx = __builtin_elementwise_max(mx, LOAD16(row + i)); /* maxNum: a NaN lane loses */
+    }
+    float m = mx[0];
+    for (int l = 1; l < LANES; l++) m = mx[l] > m ? mx[l] : m;
+    for (; i < n; i++) m = row[i] > m ? row[i] : m;
+    /* exp as a plain loop (the vectoriser handles it), then the sum in 16 lanes. */
+    for (i = 0; i < n; i++) row[i] = cx_exp((row[i] - m) * scale);
+    v16 acc = {0};
+    for (i = 0; i + LANES <= n; i += LANES) acc += LOAD16(row + i);
+    float tail = 0.0f;
+    for (; i < n; i++) tail += row[i];
+    const float inv = 1.0f / (HSUM(acc) + tail);
+    const v16 iv = SPLAT(inv);
+    for (i = 0; i + LANES <= n; i += LANES) STORE16(row + i, LOAD16(row + i) * iv);
+    for (; i < n; i++) row[i] *= inv;
+  }
+}
+
+static void CX_ISA_FN(silu_mul)(float *g, const float *u, long n) {
+  for (long i = 0; i < n; i++) {
+    const float x = g[i];
+    g[i] = x * (1.0f / (1.0f + cx_exp(-x))) * u[i];
+  }
+}
+
+static void CX_ISA_FN(loop_rows)(const loop_job *j, int r0, int r1) {
+  const int n = j->n;
+  for (int r = r0; r < r1; r++) {
+    float *h = j->h + (size_t)r * n;
+    const float *e = j->e + (size_t)r * n;
+    if (j->kind == 0) {
+      float *out = j->dst + (size_t)r * n;
+      for (int c = 0; c < n; c++) out[c] = (c < j->l ? h[c] + j->emb[c] : h[c]) + e[c];
+      const float inv = 1.0f / sqrtf(dot(out, out, n) / (float)n + j->eps);
+      for (int c = 0; c < n; c++) out[c] = out[c] * inv * j->w[c];
+    } else if (j->kind == 1) {
+      const float *o = j->o + (size_t)r * n;
+      for (int c = 0; c < n; c++) h[c] = (j->a[c] * h[c] + j->b[c] * e[c]) + o[c];
+    } else {
+      float *out = j->dst + (size_t)r * n;
+      if (j->coef == NULL) {
+        for (int c = 0; c < n; c++) out[c] += h[c];
+      } else {
+        const float k = j->coef[r];
+        for (int c = 0; c < n; c++) out[c] += k * h[c];
+      }
+    }
+  }
+}
