@@ -380,9 +380,33 @@ struct MythosAttention: Sendable {
         }
         // Scores and context per (sequence, head); pairs split over the threads.
         let parts = B * H > 1 && B * H * T * S * qkDim >= 65_536 ? 2 : 1
-        let scoresAll = try arena.take(parts * T * S)
         let group = H / kvHeads, qkd = qkDim, nope = nope, rope = rope, vDim = vDim, scale = scale
         let isMLA: Bool = { if case .mla = proj { return true } else { return false } }()
+        if !isMLA, T == 1, group > 1 {
+            // One token per sequence (decoding): the `group` query heads sharing a key/value
+            // head are consecutive rows of q and of ctx, so each (sequence, kv head) is one
+            // product of `group` rows over the shared keys, read once instead of per head.
+            let scoresAll = try arena.take(parts * group * S)
+            Parallel.run(parts: parts) { part, parts in
+                let sc = scoresAll + part * group * S
+                for pair in Parallel.slice(B * kvHeads, part: part, parts: parts, align: 1) {
+                    let b = pair / kvHeads, g = pair % kvHeads
+                    let qg = q + (b * H + g * group) * qkd, out = ctx + b * ctxWidth + g * group * vDim
+                    for seg in kSegs[b] {
+                        BLAS.product(transB: true, m: group, n: seg.count, k: qkd, a: qg, lda: qkd, b: seg.pointer + g * qkd,
+                                     ldb: kStride, c: sc + seg.start, ldc: S)
+                    }
+                    Kernels.softmax(sc, rows: group, n: S, scale: scale)
+                    for (j, seg) in vSegs[b].enumerated() {
+                        BLAS.product(m: group, n: vDim, k: seg.count, a: sc + seg.start, lda: S, b: seg.pointer + g * vDim,
+                                     ldb: vStride, c: out, ldc: vDim, beta: j == 0 ? 0 : 1)
+                    }
+                }
+            }
+            wo.apply(ctx, rows: N, into: y)
+            return
+        }
+        let scoresAll = try arena.take(parts * T * S)
         // MLA prefill: each head's keys [k_nope | k_rope] gathered once into [S, nope + rope]
         // rows, so a score block is one product with k = nope + rope instead of two thin
         // ones. Decoding (small T) reads the pages in place: gathering S rows per token
