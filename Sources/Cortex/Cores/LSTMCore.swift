@@ -7,8 +7,9 @@
 /// layer axis of size num_layers = 1).
 public struct LSTMCore: RecurrentModule {
     public let hidden: Int
-    let weightIH: Tensor
-    let weightHH: Tensor
+    /// W_ih and W_hh, packed at load for Cortex's product (see PackedMatrix).
+    let weightIH: PackedMatrix
+    let weightHH: PackedMatrix
     /// b_ih + b_hh, folded once at load (nil when bias=False).
     let bias: Tensor?
     /// W_hh split by hidden units for the two-thread recurrence (nil when H is odd).
@@ -22,8 +23,9 @@ public struct LSTMCore: RecurrentModule {
     public init(config: Config, weights: WeightSource, prefix: String) throws {
         let h = config.hiddenSize
         hidden = h
-        weightIH = try weights.tensor(prefix + "weight_ih_l0", shape: [4 * h, h])
-        weightHH = try weights.tensor(prefix + "weight_hh_l0", shape: [4 * h, h])
+        weightIH = try PackedMatrix(try weights.tensor(prefix + "weight_ih_l0", shape: [4 * h, h]))
+        let hh = try weights.tensor(prefix + "weight_hh_l0", shape: [4 * h, h])
+        weightHH = try PackedMatrix(hh)
         if config.bias {
             let bi = try weights.tensor(prefix + "bias_ih_l0", shape: [4 * h])
             let bh = try weights.tensor(prefix + "bias_hh_l0", shape: [4 * h])
@@ -33,13 +35,13 @@ public struct LSTMCore: RecurrentModule {
         } else {
             bias = nil
         }
-        split = try SplitRecurrentWeight(weightHH: weightHH, hidden: h)
+        split = try SplitRecurrentWeight(weightHH: hh, hidden: h)
     }
 
     public var inputSize: Int { hidden }
     public var outputSize: Int { hidden }
     public var stateSpecs: [StateSpec] { [StateSpec(name: "h", perRow: [1, hidden]), StateSpec(name: "c", perRow: [1, hidden])] }
-    public var parameterCount: Int { weightIH.count + weightHH.count + (bias.map { 2 * $0.count } ?? 0) }
+    public var parameterCount: Int { 2 * 4 * hidden * hidden + (bias.map { 2 * $0.count } ?? 0) }
 
     public func run(
         x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
@@ -52,7 +54,7 @@ public struct LSTMCore: RecurrentModule {
 
         // Input projections for every step at once: xg[b, t] = W_ih x[b, t] + b.
         let xg = try arena.take(batch * time * G)
-        BLAS.linear(m: batch * time, n: G, k: H, a: x, lda: H, weight: weightIH.data, c: xg, ldc: G)
+        weightIH.apply(m: batch * time, x, ldx: H, into: xg, ldy: G)
         if let bias { Vec.addRows(xg, rows: batch * time, bias.data, G) }
         // Sequence mode: the two-thread recurrence (see ParallelRecurrence.swift).
         if time > 1, let split {
@@ -75,7 +77,7 @@ public struct LSTMCore: RecurrentModule {
                 for b in 0..<batch { (gates + b * G).update(from: xg + (b * time + t) * G, count: G) }
             }
             // gates += W_hh h
-            BLAS.linear(m: batch, n: G, k: H, a: h, lda: H, weight: weightHH.data, c: gates, ldc: G, beta: 1)
+            weightHH.apply(m: batch, h, ldx: H, into: gates, ldy: G, accumulate: true)
             for b in 0..<batch {
                 let g = gates + b * G
                 Kernels.sigmoid(g, 2 * H)          // i, f
