@@ -22,13 +22,13 @@ final class Int8Tests: XCTestCase {
     func testKernelAgainstDequantisedProduct() throws {
         var rng = SystemRandomNumberGenerator()
         try BLAS.ensureLoaded()
-        for (m, n, k) in [(1, 37, 19), (2, 64, 128), (3, 33, 257), (4, 100, 64), (5, 70, 48), (17, 129, 200), (64, 256, 256)] {
+        for (m, n, k) in [(1, 37, 19), (2, 64, 128), (3, 33, 257), (4, 100, 64), (5, 70, 48), (17, 129, 200), (64, 256, 256), (9, 300, 5000)] {
             let w = try Tensor(shape: [n, k], values: (0..<n * k).map { _ in Float.random(in: -1...1, using: &rng) })
             let q = try Int8Matrix(quantizing: w)
             let dq = try q.dequantized()
             let lda = k + 3, ldc = n + 5
             let a = (0..<m * lda).map { _ in Float.random(in: -1...1, using: &rng) }
-            for beta: Float in [0, 1] {
+            for beta: Float in [0, 1, 0.5] {
                 let c0 = (0..<m * ldc).map { _ in Float.random(in: -1...1, using: &rng) }
                 var got = c0, want = c0
                 a.withUnsafeBufferPointer { ap in
