@@ -174,7 +174,9 @@ public final class Model: @unchecked Sendable {
                          ("scale", .number(Double(r.scale))), ("require_route_ids", .bool(r.requireRouteIDs))])
             } ?? .null),
             ("blas", .object([("library", .string("OpenBLAS")), ("core", .string(BLAS.coreName)),
-                              ("threads", .number(Double(BLAS.threads)))])),
+                              ("threads", .number(Double(BLAS.threads))),
+                              // The ISA of Cortex's own kernels (packed nn.Linear products, row-wise).
+                              ("kernels", .string(BLAS.kernelISA))])),
             ("state", .array(stateSpecs.map {
                 .object([("name", .string($0.name)), ("shape", .array(([-1] + $0.perRow).map { .number(Double($0)) }))])
             })),

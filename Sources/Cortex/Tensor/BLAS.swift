@@ -44,6 +44,16 @@ public enum BLAS {
 
     public static var threads: Int { Int(cx_blas_get_threads()) }
 
+    /// The ISA Cortex's own kernels run (packed products, row-wise kernels): "AVX-512",
+    /// "AVX2+FMA" or "portable C".
+    public static var kernelISA: String {
+        switch cx_packed_level() {
+        case 2: return "AVX-512"
+        case 1: return "AVX2+FMA"
+        default: return "portable C"
+        }
+    }
+
     /// The kernel family OpenBLAS runs ("SkylakeX", "Haswell", ...).
     public static var coreName: String { String(cString: cx_blas_corename()) }
 

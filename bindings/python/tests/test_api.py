@@ -31,6 +31,7 @@ def test_info(model):
     assert info["d_in"] == model.d_in == 24 and model.d_out == 24
     assert [s["name"] for s in info["state"]][:2] == ["PassThroughBlock_0.LSTMCell.h", "PassThroughBlock_0.LSTMCell.c"]
     assert info["parameters"] > 0 and len(info["fingerprint"]) == 16
+    assert info["blas"]["kernels"] in ("AVX-512", "AVX2+FMA", "portable C")
 
 
 def test_state_bytes_round_trip_continues_identically(model, golden):
