@@ -209,7 +209,6 @@ __attribute__((target("avx2,fma"))) static void gemm_avx2(int m, int n, int k, c
    * for many rows, 4 rows x 1 panel (8 accumulators + 2 weight halves). */
   if (m >= BIG_M) {
     for (int j0 = 0; j0 < panels; j0++) {
-      const int pb = 1;
       for (int i0 = 0; i0 < m; i0 += 4) {
         const int rb = m - i0 < 4 ? m - i0 : 4;
         const float *ai = a + (size_t)i0 * lda;
@@ -220,7 +219,6 @@ __attribute__((target("avx2,fma"))) static void gemm_avx2(int m, int n, int k, c
           case 3: block256(3, 1, n, k, ai, lda, p, j0, ci, ldc, acc); break;
           default: block256(4, 1, n, k, ai, lda, p, j0, ci, ldc, acc); break;
         }
-        (void)pb;
       }
     }
     return;

@@ -134,12 +134,14 @@ static void linear_part(void *ctx, int part, int parts) {
     cx_blas_sgemm_nt(j->m, n1 - n0, j->k, 1.0f, j->a, j->lda, w, j->k, j->beta, c, j->ldc);
 }
 
+/* Parts for a product split by output columns: below ~64k multiply-adds a second thread
+ * costs more than it saves. */
+static int product_parts(int m, int n, int k) { return ((long)m * n * k >= 65536 && n >= 32) ? cx_blas_get_threads() : 1; }
+
 void cx_parallel_linear(int m, int n, int k, const float *a, int lda, const float *w, float *c, int ldc,
                         float beta) {
   linear_job j = {m, n, k, lda, ldc, a, w, c, beta};
-  /* Below ~64k multiply-adds a second thread costs more than it saves. */
-  const int parts = ((long)m * n * k >= 65536 && n >= 32) ? cx_blas_get_threads() : 1;
-  cx_parallel_run(linear_part, &j, parts);
+  cx_parallel_run(linear_part, &j, product_parts(m, n, k));
 }
 
 /* ---- products over packed weights, split by panels ------------------------ */
@@ -163,7 +165,5 @@ static void packed_part(void *ctx, int part, int parts) {
 void cx_parallel_packed_gemm(int m, int n, int k, const float *a, int lda, const float *packed, float *c, int ldc,
                              int accumulate) {
   packed_job j = {m, n, k, lda, ldc, accumulate, a, packed, c};
-  /* Below ~64k multiply-adds a second thread costs more than it saves. */
-  const int parts = ((long)m * n * k >= 65536 && n >= 32) ? cx_blas_get_threads() : 1;
-  cx_parallel_run(packed_part, &j, parts);
+  cx_parallel_run(packed_part, &j, product_parts(m, n, k));
 }

@@ -80,7 +80,8 @@ __attribute__((always_inline)) static inline float cx_exp(float x) {
   return x != x ? x : e;
 }
 
-/* The arguments of the OpenMythos loop kernels (see loop_rows in rowwise_body.h). */
+/* The arguments of the row-split kernels: RMSNorm and the OpenMythos loop's steps (see
+ * loop_rows in rowwise_body.h). */
 typedef struct {
   int kind, rows, n, l;
   float *dst, *h;
@@ -127,30 +128,8 @@ void cx_softmax_rows(float *p, int rows, int n, int ld, float scale) { DISPATCH(
 
 /* ---- split over Cortex's threads (rows, or equal slices) ---- */
 
-typedef struct {
-  float *dst, *src;
-  const float *add, *w;
-  int rows, n;
-  float eps;
-} norm_job;
-
-static void norm_part(void *ctx, int part, int parts) {
-  const norm_job *j = (const norm_job *)ctx;
-  const int r0 = (int)((long)j->rows * part / parts), r1 = (int)((long)j->rows * (part + 1) / parts);
-  const size_t o = (size_t)r0 * j->n;
-  if (r1 > r0) DISPATCH(rmsnorm_rows, j->dst + o, j->src + o, j->add ? j->add + o : NULL, r1 - r0, j->n, j->w, j->eps);
-}
-
 /* Two parts from this many elements on (a few microseconds of work each). */
 #define SPLIT_ELEMENTS 16384
-
-void cx_rmsnorm(float *p, int rows, int n, const float *w, float eps) { cx_add_rmsnorm(p, NULL, p, rows, n, w, eps); }
-
-void cx_add_rmsnorm(float *x, const float *add, float *dst, int rows, int n, const float *w, float eps) {
-  if (rows <= 0 || n <= 0) return;
-  norm_job j = {dst, x, add, w, rows, n, eps};
-  cx_parallel_run(norm_part, &j, (long)rows * n >= SPLIT_ELEMENTS && rows >= 2 ? cx_blas_get_threads() : 1);
-}
 
 typedef struct {
   float *g;
@@ -173,12 +152,13 @@ void cx_silu_mul(float *g, const float *u, long n) {
   cx_parallel_run(silu_part, &j, n >= SPLIT_ELEMENTS ? cx_blas_get_threads() : 1);
 }
 
-/* ---- the recurrent-depth loop's elementwise steps (OpenMythos) ---- */
+/* ---- row kernels split by rows: RMSNorm and the OpenMythos loop's steps ---- */
 
 /* Per row r of n floats, rows split over the threads:
  *   kind 0: dst = RMSNorm((h + emb on the first l channels) + e)·w      (the loop input)
  *   kind 1: h = (a ⊙ h + b ⊙ e) + o                                    (LTI injection)
  *   kind 2: out += coef[r] · h, or out += h without coef                (ACT's sum; a residual)
+ *   kind 3: h += o when o is given, then dst = RMSNorm(h)·w             (cx_add_rmsnorm)
  * in the reference's order of operations. */
 
 static void loop_part(void *ctx, int part, int parts) {
@@ -207,3 +187,10 @@ void cx_rows_axpy(float *out, const float *coef, const float *h, int rows, int n
   loop_job j = {2, rows, n, 0, out, (float *)h, h, NULL, NULL, NULL, NULL, NULL, coef, 0.0f};
   run_loop_job(&j);
 }
+
+void cx_add_rmsnorm(float *x, const float *add, float *dst, int rows, int n, const float *w, float eps) {
+  loop_job j = {3, rows, n, 0, dst, x, NULL, add, NULL, w, NULL, NULL, NULL, eps};
+  run_loop_job(&j);
+}
+
+void cx_rmsnorm(float *p, int rows, int n, const float *w, float eps) { cx_add_rmsnorm(p, NULL, p, rows, n, w, eps); }

@@ -64,14 +64,18 @@ static void CX_ISA_FN(silu_mul)(float *g, const float *u, long n) {
 
 static void CX_ISA_FN(loop_rows)(const loop_job *j, int r0, int r1) {
   const int n = j->n;
+  if (j->kind == 3) {
+    const size_t o = (size_t)r0 * n;
+    CX_ISA_FN(rmsnorm_rows)(j->dst + o, j->h + o, j->o ? j->o + o : NULL, r1 - r0, n, j->w, j->eps);
+    return;
+  }
   for (int r = r0; r < r1; r++) {
     float *h = j->h + (size_t)r * n;
     const float *e = j->e + (size_t)r * n;
     if (j->kind == 0) {
       float *out = j->dst + (size_t)r * n;
       for (int c = 0; c < n; c++) out[c] = (c < j->l ? h[c] + j->emb[c] : h[c]) + e[c];
-      const float inv = 1.0f / sqrtf(dot(out, out, n) / (float)n + j->eps);
-      for (int c = 0; c < n; c++) out[c] = out[c] * inv * j->w[c];
+      CX_ISA_FN(rmsnorm_rows)(out, out, NULL, 1, n, j->w, j->eps);
     } else if (j->kind == 1) {
       const float *o = j->o + (size_t)r * n;
       for (int c = 0; c < n; c++) h[c] = (j->a[c] * h[c] + j->b[c] * e[c]) + o[c];
