@@ -14,7 +14,7 @@
  *    number of threads. A cx_state_t is used by one thread at a time (a concurrent
  *    second call is refused with CX_STATUS_BUSY, never corrupts it); so are a
  *    cx_cache_t, cx_generator_t and cx_session_t. A cx_store_t is thread-safe (its
- *    calls are serialised). A cx_tensor_t is immutable and shareable. Global setters (cx_set_num_threads) are not thread-safe.
+ *    calls are serialised). A cx_tensor_t is immutable and shareable. cx_set_num_threads may be called from any thread at any time.
  *  - Handles are validated on entry: NULL, already-freed and wrong-kind handles give
  *    CX_STATUS_INVALID_HANDLE (detection of a freed handle is best effort: a new
  *    handle may reuse its address).
@@ -81,11 +81,16 @@ uint32_t cx_abi_version(void);
 /* Library version, e.g. "0.1.0". Static string, never NULL. */
 const char *cx_version_string(void);
 
-/* Threads Cortex splits matrix work over: 1, or 2 (the default; n <= 0 or n >= 2).
- * Cortex runs its own persistent worker thread and calls OpenBLAS single-threaded
- * inside each part, so the process never has two thread pools fighting for cores.
- * A call made while another thread's call holds the worker runs on its own thread
- * alone (same results). Not thread-safe: call before starting worker threads. */
+/* Threads Cortex splits work over. n >= 1 sets the count (at most 512; larger n is
+ * clamped); n <= 0 restores the default: CORTEX_NUM_THREADS when it is a positive
+ * integer, else the CPUs this process may use (its affinity mask, capped by its
+ * cgroup's CPU quota). Cortex runs its own pool of persistent workers and calls
+ * OpenBLAS single-threaded inside each part, so the process never has two pools
+ * fighting for cores. Calls on several states at once share the pool: each takes idle
+ * workers, at most its share (threads / calls running), and one that finds none runs
+ * alone on its caller's thread. Results are bitwise the same for any thread count and
+ * split. Waiting workers spin a few microseconds, yield, then sleep: an idle pool costs
+ * no CPU. Thread-safe; calls already running keep their split. */
 cx_status cx_set_num_threads(int32_t n);
 int32_t cx_get_num_threads(void);
 

@@ -63,9 +63,11 @@ def torch_numbers(stack, d, seq_len):
 
 
 def build_native():
-    lib = subprocess.run([os.path.join(ROOT, "scripts/build_lib.sh")], check=True,
-                         capture_output=True, text=True).stdout.strip()
-    exe = os.path.join(os.path.dirname(lib), "bench_model")
+    """bench/bench_model.c against CORTEX_LIBRARY when set (a prebuilt libcortex.so, e.g. on
+    a machine without Swift), else against a fresh scripts/build_lib.sh build."""
+    lib = os.environ.get("CORTEX_LIBRARY") or subprocess.run(
+        [os.path.join(ROOT, "scripts/build_lib.sh")], check=True, capture_output=True, text=True).stdout.strip()
+    exe = os.path.join(tempfile.mkdtemp(prefix="cortex-bench-"), "bench_model")
     subprocess.run(["cc", "-O2", "-std=c99", "-I", os.path.join(ROOT, "include"),
                     os.path.join(ROOT, "bench/bench_model.c"), lib, "-Wl,-rpath," + os.path.dirname(lib),
                     "-o", exe], check=True)

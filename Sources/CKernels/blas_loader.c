@@ -57,7 +57,7 @@ static void load(void) {
     load_error = "the loaded OpenBLAS lacks cblas_sgemm/cblas_sgemv";
     return;
   }
-  /* Cortex owns the threads (parallel.c splits products across its own two): a second
+  /* Cortex owns the threads (parallel.c splits products over its own pool): a second
    * pool of spinning OpenBLAS workers would fight it for the cores. */
   if (p_set_threads != NULL) p_set_threads(1);
   load_error = NULL;
@@ -85,16 +85,6 @@ void cx_blas_sgemv_n(int n, int k, float alpha, const float *w, int ldw, const f
 void cx_blas_sgemv_t(int n, int k, float alpha, const float *w, int ldw, const float *x, float beta, float *y) {
   p_sgemv(101, 112, n, k, alpha, w, ldw, x, 1, beta, y, 1);
 }
-
-/* Threads Cortex uses for matrix work (parallel.c): 1 or 2. */
-static int cortex_threads = 2;
-
-void cx_blas_set_threads(int n) {
-  (void)cx_blas_load();
-  cortex_threads = n == 1 ? 1 : 2; /* n <= 0: the default, both cores */
-}
-
-int cx_blas_get_threads(void) { return cortex_threads; }
 
 const char *cx_blas_corename(void) {
   if (p_corename == NULL) return "";

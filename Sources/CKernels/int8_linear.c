@@ -125,14 +125,26 @@ static float *tile_scratch(size_t n) {
   return tile_buf;
 }
 
+/* Output rows per tile: as many as fit 1 MB (OpenBLAS packs A once per tile, so tiles
+ * should be wide), at least 16 and at most 256, a multiple of 16. Tiles start at fixed
+ * rows, and the threads split whole tiles: every product is the same OpenBLAS call
+ * whatever the thread count (its results can depend on a call's shape). */
+static int tile_rows_for(int k) {
+  int rows = TILE_FLOATS / (k > 0 ? k : 1);
+  if (rows > 256) rows = 256;
+  rows &= ~15;
+  return rows < 16 ? 16 : rows;
+}
+
 static void int8_part(void *ctx, int part, int parts) {
   const int8_job *j = (const int8_job *)ctx;
-  int half = ((j->n / parts) + 15) & ~15;
-  if (half > j->n) half = j->n;
-  const int n0 = part == 0 ? 0 : half;
-  const int n1 = part == parts - 1 ? j->n : half;
+  const int tile_rows = j->m <= FEW_ROWS ? 16 : tile_rows_for(j->k);
+  const int tiles = (j->n + tile_rows - 1) / tile_rows;
+  const int n0 = (int)((long)tiles * part / parts) * tile_rows;
+  int n1 = (int)((long)tiles * (part + 1) / parts) * tile_rows;
+  if (n1 > j->n) n1 = j->n;
   if (n1 <= n0) return;
-  if (j->m <= FEW_ROWS) {
+  if (j->m <= FEW_ROWS) { /* one dot product per output: no tiles needed */
     float acc[FEW_ROWS];
     for (int o = n0; o < n1; ++o) {
       dots(j->m, j->k, j->a, j->lda, j->q + (size_t)o * j->k, acc);
@@ -143,11 +155,6 @@ static void int8_part(void *ctx, int part, int parts) {
     }
     return;
   }
-  /* As many rows as fit 1 MB (at least 16): OpenBLAS packs A once per tile, so tiles
-   * should be wide; the scratch stays bounded whatever the layer's size. */
-  int tile_rows = TILE_FLOATS / (j->k > 0 ? j->k : 1);
-  if (tile_rows < 16) tile_rows = 16;
-  if (tile_rows > n1 - n0) tile_rows = n1 - n0;
   float *tile = tile_scratch((size_t)tile_rows * j->k);
   if (tile == NULL) { /* out of memory: the slow path still gives the right answer */
     float acc[1];
@@ -175,6 +182,6 @@ void cx_int8_linear(int m, int n, int k, const float *a, int lda, const int8_t *
                     int ldc, float beta) {
   if (m <= 0 || n <= 0) return;
   int8_job j = {m, n, k, lda, ldc, a, scales, q, c, beta};
-  const int parts = ((long)m * n * k >= 65536 && n >= 32) ? cx_blas_get_threads() : 1;
-  cx_parallel_run(int8_part, &j, parts);
+  const int tile_rows = m <= FEW_ROWS ? 16 : tile_rows_for(k);
+  cx_parallel_run(int8_part, &j, cx_parallel_parts((long)m * n * k, 32768, (n + tile_rows - 1) / tile_rows));
 }

@@ -1,14 +1,43 @@
-/* A persistent worker thread and a spin barrier, for loops that need the two cores
- * once per time step (the sequence-mode recurrence): waking a thread per step, as a
- * BLAS call does, costs more than the step's arithmetic.
+/* Cortex's thread pool: persistent workers that split one call's work into parts.
  *
- * The worker spins for a short while after each task (so back-to-back tasks start in
- * well under a microsecond), then sleeps on a condition variable. One task runs at a
- * time; a second caller meanwhile runs its task alone on its own thread, and so does
- * a forked child (the worker does not survive fork). */
+ * Why a pool of its own: the sequence-mode recurrences meet at a barrier once per time
+ * step, and step mode runs several small products per call. Waking threads per call, as
+ * a BLAS call does, costs more than that arithmetic.
+ *
+ * The model (cx_parallel_run):
+ * - A caller asks for `parts`. It claims idle workers (compare-and-swap on each worker's
+ *   `busy` flag), posts part i to the i-th one it claimed, runs part 0 itself and waits.
+ *   It never waits for a busy worker: with none free it runs every part alone (parts =
+ *   1). Tasks split work and never change it, so results do not depend on how many
+ *   parts a call got.
+ * - So nested calls (a part that calls a parallel product) take only idle workers and
+ *   never deadlock or run more threads than the pool has, and several callers at once
+ *   share the workers: each takes at most its share, threads / (callers running now).
+ * - Every part of a task runs on its own thread at once, so a barrier inside a task
+ *   (cx_parallel_barrier) always completes.
+ *
+ * Waiting. A thread waiting for work, for a barrier or for its parts first spins
+ * (pause instructions), then yields its core, then sleeps on a futex, each phase
+ * bounded in time. Spinning gives the microsecond hand-offs of an idle machine; the
+ * yield and the futex keep a waiter from burning the core its partner needs when other
+ * processes share the cores (a pure spin there ran 1000x slower).
+ *
+ * The thread count defaults to the CPUs this process may use (its affinity mask and its
+ * cgroup's CPU quota), CORTEX_NUM_THREADS overrides it, cx_blas_set_threads changes it.
+ * A forked child runs every task alone (workers do not survive fork). */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cortex_kernels.h"
 
@@ -19,132 +48,283 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
-#define SPIN_BEFORE_SLEEP 200000 /* ~100 us of pause loops */
+#define MAX_THREADS CX_MAX_THREADS
 
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-static int worker_ok = 0;
-static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER;   /* one task at a time */
-static pthread_mutex_t sleep_lock = PTHREAD_MUTEX_INITIALIZER;  /* guards sleeping + cond */
-static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+/* Waiting budgets, nanoseconds since the wait began: pause loops, then sched_yield,
+ * then the futex. An idle worker keeps watching for the next task a little longer than
+ * a barrier or a join waits, so back-to-back calls of step mode find it awake. */
+#define SPIN_NS 4000
+#define YIELD_NS_WORK 60000
+#define YIELD_NS_SYNC 30000
 
-static cx_task_fn task_fn;
-static void *task_ctx;
-static uint64_t posted;    /* generation of the posted task (atomic) */
-static uint64_t finished;  /* generation the worker finished (atomic) */
-static int sleeping;       /* worker is (about to be) asleep; under sleep_lock */
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
 
-/* Barrier state: arrivals counter and a sense flag (atomic). */
-static int barrier_count;
-static int barrier_sense;
+static void futex_wait(uint32_t *addr, uint32_t expected) {
+  syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+static void futex_wake(uint32_t *addr, int n) { syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0); }
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Wait until *word != value: spin, yield, then sleep on the futex. `sleepers` counts
+ * sleeping waiters so that whoever changes the word knows to wake them. */
+static void wait_change(uint32_t *word, uint32_t value, uint32_t *sleepers, uint64_t yield_ns) {
+  if (LOAD(word) != value) return;
+  const uint64_t start = now_ns();
+  for (unsigned i = 1;; i++) {
+    if (LOAD(word) != value) return;
+    if ((i & 63) == 0) {
+      const uint64_t waited = now_ns() - start;
+      if (waited > yield_ns) break;
+      if (waited > SPIN_NS) sched_yield();
+    }
+    CPU_RELAX();
+  }
+  __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+  while (LOAD(word) == value) futex_wait(word, value);
+  __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Change *word (already stored by the caller) is announced: wake sleepers if any. */
+static void wake_all(uint32_t *word, uint32_t *sleepers) {
+  if (LOAD(sleepers) != 0) futex_wake(word, INT_MAX);
+}
+
+/* One task: what the caller posted, with its barrier. Lives on the caller's stack
+ * until every part is done. */
+typedef struct {
+  cx_task_fn fn;
+  void *ctx;
+  int parts;
+  uint32_t barrier_count;
+  uint32_t barrier_gen;
+  uint32_t barrier_sleepers;
+} task_t;
+
+/* One worker thread. The caller that claimed it (busy 0 -> 1) sets task and part,
+ * bumps `posted`; the worker runs the part and copies `posted` to `done`. The caller
+ * releases it (busy = 0) once it has seen `done`. */
+typedef struct {
+  uint32_t busy;
+  uint32_t posted;
+  uint32_t posted_sleepers;
+  uint32_t done;
+  uint32_t done_sleepers;
+  task_t *task;
+  int part;
+} __attribute__((aligned(64))) worker_t;
+
+static worker_t *workers[MAX_THREADS]; /* workers[i] runs part >= 1; started on demand */
+static int started;                    /* workers running (grows, never shrinks; atomic) */
+static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
+static int configured;     /* threads per call, 1..MAX_THREADS; 0 = not yet decided (atomic) */
+static int callers;        /* calls of cx_parallel_run in progress (atomic) */
+static int forked_child;   /* set in a fork()ed child: no workers there */
+static __thread task_t *current_task; /* the task whose part this thread is running */
+
+static void run_part(task_t *t, int part) {
+  task_t *outer = current_task;
+  current_task = t;
+  t->fn(t->ctx, part, t->parts);
+  current_task = outer;
+}
 
 static void *worker_main(void *arg) {
-  (void)arg;
-  uint64_t seen = 0;
+  worker_t *w = (worker_t *)arg;
+  uint32_t seen = 0;
   for (;;) {
-    int spins = 0;
-    while (__atomic_load_n(&posted, __ATOMIC_ACQUIRE) == seen) {
-      if (++spins < SPIN_BEFORE_SLEEP) {
-        CPU_RELAX();
-        continue;
-      }
-      pthread_mutex_lock(&sleep_lock);
-      sleeping = 1;
-      while (__atomic_load_n(&posted, __ATOMIC_ACQUIRE) == seen) pthread_cond_wait(&wake, &sleep_lock);
-      sleeping = 0;
-      pthread_mutex_unlock(&sleep_lock);
-    }
-    seen = __atomic_load_n(&posted, __ATOMIC_ACQUIRE);
-    task_fn(task_ctx, 1, 2);
-    __atomic_store_n(&finished, seen, __ATOMIC_RELEASE);
+    wait_change(&w->posted, seen, &w->posted_sleepers, YIELD_NS_WORK);
+    seen = LOAD(&w->posted);
+    run_part(w->task, w->part);
+    STORE(&w->done, seen);
+    wake_all(&w->done, &w->done_sleepers);
   }
   return NULL;
 }
 
-/* A forked child has no worker thread: it runs every task alone from then on. */
 static void after_fork_in_child(void) {
-  worker_ok = 0;
-  pthread_mutex_init(&run_lock, NULL);
-  pthread_mutex_init(&sleep_lock, NULL);
-  pthread_cond_init(&wake, NULL);
+  forked_child = 1;
+  pthread_mutex_init(&grow_lock, NULL);
 }
 
-static void start_worker(void) {
-  pthread_atfork(NULL, NULL, after_fork_in_child);
-  pthread_t t;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  worker_ok = pthread_create(&t, &attr, worker_main, NULL) == 0;
-  pthread_attr_destroy(&attr);
+/* Start workers until `n` run (threads - 1 of them serve a call of `threads` parts). */
+static void grow_pool(int n) {
+  if (n > MAX_THREADS - 1) n = MAX_THREADS - 1;
+  if (LOAD(&started) >= n) return;
+  pthread_mutex_lock(&grow_lock);
+  static int atfork_registered;
+  if (!atfork_registered) {
+    pthread_atfork(NULL, NULL, after_fork_in_child);
+    atfork_registered = 1;
+  }
+  for (int i = LOAD(&started); i < n; i++) {
+    worker_t *w = NULL;
+    if (posix_memalign((void **)&w, 64, sizeof *w) != 0) break;
+    memset(w, 0, sizeof *w);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    const int ok = pthread_create(&thread, &attr, worker_main, w) == 0;
+    pthread_attr_destroy(&attr);
+    if (!ok) {
+      free(w);
+      break; /* fewer workers: calls split into fewer parts, same results */
+    }
+    workers[i] = w;
+    STORE(&started, i + 1);
+  }
+  pthread_mutex_unlock(&grow_lock);
 }
 
 int cx_parallel_run(cx_task_fn fn, void *ctx, int parts) {
-  if (parts >= 2) pthread_once(&once, start_worker);
-  if (parts < 2 || !worker_ok || pthread_mutex_trylock(&run_lock) != 0) {
+  const int threads = cx_blas_get_threads();
+  if (parts > threads) parts = threads;
+  if (parts < 2 || forked_child) {
     fn(ctx, 0, 1);
     return 1;
   }
-  task_fn = fn;
-  task_ctx = ctx;
-  __atomic_store_n(&barrier_count, 0, __ATOMIC_RELAXED);
-  uint64_t gen = __atomic_load_n(&posted, __ATOMIC_RELAXED) + 1;
-  __atomic_store_n(&posted, gen, __ATOMIC_RELEASE);
-  pthread_mutex_lock(&sleep_lock);
-  if (sleeping) pthread_cond_signal(&wake);
-  pthread_mutex_unlock(&sleep_lock);
-  fn(ctx, 0, 2);
-  while (__atomic_load_n(&finished, __ATOMIC_ACQUIRE) != gen) CPU_RELAX();
-  pthread_mutex_unlock(&run_lock);
-  return 2;
+  grow_pool(threads - 1);
+  /* This call's share of the pool while others run too. */
+  const int running = __atomic_add_fetch(&callers, 1, __ATOMIC_SEQ_CST);
+  const int share = threads / running;
+  if (parts > share) parts = share > 0 ? share : 1;
+
+  worker_t *claimed[MAX_THREADS];
+  int k = 0;
+  const int available = LOAD(&started) < threads - 1 ? LOAD(&started) : threads - 1;
+  for (int i = 0; i < available && k < parts - 1; i++) {
+    uint32_t idle = 0;
+    worker_t *w = workers[i];
+    if (LOAD(&w->busy) == 0 &&
+        __atomic_compare_exchange_n(&w->busy, &idle, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+      claimed[k++] = w;
+  }
+  if (k == 0) {
+    __atomic_sub_fetch(&callers, 1, __ATOMIC_SEQ_CST);
+    fn(ctx, 0, 1);
+    return 1;
+  }
+  task_t t = {fn, ctx, k + 1, 0, 0, 0};
+  uint32_t tickets[MAX_THREADS];
+  for (int i = 0; i < k; i++) {
+    worker_t *w = claimed[i];
+    w->task = &t;
+    w->part = i + 1;
+    tickets[i] = LOAD(&w->posted) + 1;
+    STORE(&w->posted, tickets[i]);
+    wake_all(&w->posted, &w->posted_sleepers);
+  }
+  run_part(&t, 0);
+  for (int i = 0; i < k; i++) {
+    worker_t *w = claimed[i];
+    wait_change(&w->done, tickets[i] - 1, &w->done_sleepers, YIELD_NS_SYNC);
+    STORE(&w->busy, 0);
+  }
+  __atomic_sub_fetch(&callers, 1, __ATOMIC_SEQ_CST);
+  return k + 1;
 }
 
 void cx_parallel_barrier(int parts) {
-  if (parts < 2) return;
-  const int sense = __atomic_load_n(&barrier_sense, __ATOMIC_ACQUIRE);
-  if (__atomic_add_fetch(&barrier_count, 1, __ATOMIC_ACQ_REL) == 2) {
-    __atomic_store_n(&barrier_count, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&barrier_sense, !sense, __ATOMIC_RELEASE);
+  task_t *t = current_task;
+  if (parts < 2 || t == NULL) return;
+  const uint32_t gen = LOAD(&t->barrier_gen);
+  if (__atomic_add_fetch(&t->barrier_count, 1, __ATOMIC_SEQ_CST) == (uint32_t)t->parts) {
+    STORE(&t->barrier_count, 0);
+    STORE(&t->barrier_gen, gen + 1);
+    wake_all(&t->barrier_gen, &t->barrier_sleepers);
   } else {
-    while (__atomic_load_n(&barrier_sense, __ATOMIC_ACQUIRE) == sense) CPU_RELAX();
+    wait_change(&t->barrier_gen, gen, &t->barrier_sleepers, YIELD_NS_SYNC);
   }
 }
 
-/* ---- matrix products split by output columns ------------------------------ */
+/* ---- the thread count ------------------------------------------------------ */
 
-typedef struct {
-  int m, n, k, lda, ldc;
-  const float *a, *w;
-  float *c;
-  float beta;
-} linear_job;
-
-static void linear_part(void *ctx, int part, int parts) {
-  const linear_job *j = (const linear_job *)ctx;
-  /* Column ranges aligned to 16 floats (whole cache lines of W rows' outputs). */
-  int half = ((j->n / parts) + 15) & ~15;
-  if (half > j->n) half = j->n;
-  const int n0 = part == 0 ? 0 : half;
-  const int n1 = part == parts - 1 ? j->n : half;
-  if (n1 <= n0) return;
-  const float *w = j->w + (size_t)n0 * j->k;
-  float *c = j->c + n0;
-  if (j->m == 1)
-    cx_blas_sgemv_n(n1 - n0, j->k, 1.0f, w, j->k, j->a, j->beta, c);
-  else
-    cx_blas_sgemm_nt(j->m, n1 - n0, j->k, 1.0f, j->a, j->lda, w, j->k, j->beta, c, j->ldc);
+/* CPUs the affinity mask allows. */
+static int affinity_cpus(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+  return CPU_COUNT(&set);
 }
 
-/* Parts for a product split by output columns: below ~64k multiply-adds a second thread
- * costs more than it saves. */
-static int product_parts(int m, int n, int k) { return ((long)m * n * k >= 65536 && n >= 32) ? cx_blas_get_threads() : 1; }
-
-void cx_parallel_linear(int m, int n, int k, const float *a, int lda, const float *w, float *c, int ldc,
-                        float beta) {
-  linear_job j = {m, n, k, lda, ldc, a, w, c, beta};
-  cx_parallel_run(linear_part, &j, product_parts(m, n, k));
+/* ceil(quota / period) of the cgroup's CPU limit, 0 when there is none. */
+static int cgroup_cpus(void) {
+  long long quota = -1, period = 0;
+  FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r"); /* cgroup v2 */
+  if (f != NULL) {
+    char q[32] = {0};
+    if (fscanf(f, "%31s %lld", q, &period) == 2 && strcmp(q, "max") != 0) quota = atoll(q);
+    fclose(f);
+  } else if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r")) != NULL) { /* v1 */
+    if (fscanf(f, "%lld", &quota) != 1) quota = -1;
+    fclose(f);
+    if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "r")) != NULL) {
+      if (fscanf(f, "%lld", &period) != 1) period = 0;
+      fclose(f);
+    }
+  }
+  if (quota <= 0 || period <= 0) return 0;
+  const long long cpus = (quota + period - 1) / period;
+  return cpus > MAX_THREADS ? MAX_THREADS : (int)cpus;
 }
 
-/* ---- products over packed weights, split by panels ------------------------ */
+int cx_default_threads(void) {
+  const char *env = getenv("CORTEX_NUM_THREADS");
+  if (env != NULL && *env != '\0') {
+    char *end = NULL;
+    errno = 0;
+    const long n = strtol(env, &end, 10);
+    if (errno == 0 && end != NULL && *end == '\0' && n >= 1) return n > MAX_THREADS ? MAX_THREADS : (int)n;
+  }
+  int n = affinity_cpus();
+  if (n <= 0) {
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    n = online > 0 ? (int)online : 1;
+  }
+  const int quota = cgroup_cpus();
+  if (quota > 0 && quota < n) n = quota;
+  return n > MAX_THREADS ? MAX_THREADS : n;
+}
+
+void cx_blas_set_threads(int n) {
+  (void)cx_blas_load();
+  if (n <= 0) n = cx_default_threads();
+  STORE(&configured, n > MAX_THREADS ? MAX_THREADS : n);
+}
+
+int cx_blas_get_threads(void) {
+  int n = LOAD(&configured);
+  if (n == 0) {
+    int expected = 0;
+    __atomic_compare_exchange_n(&configured, &expected, cx_default_threads(), 0, __ATOMIC_SEQ_CST,
+                                __ATOMIC_SEQ_CST);
+    n = LOAD(&configured);
+  }
+  return n;
+}
+
+static int split_everything; /* tests: ignore the grain (atomic) */
+
+void cx_parallel_force_split(int on) { STORE(&split_everything, on != 0); }
+
+int cx_parallel_parts(long work, long grain, long items) {
+  long parts = LOAD(&split_everything) ? items : grain > 0 ? work / grain : 1;
+  if (items < parts) parts = items;
+  const int threads = cx_blas_get_threads();
+  if (parts > threads) parts = threads;
+  return parts < 1 ? 1 : (int)parts;
+}
+
+/* A part of a product should have at least this many multiply-adds: below it waking a
+ * worker (a microsecond when it spins, tens when it sleeps) costs more than it saves. */
+#define PRODUCT_GRAIN 32768L
+
+/* ---- products over packed weights, split by panels and rows ---------------- */
 
 typedef struct {
   int m, n, k, lda, ldc, acc;
@@ -152,18 +332,28 @@ typedef struct {
   float *c;
 } packed_job;
 
+/* Parts form a grid: panel groups (columns of 16 outputs) first, then row groups when
+ * there are more parts than panels (many rows, few outputs). A row's result does not
+ * depend on the other rows of the call (packed_gemm.c), so any grid gives the same bits. */
 static void packed_part(void *ctx, int part, int parts) {
   const packed_job *j = (const packed_job *)ctx;
   const int panels = (j->n + 15) / 16;
-  const int p0 = (int)((long)panels * part / parts), p1 = (int)((long)panels * (part + 1) / parts);
-  if (p1 <= p0) return;
+  const int pc = parts < panels ? parts : panels, rc = parts / pc;
+  const int pi = part % pc, ri = part / pc;
+  if (ri >= rc) return;
+  const int p0 = (int)((long)panels * pi / pc), p1 = (int)((long)panels * (pi + 1) / pc);
+  const int m0 = (int)((long)j->m * ri / rc), m1 = (int)((long)j->m * (ri + 1) / rc);
+  if (p1 <= p0 || m1 <= m0) return;
   const int n0 = p0 * 16, n1 = p1 * 16 < j->n ? p1 * 16 : j->n;
-  cx_packed_gemm(j->m, n1 - n0, j->k, j->a, j->lda, j->packed + (size_t)p0 * j->k * 16, j->c + n0, j->ldc,
-                 j->acc);
+  cx_packed_gemm(m1 - m0, n1 - n0, j->k, j->a + (size_t)m0 * j->lda, j->lda, j->packed + (size_t)p0 * j->k * 16,
+                 j->c + (size_t)m0 * j->ldc + n0, j->ldc, j->acc);
 }
 
 void cx_parallel_packed_gemm(int m, int n, int k, const float *a, int lda, const float *packed, float *c, int ldc,
                              int accumulate) {
   packed_job j = {m, n, k, lda, ldc, accumulate, a, packed, c};
-  cx_parallel_run(packed_part, &j, product_parts(m, n, k));
+  const long panels = (n + 15) / 16;
+  /* Rows join the split only in blocks of at least 6 (the kernel's row block). */
+  const long cells = panels * (m >= 12 ? m / 6 : 1);
+  cx_parallel_run(packed_part, &j, cx_parallel_parts((long)m * n * k, PRODUCT_GRAIN, cells));
 }

@@ -128,8 +128,8 @@ void cx_softmax_rows(float *p, int rows, int n, int ld, float scale) { DISPATCH(
 
 /* ---- split over Cortex's threads (rows, or equal slices) ---- */
 
-/* Two parts from this many elements on (a few microseconds of work each). */
-#define SPLIT_ELEMENTS 16384
+/* A part should have at least this many elements (a few microseconds of work). */
+#define SPLIT_ELEMENTS 8192L
 
 typedef struct {
   float *g;
@@ -149,7 +149,7 @@ static void silu_part(void *ctx, int part, int parts) {
 void cx_silu_mul(float *g, const float *u, long n) {
   if (n <= 0) return;
   silu_job j = {g, u, n};
-  cx_parallel_run(silu_part, &j, n >= SPLIT_ELEMENTS ? cx_blas_get_threads() : 1);
+  cx_parallel_run(silu_part, &j, cx_parallel_parts(n, SPLIT_ELEMENTS, (n + 15) / 16));
 }
 
 /* ---- row kernels split by rows: RMSNorm and the OpenMythos loop's steps ---- */
@@ -169,7 +169,7 @@ static void loop_part(void *ctx, int part, int parts) {
 
 static void run_loop_job(loop_job *j) {
   if (j->rows <= 0 || j->n <= 0) return;
-  cx_parallel_run(loop_part, j, (long)j->rows * j->n >= SPLIT_ELEMENTS && j->rows >= 2 ? cx_blas_get_threads() : 1);
+  cx_parallel_run(loop_part, j, cx_parallel_parts((long)j->rows * j->n, SPLIT_ELEMENTS, j->rows));
 }
 
 void cx_mythos_loop_input(float *dst, const float *h, const float *e, const float *emb, int l, int rows, int n,

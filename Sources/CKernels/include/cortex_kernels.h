@@ -1,6 +1,6 @@
 /* C kernels: OpenBLAS loaded at first use (blas_loader.c), products over weights packed
- * at load (packed_gemm.c: every float32 nn.Linear), a two-thread runner with a spin
- * barrier (parallel.c), row-wise RMSNorm / softmax / SwiGLU (rowwise.c) and products
+ * at load (packed_gemm.c: every float32 nn.Linear), a thread pool with a barrier
+ * (parallel.c), row-wise RMSNorm / softmax / SwiGLU (rowwise.c) and products
  * with INT8 weights (int8_linear.c). */
 #ifndef CORTEX_KERNELS_H
 #define CORTEX_KERNELS_H
@@ -28,10 +28,16 @@ void cx_blas_sgemv_n(int n, int k, float alpha, const float *w, int ldw,
 void cx_blas_sgemv_t(int n, int k, float alpha, const float *w, int ldw,
                      const float *x, float beta, float *y);
 
-/* Threads Cortex splits matrix work over (1 or 2; n <= 0 means 2). OpenBLAS itself
- * always runs single-threaded inside each part. */
+/* Threads Cortex splits work over (parallel.c): n >= 1, at most CX_MAX_THREADS; n <= 0
+ * restores the default (cx_default_threads). OpenBLAS itself always runs
+ * single-threaded inside each part. Safe to call at any time: calls already running
+ * keep their split. */
+#define CX_MAX_THREADS 512
 void cx_blas_set_threads(int n);
 int cx_blas_get_threads(void);
+/* CORTEX_NUM_THREADS when set to a positive integer, else the CPUs this process may
+ * use: its affinity mask, capped by its cgroup's CPU quota. */
+int cx_default_threads(void);
 /* The kernel family OpenBLAS chose, e.g. "SkylakeX"; "" before loading. */
 const char *cx_blas_corename(void);
 
@@ -49,28 +55,32 @@ int cx_packed_level(void);
 /* Tests: force a level (<= the detected one; -1 = automatic). Returns 0 if refused. */
 int cx_packed_force_level(int level);
 
-/* ---- two-thread runner (parallel.c) ---- */
+/* ---- the thread pool (parallel.c) ---- */
 
 /* A task body: part in [0, parts). */
 typedef void (*cx_task_fn)(void *ctx, int part, int parts);
 
-/* Run `fn` as `parts` parts (1 or 2): part 0 on the caller, part 1 on a persistent
- * worker thread; returns when both are done. Asking for 1 part, or calling while
- * another thread's task is running, runs everything on the caller with parts = 1
- * (same results: tasks split work, never change it). Returns the parts used. */
+/* Run `fn` as up to `parts` parts: part 0 on the caller, the others on idle workers of
+ * Cortex's pool, all at once; returns when every part is done. The parts actually used
+ * (passed to fn, and returned) may be fewer: never more than the thread count, the
+ * idle workers, or this call's share of the pool while other calls run. Tasks must
+ * split work and never change it, so results do not depend on the parts. Nested calls
+ * (from inside a part) take only idle workers: they never deadlock or oversubscribe. */
 int cx_parallel_run(cx_task_fn fn, void *ctx, int parts);
 
-/* Inside a 2-part task: wait until both parts reach this point (spin barrier).
- * A no-op when parts == 1. */
+/* Inside a task: wait until all its parts reach this point. A no-op when parts == 1. */
 void cx_parallel_barrier(int parts);
 
-/* C[m, n] = A[m, k] · W[n, k]ᵀ + beta·C through OpenBLAS, with W's rows (C's columns)
- * split between cx_blas_get_threads() parts. */
-void cx_parallel_linear(int m, int n, int k, const float *a, int lda, const float *w, float *c, int ldc,
-                        float beta);
-/* C[m, n] (+)= A[m, k]·Wᵀ over W packed by cx_pack_weights, split by panels over
- * Cortex's threads when the product is large enough; bitwise the same result for any
- * split (see packed_gemm.c). */
+/* Parts for `work` units when each part should have at least `grain` of them, at most
+ * `items` (the pieces the work divides into) and the thread count; at least 1. */
+int cx_parallel_parts(long work, long grain, long items);
+/* Tests: on != 0 makes cx_parallel_parts ignore the grain, so even tiny inputs split
+ * into as many parts as they have items (the bitwise checks across thread counts). */
+void cx_parallel_force_split(int on);
+
+/* C[m, n] (+)= A[m, k]·Wᵀ over W packed by cx_pack_weights, split by panels (and by
+ * rows when there are more parts than panels) over Cortex's threads when the product
+ * is large enough; bitwise the same result for any split (see packed_gemm.c). */
 void cx_parallel_packed_gemm(int m, int n, int k, const float *a, int lda, const float *packed, float *c, int ldc,
                              int accumulate);
 

@@ -82,7 +82,7 @@ public struct AGaLiTeCore: RecurrentModule {
         // its own scratch: qf, gk, dg [F]; kdq, cos [R]; σ(gamma), σ(beta) per d and
         // relu(p1), relu(p2), σ(p3) per e.
         let perPart = 3 * F + 2 * R + 2 * D + 3 * E
-        let parts = B * Hh > 1 && B * T * Hh * F >= 32_768 ? 2 : 1
+        let parts = Parallel.parts(work: B * T * Hh * F, grain: 16_384, items: B * Hh)
         let scratch = try arena.take(parts * perPart)
         let twoR = Float(2 * R)
         typealias V = Vec.V

@@ -250,7 +250,7 @@ public struct AxonCore: RecurrentModule {
         // Channels are independent: split them over the threads when there is enough work.
         let z = try arena.take(N * 2 * H)
         let work = N * H * (fullRank ? H : 1)
-        Parallel.run(parts: work >= 32_768 ? 2 : 1) { part, parts in
+        Parallel.run(parts: Parallel.parts(work: work, grain: 16_384, items: (H + 7) / 8)) { part, parts in
             let channels = Parallel.slice(H, part: part, parts: parts)
             recurrence(channels: channels, batch: B, time: T, xhat: xhat, u1: u1, u2: u2, z: z, state: state, resets: resets)
         }

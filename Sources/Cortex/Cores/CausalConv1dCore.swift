@@ -22,7 +22,7 @@ public struct CausalConv1dCore: RecurrentModule {
     /// Depthwise taps, tap-major `[KS, F]`, so each tap is one contiguous SIMD row.
     let taps: Tensor?
     /// Channel mixing as one matrix `[F_out, KS·F_in]` over the flattened window.
-    let mixing: Tensor?
+    let mixing: PackedMatrix?
     let bias: Tensor?
 
     public init(config: Config, weights: WeightSource, prefix: String) throws {
@@ -34,7 +34,7 @@ public struct CausalConv1dCore: RecurrentModule {
             let w = try weights.tensor(prefix + "conv.weight", shape: [F, F, K])
             let m = try Tensor(zeros: [F, K * F])
             for o in 0..<F { for i in 0..<F { for k in 0..<K { m.data[o * K * F + k * F + i] = w.data[(o * F + i) * K + k] } } }
-            mixing = m
+            mixing = try PackedMatrix(m)
             taps = nil
         } else {
             let w = try weights.tensor(prefix + "conv.weight", shape: [F, 1, K])
@@ -78,7 +78,7 @@ public struct CausalConv1dCore: RecurrentModule {
             }
         }
         if let windows, let mixing {
-            BLAS.linear(m: batch * time, n: F, k: W, a: windows, lda: W, weight: mixing.data, c: y, ldc: F)
+            mixing.apply(m: batch * time, windows, ldx: W, into: y, ldy: F)
             if let bias { Vec.addRows(y, rows: batch * time, bias.data, F) }
         }
     }

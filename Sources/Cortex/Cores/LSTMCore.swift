@@ -7,13 +7,12 @@
 /// layer axis of size num_layers = 1).
 public struct LSTMCore: RecurrentModule {
     public let hidden: Int
-    /// W_ih and W_hh, packed at load for Cortex's product (see PackedMatrix).
+    /// W_ih, packed at load for Cortex's product (see PackedMatrix).
     let weightIH: PackedMatrix
-    let weightHH: PackedMatrix
+    /// W_hh, packed by blocks of hidden units for the recurrence (see ParallelRecurrence).
+    let recurrent: BlockedRecurrentWeight
     /// b_ih + b_hh, folded once at load (nil when bias=False).
     let bias: Tensor?
-    /// W_hh split by hidden units for the two-thread recurrence (nil when H is odd).
-    let split: SplitRecurrentWeight?
 
     public struct Config: Sendable, Equatable {
         public var hiddenSize: Int
@@ -25,7 +24,7 @@ public struct LSTMCore: RecurrentModule {
         hidden = h
         weightIH = try PackedMatrix(try weights.tensor(prefix + "weight_ih_l0", shape: [4 * h, h]))
         let hh = try weights.tensor(prefix + "weight_hh_l0", shape: [4 * h, h])
-        weightHH = try PackedMatrix(hh)
+        recurrent = try BlockedRecurrentWeight(weightHH: hh, hidden: h)
         if config.bias {
             let bi = try weights.tensor(prefix + "bias_ih_l0", shape: [4 * h])
             let bh = try weights.tensor(prefix + "bias_hh_l0", shape: [4 * h])
@@ -35,7 +34,6 @@ public struct LSTMCore: RecurrentModule {
         } else {
             bias = nil
         }
-        split = try SplitRecurrentWeight(weightHH: hh, hidden: h)
     }
 
     public var inputSize: Int { hidden }
@@ -50,43 +48,16 @@ public struct LSTMCore: RecurrentModule {
     ) throws {
         let H = hidden, G = 4 * hidden
         let h = state[state.startIndex], c = state[state.startIndex + 1]
-        guard batch > 0, time > 0 else { return }
+        guard batch > 0, time > 0, H > 0 else { return }
 
         // Input projections for every step at once: xg[b, t] = W_ih x[b, t] + b.
         let xg = try arena.take(batch * time * G)
         weightIH.apply(m: batch * time, x, ldx: H, into: xg, ldy: G)
         if let bias { Vec.addRows(xg, rows: batch * time, bias.data, G) }
-        // Sequence mode: the two-thread recurrence (see ParallelRecurrence.swift).
-        if time > 1, let split {
-            let job = RecurrenceJob(
-                weight: split, xg: xg, y: y, c: c, hA: h, hB: try arena.take(batch * H),
-                gates: try arena.take(2 * batch * G), resets: resets, batch: batch, time: time)
-            job.runParallel(parts: min(BLAS.threads, 2))
-            return
-        }
-        let gates = time == 1 ? xg : try arena.take(batch * G)
-
-        for t in 0..<time {
-            if let resets {
-                for b in 0..<batch where resets[b * time + t] != 0 {
-                    (h + b * H).update(repeating: 0, count: H)
-                    (c + b * H).update(repeating: 0, count: H)
-                }
-            }
-            if time > 1 {
-                for b in 0..<batch { (gates + b * G).update(from: xg + (b * time + t) * G, count: G) }
-            }
-            // gates += W_hh h
-            weightHH.apply(m: batch, h, ldx: H, into: gates, ldy: G, accumulate: true)
-            for b in 0..<batch {
-                let g = gates + b * G
-                Kernels.sigmoid(g, 2 * H)          // i, f
-                Kernels.tanh(g + 2 * H, H)         // g
-                Kernels.sigmoid(g + 3 * H, H)      // o
-                Vec.lstmCell(i: g, f: g + H, g: g + 2 * H, o: g + 3 * H,
-                             c: c + b * H, h: h + b * H, count: H)
-                (y + (b * time + t) * H).update(from: h + b * H, count: H)
-            }
-        }
+        // The recurrence, its hidden units split over the threads (ParallelRecurrence.swift).
+        let job = RecurrenceJob(
+            weight: recurrent, xg: xg, y: y, c: c, hA: h, hB: try arena.take(batch * H),
+            gates: try arena.take(batch * G), resets: resets, batch: batch, time: time)
+        job.runParallel(parts: Parallel.parts(work: batch * G * H, grain: 1 << 16, items: recurrent.blockCount))
     }
 }

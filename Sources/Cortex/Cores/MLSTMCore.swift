@@ -40,7 +40,7 @@ public struct MLSTMCore: RecurrentModule {
 
     let hidden: Int, heads: Int, headDim: Int, chunkSize: Int
     let conv: CausalConv1dCore
-    let gateWeight: Tensor?  // [2·NH, 3H]: igate rows, then fgate rows (nil: Axon gates)
+    let gateWeight: PackedMatrix?  // [2·NH, 3H]: igate rows, then fgate rows (nil: Axon gates)
     let gateBias: Tensor?    // [2·NH]
     /// Routed adapters of igate and fgate (empty without them).
     let gateAdapters: [LowRankAdapter]
@@ -81,7 +81,7 @@ public struct MLSTMCore: RecurrentModule {
                     (gb.data + g * NH).update(from: b.data, count: NH)
                 }
             }
-            gateWeight = gw; gateBias = gb
+            gateWeight = try PackedMatrix(gw); gateBias = gb
         }
         normWeight = try weights.tensor(prefix + "outnorm.weight", shape: [H])
     }
@@ -134,7 +134,7 @@ public struct MLSTMCore: RecurrentModule {
         }
         let gates = try arena.take(B * T * 2 * NH)
         if let gateWeight, let gateBias {
-            BLAS.linear(m: B * T, n: 2 * NH, k: 3 * H, a: gin, lda: 3 * H, weight: gateWeight.data, c: gates, ldc: 2 * NH)
+            gateWeight.apply(m: B * T, gin, ldx: 3 * H, into: gates, ldy: 2 * NH)
             Vec.addRows(gates, rows: B * T, gateBias.data, 2 * NH)
             if let routing = arena.routing(rowsPerStream: T) {
                 for (g, adapter) in gateAdapters.enumerated() {

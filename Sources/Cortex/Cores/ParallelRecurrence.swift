@@ -1,80 +1,98 @@
 import CKernels
 
-/// The LSTM's recurrent weight split for the two-thread recurrence of sequence mode.
+/// The LSTM's recurrent weight `W_hh [4H, H]` arranged for a recurrence split over any
+/// number of threads.
 ///
-/// Part p owns hidden units `J_p = [p·H/2, (p+1)·H/2)`: the rows of `W_hh` for gates
-/// i, f, g, o of those units (`[4·H/2, H]`), packed once at load. Per step each part
-/// multiplies the previous `h` (all of it) by its rows, applies the activations and the
-/// cell update for its own units, writes its half of the next `h`, and meets the
-/// other part at a spin barrier. `h` is double-buffered so nobody reads what the other
-/// part is writing; `c` slices are private to their part. Results do not depend on
-/// the number of threads: each output element is computed the same way either way.
-struct SplitRecurrentWeight: @unchecked Sendable {
+/// Hidden units are taken in blocks of 16. Block u (units `J_u = [16u, 16u + w)`, w = 16
+/// except maybe the last) owns the rows of gates i, f, g, o for its units, `4w` rows in
+/// that order; the blocks are stacked and packed once at load as one matrix. So a
+/// thread owning blocks `u0 ..< u1` multiplies the previous `h` by one contiguous range
+/// of packed panels and gets its units' gates side by side. Every output is the packed
+/// kernel's one FMA chain over `h`, whatever the range: results do not depend on the
+/// thread count.
+struct BlockedRecurrentWeight: @unchecked Sendable {
+    static let unitsPerBlock = 16
     let hidden: Int
-    let half: Int
-    let packed: [FloatBuffer]  // one per part
+    let packed: PackedMatrix
 
-    init?(weightHH w: Tensor, hidden H: Int) throws {
-        guard H % 2 == 0, H >= 2, H <= Int(Int32.max) / 4 else { return nil }
+    init(weightHH w: Tensor, hidden H: Int) throws {
         hidden = H
-        half = H / 2
-        var parts: [FloatBuffer] = []
-        for p in 0..<2 {
-            // Gather rows g·H + J_p for g = 0..3 into [4·half, H], then pack.
-            let rows = try Tensor(zeros: [4 * half, H])
+        let rows = try Tensor(zeros: [4 * H, H])
+        for u in 0..<blocks(H) {
+            let (j0, width) = Self.units(u, H)
             for g in 0..<4 {
-                (rows.data + g * half * H).update(from: w.data + (g * H + p * half) * H, count: half * H)
+                (rows.data + (4 * j0 + g * width) * H).update(from: w.data + (g * H + j0) * H, count: width * H)
             }
-            let buf = try FloatBuffer(count: cx_packed_size(Int32(4 * half), Int32(H)))
-            let n = Int32(4 * (H / 2)), k = Int32(H)
-            withExtendedLifetime(rows) { cx_pack_weights(rows.data, n, k, buf.pointer) }
-            parts.append(buf)
         }
-        packed = parts
+        packed = try PackedMatrix(rows)
+    }
+
+    var blockCount: Int { blocks(hidden) }
+
+    /// First unit and width of block `u`.
+    static func units(_ u: Int, _ H: Int) -> (Int, Int) {
+        let j0 = u * unitsPerBlock
+        return (j0, min(unitsPerBlock, H - j0))
     }
 }
 
-/// Everything one sequence-mode recurrence needs, shared by both parts.
+private func blocks(_ H: Int) -> Int { (H + BlockedRecurrentWeight.unitsPerBlock - 1) / BlockedRecurrentWeight.unitsPerBlock }
+
+/// Everything one LSTM recurrence needs, shared by its parts.
+///
+/// Part p of n owns a slice of unit blocks. Per step it multiplies the previous `h`
+/// (all of it) by its blocks' rows, adds the input projection, applies the activations
+/// and the cell update for its units, writes its units of the next `h`, and meets the
+/// other parts at a barrier. `h` is double-buffered, so nobody reads what another part
+/// is writing; `c` slices are private to their part.
 struct RecurrenceJob {
-    let weight: SplitRecurrentWeight
-    let xg: UnsafePointer<Float>        // [B, T, 4H]: W_ih x + b for every step
+    let weight: BlockedRecurrentWeight
+    let xg: UnsafePointer<Float>        // [B, T, 4H]: W_ih x + b for every step (gate-major)
     let y: UnsafeMutablePointer<Float>  // [B, T, H]
     let c: UnsafeMutablePointer<Float>  // [B, H], updated in place
     let hA: UnsafeMutablePointer<Float> // [B, H]: h before step 0 (the state's h)
     let hB: UnsafeMutablePointer<Float> // [B, H]: the other h buffer
-    let gates: UnsafeMutablePointer<Float> // [2, B, 4·half]: per-part scratch
+    let gates: UnsafeMutablePointer<Float> // [B, 4H]: block-ordered pre-activations
     let resets: UnsafePointer<UInt8>?   // [B, T]
     let batch: Int
     let time: Int
 
-    /// Part `part` of `parts` (1 or 2) runs all T steps for its hidden units.
+    /// Part `part` of `parts` runs all T steps for its unit blocks.
     func run(part: Int, parts: Int) {
-        let H = weight.hidden, H2 = weight.half, G2 = 4 * H2, B = batch, T = time
+        let H = weight.hidden, G = 4 * H, B = batch, T = time
+        let mine = Parallel.slice(weight.blockCount, part: part, parts: parts, align: 1)
+        let j0 = mine.lowerBound * BlockedRecurrentWeight.unitsPerBlock
+        let j1 = min(H, mine.upperBound * BlockedRecurrentWeight.unitsPerBlock)
+        let packed = weight.packed.buffer.pointer + 4 * j0 * H  // panel 4·u0 (a block is 4 panels)
         var cur = UnsafePointer(hA), next = hB
         for t in 0..<T {
-            for p in (parts == 2 ? part..<(part + 1) : 0..<2) {
-                let j0 = p * H2
-                let g = gates + p * B * G2
+            if j1 > j0 {
                 // Gate pre-activations of this part's units: the input projection...
                 for b in 0..<B {
-                    let src = xg + (b * T + t) * 4 * H
-                    for k in 0..<4 { (g + b * G2 + k * H2).update(from: src + k * H + j0, count: H2) }
-                }
-                // ... plus W_hh h for the rows whose h was not reset before this step.
-                cx_packed_gemm(Int32(B), Int32(G2), Int32(H), cur, Int32(H), weight.packed[p].pointer, g, Int32(G2), 1)
-                for b in 0..<B {
-                    let gb = g + b * G2
-                    let cb = c + b * H + j0
-                    if let resets, resets[b * T + t] != 0 {
-                        let src = xg + (b * T + t) * 4 * H
-                        for k in 0..<4 { (gb + k * H2).update(from: src + k * H + j0, count: H2) }
-                        cb.update(repeating: 0, count: H2)
+                    let src = xg + (b * T + t) * G, gb = gates + b * G
+                    for u in mine {
+                        let (u0, w) = BlockedRecurrentWeight.units(u, H)
+                        for k in 0..<4 { (gb + 4 * u0 + k * w).update(from: src + k * H + u0, count: w) }
                     }
-                    Kernels.sigmoid(gb, 2 * H2)
-                    Kernels.tanh(gb + 2 * H2, H2)
-                    Kernels.sigmoid(gb + 3 * H2, H2)
-                    Vec.lstmCell(i: gb, f: gb + H2, g: gb + 2 * H2, o: gb + 3 * H2, c: cb, h: next + b * H + j0, count: H2)
-                    (y + (b * T + t) * H + j0).update(from: next + b * H + j0, count: H2)
+                }
+                // ... plus W_hh h.
+                cx_packed_gemm(Int32(B), Int32(4 * (j1 - j0)), Int32(H), cur, Int32(H), packed, gates + 4 * j0, Int32(G), 1)
+                for b in 0..<B {
+                    let reset = resets.map { $0[b * T + t] != 0 } ?? false
+                    let src = xg + (b * T + t) * G
+                    for u in mine {
+                        let (u0, w) = BlockedRecurrentWeight.units(u, H)
+                        let gb = gates + b * G + 4 * u0, cb = c + b * H + u0
+                        if reset {  // h and c were zero before this step: the input projection alone
+                            for k in 0..<4 { (gb + k * w).update(from: src + k * H + u0, count: w) }
+                            cb.update(repeating: 0, count: w)
+                        }
+                        Kernels.sigmoid(gb, 2 * w)
+                        Kernels.tanh(gb + 2 * w, w)
+                        Kernels.sigmoid(gb + 3 * w, w)
+                        Vec.lstmCell(i: gb, f: gb + w, g: gb + 2 * w, o: gb + 3 * w, c: cb, h: next + b * H + u0, count: w)
+                    }
+                    (y + (b * T + t) * H + j0).update(from: next + b * H + j0, count: j1 - j0)
                 }
             }
             cx_parallel_barrier(Int32(parts))
@@ -84,7 +102,7 @@ struct RecurrenceJob {
         }
     }
 
-    /// Run on up to two threads; afterwards the final h is copied into `hA` if needed.
+    /// Run over up to `parts` threads; afterwards the final h is copied into `hA` if needed.
     func runParallel(parts: Int) {
         withUnsafePointer(to: self) { job in
             _ = cx_parallel_run({ ctx, part, parts in

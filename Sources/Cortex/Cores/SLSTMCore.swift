@@ -31,12 +31,12 @@ public struct SLSTMCore: RecurrentModule {
     let conv: CausalConv1dCore?
     /// i and f gates over the conv output, z and o over the input: block-diagonal `[2H, H]`
     /// (nil with `use_axon_layer`, where the AxonLayers compute them).
-    let weightIF: Tensor?, weightZO: Tensor?
+    let weightIF: PackedMatrix?, weightZO: PackedMatrix?
     let axonIF: AxonLayer?, axonZO: AxonLayer?
     /// Routed adapters of the four headwise gates, [i, f, z, o] (empty without them).
     let gateAdapters: [LowRankAdapter]
-    /// Recurrence per head, `[NH, 4·DH, DH]` (the reference's layout): rows gate-major.
-    let recurrent: Tensor
+    /// Recurrence per head, `[4·DH, DH]` each (the reference's `[NH, 4·DH, DH]`): rows gate-major.
+    let recurrent: [PackedMatrix]
     let bias: Tensor        // [4H], gate-major
     let normWeight: Tensor  // [H]
 
@@ -55,7 +55,7 @@ public struct SLSTMCore: RecurrentModule {
             conv = nil
         }
         // Headwise maps y[n, f] = Σ_d x[n, d]·W[n, d, f] as rows of a block-diagonal matrix.
-        func blockRows(_ names: [String]) throws -> Tensor {
+        func blockRows(_ names: [String]) throws -> PackedMatrix {
             let out = try Tensor(zeros: [names.count * H, H])
             for (g, name) in names.enumerated() {
                 let w = try weights.tensor(prefix + name + ".weight", shape: [NH, DH, DH])
@@ -63,7 +63,7 @@ public struct SLSTMCore: RecurrentModule {
                     out.data[(g * H + n * DH + f) * H + n * DH + d] = w.data[(n * DH + d) * DH + f]
                 } } }
             }
-            return out
+            return try PackedMatrix(out)
         }
         axonIF = try config.axonLayer.make(inFeatures: H, outFeatures: 2 * H, weights: weights,
                                            prefix: prefix + "if_fused.", statePath: "slstm.if_fused")
@@ -74,7 +74,12 @@ public struct SLSTMCore: RecurrentModule {
         gateAdapters = config.axonLayer.isOn ? [] : try ["igate", "fgate", "zgate", "ogate"].compactMap {
             try weights.headwiseAdapter(prefix + $0, heads: NH, headDim: DH)
         }
-        recurrent = try weights.tensor(prefix + "recurrent_kernel", shape: [NH, 4 * DH, DH])
+        let rk = try weights.tensor(prefix + "recurrent_kernel", shape: [NH, 4 * DH, DH])
+        recurrent = try (0..<NH).map { n in
+            let head = try Tensor(zeros: [4 * DH, DH])
+            head.data.update(from: rk.data + n * 4 * DH * DH, count: 4 * DH * DH)
+            return try PackedMatrix(head)
+        }
         let b = try weights.tensor(prefix + "bias", shape: [NH, 4, DH])
         let flat = try Tensor(zeros: [4 * H])
         for n in 0..<NH { for g in 0..<4 { for d in 0..<DH { flat.data[g * H + n * DH + d] = b.data[(n * 4 + g) * DH + d] } } }
@@ -115,8 +120,8 @@ public struct SLSTMCore: RecurrentModule {
         // Feed-forward pre-activations of every step, gate-major [i, f, z, o] per row.
         let wx = try arena.take(B * T * G)
         if let weightIF, let weightZO {
-            BLAS.linear(m: B * T, n: 2 * H, k: H, a: xif, lda: H, weight: weightIF.data, c: wx, ldc: G)
-            BLAS.linear(m: B * T, n: 2 * H, k: H, a: x, lda: H, weight: weightZO.data, c: wx + 2 * H, ldc: G)
+            weightIF.apply(m: B * T, xif, ldx: H, into: wx, ldy: G)
+            weightZO.apply(m: B * T, x, ldx: H, into: wx + 2 * H, ldy: G)
             if let routing = arena.routing(rowsPerStream: T) {
                 for (g, adapter) in gateAdapters.enumerated() {
                     adapter.add(g < 2 ? xif : x, rows: B * T, ldx: H, into: wx + g * H, ldy: G, routing: routing)
@@ -131,7 +136,7 @@ public struct SLSTMCore: RecurrentModule {
         }
         // Heads are independent through time (block-diagonal recurrence): each thread
         // runs whole sequences for its heads, no synchronisation between steps.
-        let parts = NH > 1 && B * T * H >= 4096 ? 2 : 1
+        let parts = Parallel.parts(work: B * T * H, grain: 2048, items: NH)
         let raws = try arena.take(parts * B * 4 * DH)
         Parallel.run(parts: parts) { part, parts in
             let raw = raws + part * B * 4 * DH  // [B, 4·DH] pre-activations of one head
@@ -153,8 +158,7 @@ public struct SLSTMCore: RecurrentModule {
                             Vec.add(dst, bias.data + g * H + o0, DH)
                         }
                     }
-                    BLAS.linear(m: B, n: 4 * DH, k: DH, a: ys + o0, lda: H, weight: recurrent.data + n * 4 * DH * DH,
-                                c: raw, ldc: 4 * DH, beta: 1)
+                    recurrent[n].apply(m: B, ys + o0, ldx: H, into: raw, ldy: 4 * DH, accumulate: true)
                     for b in 0..<B {
                         let r = raw + b * 4 * DH
                         let yb = ys + b * H + o0, cb = cs + b * H + o0, nb = ns + b * H + o0, mb = ms + b * H + o0

@@ -215,7 +215,7 @@ public struct XLCore: RecurrentModule {
         // Attention, one (row, head) pair at a time, pairs split over the threads; each
         // part has its own scratch.
         let ctx = try arena.take(B * T * HD)
-        let parts = B * NH > 1 && B * NH * T * L * D >= 65_536 ? 2 : 1  // below that, syncing costs more
+        let parts = Parallel.parts(work: B * NH * T * L * D, grain: 32_768, items: B * NH)
         let perPart = 2 * T * L + 2 * T * D
         let scratch = try arena.take(parts * perPart)
         let scale = Float(pow(Double(D), -0.5))

@@ -379,7 +379,7 @@ struct MythosAttention: Sendable {
             return
         }
         // Scores and context per (sequence, head); pairs split over the threads.
-        let parts = B * H > 1 && B * H * T * S * qkDim >= 65_536 ? 2 : 1
+        let parts = Parallel.parts(work: B * H * T * S * qkDim, grain: 32_768, items: T == 1 && H / kvHeads > 1 ? B * kvHeads : B * H)
         let group = H / kvHeads, qkd = qkDim, nope = nope, rope = rope, vDim = vDim, scale = scale
         let isMLA: Bool = { if case .mla = proj { return true } else { return false } }()
         if !isMLA, T == 1, group > 1 {
@@ -493,7 +493,12 @@ struct MythosAttention: Sendable {
         let H = heads, R = rank, ctxWidth = H * vDim
         let nope = nope, rope = rope, vDim = vDim, qkd = qkDim, scale = scale
         let perPart = 2 * T * H * R + T * H * S
-        let parts = (B > 1 || T == 1) && B * T * H * S * (2 * R + rope) >= 32_768 ? 2 : 1
+        // One token per sequence: heads in fixed chunks of `chunk` (a quarter of them), so
+        // even one sequence splits over threads, and every product has the same rows
+        // whatever the split (BLAS results may depend on a product's row count). Longer
+        // inputs: whole sequences per part.
+        let chunk = (H + 3) / 4, chunks = (H + chunk - 1) / chunk
+        let parts = Parallel.parts(work: B * T * H * S * (2 * R + rope), grain: 16_384, items: T == 1 ? B * chunks : B)
         let scratch = try arena.take(parts * perPart)
         // Heads h0 ..< h1 of sequence b; rows t·nh + (h − h0). With T > 1 a part takes
         // whole sequences (the query rows t·H + h are then contiguous only for all heads).
@@ -528,12 +533,9 @@ struct MythosAttention: Sendable {
         Parallel.run(parts: parts) { part, parts in
             let qp = scratch + part * perPart
             if T == 1 {
-                let rows = Parallel.slice(B * H, part: part, parts: parts, align: 1)
-                var r = rows.lowerBound
-                while r < rows.upperBound {
-                    let b = r / H, h1 = min(rows.upperBound - b * H, H)
-                    attend(b, r - b * H, h1, qp)
-                    r = b * H + h1
+                for item in Parallel.slice(B * chunks, part: part, parts: parts, align: 1) {
+                    let b = item / chunks, h0 = (item % chunks) * chunk
+                    attend(b, h0, min(H, h0 + chunk), qp)
                 }
             } else {
                 for b in Parallel.slice(B, part: part, parts: parts, align: 1) { attend(b, 0, H, qp) }

@@ -88,23 +88,20 @@ struct MoEFFN: Sendable {
             for i in 0..<K { weight[n * K + i] /= total }
         }
         // Group rows per expert, run each expert once, keep each (row, slot) result.
-        // Experts run in two groups of similar row counts, one per thread (each with its
-        // own scratch; their results land in disjoint rows).
+        // Experts run in groups of similar row counts, one per thread (each with its own
+        // scratch; their results land in disjoint rows).
         let results = try arena.take(N * K * D)
-        var load = [0, 0], owner = [Int](repeating: 0, count: E)
-        for e in (0..<E).sorted(by: { counts[$0] > counts[$1] }) where counts[e] > 0 {
-            let k = load[0] <= load[1] ? 0 : 1
-            owner[e] = k
-            load[k] += Int(counts[e])
-        }
-        let scratch = (arena.child(0), arena.child(1))
-        scratch.0.failure = nil
-        scratch.1.failure = nil
         let work = N * K * D * (experts.first?.inner ?? 0)
-        Parallel.run(parts: work >= 1 << 18 ? 2 : 1) { part, parts in
-            let a = part == 0 ? scratch.0 : scratch.1
+        let used = (0..<E).filter { counts[$0] > 0 }.count
+        let parts = Parallel.parts(work: work, grain: 1 << 17, items: used)
+        // groups[p - 1][part]: the experts part `part` of p runs, by routed rows.
+        let costs = (0..<E).map { Int(counts[$0]) }
+        let groups = (1...parts).map { Parallel.groups(costs: costs, parts: $0) }
+        arena.prepareParts(parts)
+        Parallel.run(parts: parts) { part, parts in
+            let a = arena.part(part)
             do {
-                for e in 0..<E where counts[e] > 0 && (parts == 1 || owner[e] == part) {
+                for e in groups[parts - 1][part] where counts[e] > 0 {
                     let c = Int(counts[e])
                     let gathered = try a.take(c * D), outRows = try a.take(c * D)
                     let slots = try a.take(c)  // (row·K + slot) of each gathered row
@@ -121,7 +118,7 @@ struct MoEFFN: Sendable {
                 a.failure = error
             }
         }
-        if let e = scratch.0.failure ?? scratch.1.failure { throw e }
+        if let e = arena.partFailure(parts) { throw e }
         // out = Σ_slot w·expert(x) in slot order, then + each shared expert.
         y.update(repeating: 0, count: N * D)
         for n in 0..<N {

@@ -36,9 +36,10 @@ public struct ColumnScaffold: RecurrentModule {
     let slotCounts: [Int]
     /// First state slot of each expert (relative to the Column's first).
     let slotStarts: [Int]
-    /// Experts split in two groups of similar size: with two threads each runs one
-    /// group (experts are independent until their deltas are mixed).
-    let groups: [[Int]]
+    /// `groups[p - 1]`: the experts split in p groups of similar size (parameters as the
+    /// cost proxy), for p = 1 ... E. With p threads each runs one group (experts are
+    /// independent until their deltas are mixed).
+    let groups: [[[Int]]]
     let hidden: Int
     let mix: Mixing?
 
@@ -72,14 +73,8 @@ public struct ColumnScaffold: RecurrentModule {
         var starts: [Int] = [], next = 0
         for n in slotCounts { starts.append(next); next += n }
         slotStarts = starts
-        // Largest first into the lighter group (parameters as the cost proxy).
-        var g: [[Int]] = [[], []], load = [0, 0]
-        for e in experts.indices.sorted(by: { experts[$0].parameterCount > experts[$1].parameterCount }) {
-            let k = load[0] <= load[1] ? 0 : 1
-            g[k].append(e)
-            load[k] += experts[e].parameterCount
-        }
-        groups = g.map { $0.sorted() }
+        let costs = experts.map { $0.parameterCount }
+        groups = (1...max(experts.count, 1)).map { Parallel.groups(costs: costs, parts: $0) }
         hidden = H
         let E = experts.count
         guard E > 1 else { mix = nil; return }
@@ -160,19 +155,17 @@ public struct ColumnScaffold: RecurrentModule {
         return n
     }
 
-    /// One parallel part's experts: group `part` of `groups` (all experts with one part).
+    /// One parallel part's experts: group `part` of `groups[parts - 1]`.
     struct ExpertJob {
         let column: ColumnScaffold
         let u: UnsafePointer<Float>, outs: UnsafeMutablePointer<Float>
         let batch: Int, time: Int
         let state: StateSlots, resets: UnsafePointer<UInt8>?
-        let arenas: (Arena, Arena)
+        let arena: Arena
 
         func run(part: Int, parts: Int) {
-            let c = column, own = part == 0 ? arenas.0 : arenas.1, E = c.experts.count
-            let count = parts == 1 ? E : c.groups[part].count, rows = batch * time * c.hidden
-            for i in 0..<count {
-                let e = parts == 1 ? i : c.groups[part][i]
+            let c = column, own = arena.part(part), rows = batch * time * c.hidden
+            for e in c.groups[parts - 1][part] {
                 let first = state.startIndex + c.slotStarts[e]
                 do {
                     try c.experts[e].run(x: u, y: outs + e * rows, batch: batch, time: time,
@@ -198,21 +191,21 @@ public struct ColumnScaffold: RecurrentModule {
         let u = try arena.take(N * H)
         u.update(from: x, count: N * H)
         m.boundary.apply(u, rows: N)
-        // Experts on u (two groups in parallel when there are two threads), then their
-        // deltas Δ [N, E, H].
+        // Experts on u (in groups, one per thread), then their deltas Δ [N, E, H].
         let out = try arena.take(N * H), delta = try arena.take(N * E * H)
         let outs = try arena.take(E * N * H)
-        let arenas = (arena.child(0), arena.child(1))
-        arenas.0.failure = nil
-        arenas.1.failure = nil
+        let parts = min(E, BLAS.threads)
+        arena.prepareParts(parts)
         // A plain C task over a job on the stack: a capturing closure here would be
         // boxed on the heap every call (Parallel.run's withoutActuallyEscaping).
         var job = ExpertJob(column: self, u: u, outs: outs, batch: batch, time: time, state: state,
-                            resets: resets, arenas: arenas)
-        _ = cx_parallel_run({ ctx, part, parts in
-            ctx?.assumingMemoryBound(to: ExpertJob.self).pointee.run(part: Int(part), parts: Int(parts))
-        }, &job, Int32(min(2, BLAS.threads)))
-        if let e = arenas.0.failure ?? arenas.1.failure { throw e }
+                            resets: resets, arena: arena)
+        withUnsafeMutablePointer(to: &job) { p in
+            _ = cx_parallel_run({ ctx, part, parts in
+                ctx?.assumingMemoryBound(to: ExpertJob.self).pointee.run(part: Int(part), parts: Int(parts))
+            }, p, Int32(parts))
+        }
+        if let e = arena.partFailure(parts) { throw e }
         for e in 0..<E {
             let o = outs + e * N * H
             for n in 0..<N {

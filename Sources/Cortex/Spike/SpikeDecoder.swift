@@ -124,11 +124,16 @@ public final class SpikeDecoder: @unchecked Sendable {
         try check(values, "value", config.spikeValueBuckets, "spike_value_buckets")
     }
 
-    /// `body(b, h, scores)` for every (request, head) pair, split over the threads; each
-    /// part has its own `perPart` floats of scores.
-    static func eachHead(_ B: Int, _ heads: Int, work: Int, scores: UnsafeMutablePointer<Float>, perPart: Int,
+    /// Parts for `eachHead` over B requests of `heads` heads, `work` per request.
+    static func headParts(_ B: Int, _ heads: Int, work: Int) -> Int {
+        Parallel.parts(work: B * work, grain: 1 << 15, items: B * heads)
+    }
+
+    /// `body(b, h, scores)` for every (request, head) pair, split over up to `parts`
+    /// threads; each part has its own `perPart` floats of scores (`parts · perPart` in all).
+    static func eachHead(_ B: Int, _ heads: Int, parts: Int, scores: UnsafeMutablePointer<Float>, perPart: Int,
                          _ body: (Int, Int, UnsafeMutablePointer<Float>) -> Void) {
-        Parallel.run(parts: B * heads >= 2 && B * work >= 1 << 16 ? 2 : 1) { part, parts in
+        Parallel.run(parts: parts) { part, parts in
             for pair in Parallel.slice(B * heads, part: part, parts: parts, align: 1) {
                 body(pair / heads, pair % heads, scores + part * perPart)
             }
@@ -137,7 +142,7 @@ public final class SpikeDecoder: @unchecked Sendable {
 
     /// A LayerNorm over `rows` rows, split over the threads for large inputs.
     static func norm(_ n: Norm, _ p: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
-        Parallel.run(parts: rows * width >= 1 << 15 ? 2 : 1) { part, parts in
+        Parallel.run(parts: Parallel.parts(work: rows * width, grain: 1 << 14, items: rows)) { part, parts in
             let r = Parallel.slice(rows, part: part, parts: parts, align: 1)
             n.apply(p + r.lowerBound * width, rows: r.count)
         }
@@ -177,13 +182,15 @@ public final class SpikeDecoder: @unchecked Sendable {
         let x = try scratch.x.reserve(rows * D), attn = try scratch.attn.reserve(rows * D)
         let normed = try scratch.normed.reserve(rows * D)
         let wide = try scratch.wide.reserve(rows * max(3 * D, c.mlpDim))
-        let scores = try scratch.scores.reserve(2 * perPart)
+        let crossParts = SpikeDecoder.headParts(B, c.crossAttnHeads, work: L * E * D)
+        let selfParts = SpikeDecoder.headParts(B, c.numHeads, work: L * L * D)
+        let scores = try scratch.scores.reserve(max(crossParts, selfParts) * perPart)
 
         // Cross-attention per request (its own events only), then x = x0 + W_o(·) for all.
         let dc = D / c.crossAttnHeads
         for b in 0..<B { (x + b * L * D).update(from: latents.data, count: L * D) }
         crossQ.withUnsafeBufferPointer { q in
-            SpikeDecoder.eachHead(B, c.crossAttnHeads, work: L * E * D, scores: scores, perPart: perPart) { b, h, s in
+            SpikeDecoder.eachHead(B, c.crossAttnHeads, parts: crossParts, scores: scores, perPart: perPart) { b, h, s in
                 let start = offsets[b], o = start * 2 * D + h * dc
                 Attention.attend(q: q.baseAddress! + h * dc, ldq: D, k: kvp + o, ldk: 2 * D, v: kvp + o + D, ldv: 2 * D,
                                  out: attn + b * L * D + h * dc, ldo: D, rows: L, keys: offsets[b + 1] - start,
@@ -198,7 +205,7 @@ public final class SpikeDecoder: @unchecked Sendable {
             normed.update(from: x, count: rows * D)
             SpikeDecoder.norm(blk.normAttn, normed, rows: rows, width: D)
             blk.qkv.apply(normed, rows: rows, into: wide)
-            SpikeDecoder.eachHead(B, c.numHeads, work: L * L * D, scores: scores, perPart: perPart) { b, h, s in
+            SpikeDecoder.eachHead(B, c.numHeads, parts: selfParts, scores: scores, perPart: perPart) { b, h, s in
                 let base = wide + b * L * 3 * D + h * dh
                 Attention.attend(q: base, ldq: 3 * D, k: base + D, ldk: 3 * D, v: base + 2 * D, ldv: 3 * D,
                                  out: attn + b * L * D + h * dh, ldo: D, rows: L, keys: L, heads: 1, dim: dh,
@@ -209,7 +216,7 @@ public final class SpikeDecoder: @unchecked Sendable {
             SpikeDecoder.norm(blk.normMLP, normed, rows: rows, width: D)
             blk.up.apply(normed, rows: rows, into: wide)
             let m = c.mlpDim
-            Parallel.run(parts: rows * m >= 1 << 15 ? 2 : 1) { part, parts in
+            Parallel.run(parts: Parallel.parts(work: rows * m, grain: 1 << 14, items: rows)) { part, parts in
                 let r = Parallel.slice(rows, part: part, parts: parts, align: 1)
                 Kernels.gelu(wide + r.lowerBound * m, r.count * m)
             }

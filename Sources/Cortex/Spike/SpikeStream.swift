@@ -185,7 +185,7 @@ public final class SpikeStream: @unchecked Sendable {
         for (j, p) in pages.enumerated() { for i in 0..<p.count where p.bin[i] >= start { live.append((j, i)) } }
         let bases = pages.map { UnsafePointer(pool.pointer($0.slot)) }
         live.withUnsafeBufferPointer { events in
-            Parallel.run(parts: events.count * W >= 1 << 16 ? 2 : 1) { part, parts in
+            Parallel.run(parts: Parallel.parts(work: events.count * W, grain: 1 << 15, items: events.count)) { part, parts in
                 for r in Parallel.slice(events.count, part: part, parts: parts, align: 1) {
                     let p = pages[events[r].page], i = events[r].slot
                     let t = p.bin[i] - start, et = dec.timeEmb.data + t * Dh

@@ -9,21 +9,6 @@ public enum BLAS {
         if let message = cx_blas_load() { throw CortexError.unsupported(String(cString: message)) }
     }
 
-    /// `C[m, n] = A[m, k] · Wᵀ + beta · C`, with W stored `[n, k]` (an nn.Linear weight).
-    /// `lda`, `ldc` are row strides in elements (for strided rows inside a sequence).
-    @inline(__always)
-    public static func linear(
-        m: Int, n: Int, k: Int,
-        a: UnsafePointer<Float>, lda: Int,
-        weight: UnsafePointer<Float>,
-        c: UnsafeMutablePointer<Float>, ldc: Int,
-        beta: Float = 0
-    ) {
-        if m == 0 || n == 0 { return }
-        // OpenBLAS runs single-threaded inside each of Cortex's (up to) two parts.
-        cx_parallel_linear(Int32(m), Int32(n), Int32(k), a, Int32(lda), weight, c, Int32(ldc), beta)
-    }
-
     /// Row-major `C[m, n] = alpha·op(A)·op(B) + beta·C` on the calling thread (small products
     /// inside a model's own loops). `op` transposes when `transA`/`transB`.
     @inline(__always)
@@ -37,7 +22,9 @@ public enum BLAS {
                       beta, c, Int32(ldc))
     }
 
-    /// Threads Cortex splits matrix work over (1 or 2); n <= 0 restores the default (2).
+    /// Threads Cortex splits work over (any n >= 1, at most 512); n <= 0 restores the
+    /// default: CORTEX_NUM_THREADS, else the CPUs this process may use (affinity mask and
+    /// cgroup quota). Safe at any time; calls already running keep their split.
     public static func setThreads(_ n: Int) {
         cx_blas_set_threads(n <= 0 ? Int32(0) : Int32(clamping: n))
     }

@@ -55,6 +55,21 @@ public final class Arena: @unchecked Sendable {
         return c
     }
 
+    /// Give parts `0..<n` of a parallel section their arenas (call on the calling thread,
+    /// before the section) and clear their failures; parts then use `part(_:)`.
+    public func prepareParts(_ n: Int) {
+        for i in 0..<n { child(i).failure = nil }
+    }
+
+    /// The arena of part `i`, made by `prepareParts`. Safe from any part.
+    public func part(_ i: Int) -> Arena { children[i] }
+
+    /// The first failure a part of the last section recorded (parts `0..<n`).
+    public func partFailure(_ n: Int) -> (any Error)? {
+        for i in 0..<min(n, children.count) { if let e = children[i].failure { return e } }
+        return nil
+    }
+
     /// Scratch for `count` floats, valid until the next `reset()`. Not zeroed.
     public func take(_ count: Int) throws -> UnsafeMutablePointer<Float> {
         // Round to 16 floats so every slice stays 64-byte aligned.

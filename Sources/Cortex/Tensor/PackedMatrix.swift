@@ -13,6 +13,9 @@ public struct PackedMatrix: @unchecked Sendable {
     public let rows: Int, cols: Int
     let buffer: FloatBuffer
 
+    /// Weights held (rows · cols).
+    public var count: Int { rows * cols }
+
     /// Pack a contiguous `[rows, cols]` tensor.
     public init(_ w: Tensor) throws {
         guard w.rank == 2, w.isContiguous else {

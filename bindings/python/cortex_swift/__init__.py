@@ -43,7 +43,11 @@ def abi_version() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Threads for matrix kernels (OpenBLAS); n <= 0 means all cores. Not thread-safe."""
+    """Threads Cortex splits work over (its own pool; OpenBLAS runs single-threaded inside).
+
+    n >= 1 sets the count (at most 512); n <= 0 restores the default: CORTEX_NUM_THREADS
+    if set, else the CPUs this process may use (affinity mask, cgroup CPU quota).
+    Results are bitwise the same for any count. Safe to call from any thread."""
     check(lib.cx_set_num_threads(int(n)))
 
 

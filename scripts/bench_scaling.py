@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""How Cortex scales with cores, side by side with PyTorch and ONNX Runtime at the same
+thread count, in one run.
+
+    CORTEX_LIBRARY=<libcortex.so> python3 scripts/bench_scaling.py [--threads 1,2,4,8,16]
+        [--workloads lstm,axms,mythos] [--json out.json]
+
+Workloads (2-layer stacks of width 256, T = 128; OpenMythos GQA as in bench_mythos.py):
+- lstm: PassThrough(LSTM) stack. Sequence B=32 (tokens/s), step B=1 and B=32 (ms).
+  ONNX Runtime runs the same math (two nn.LSTM + LayerNorm, exported to ONNX with the
+  cortexcore stack's weights; checked against it) when onnxruntime is importable.
+- axms: cortexcore's default auto stack (AXMS Columns). Sequence B=32, step B=1 and B=32.
+- mythos: OpenMythos GQA (3M). Prefill of 128 tokens at B=8 (ms), decode at B=1 (tokens/s).
+
+Cortex's stack numbers come from bench/bench_model.c (the C ABI, no Python), one process
+per measurement; PyTorch (eager, cortexcore / open-mythos) and ONNX Runtime run in this
+process with torch.set_num_threads / intra_op_num_threads = the same count. Prints
+Markdown tables; --json keeps every number (scripts/plot_scaling.py draws them). Not a
+test.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
+
+import bench  # noqa: E402  (scripts/bench.py: timeit, build_native)
+
+
+def timeit(fn, min_time=0.4, warmup=3):
+    return bench.timeit(fn, min_time=min_time, warmup=warmup)
+
+
+def cortex_measure(exe, model_dir, threads, what, seq_len):
+    out = subprocess.run([exe, model_dir, str(threads), str(seq_len), what], check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out)[what]
+
+
+def stack_module(kind, d, layers):
+    from cortex.config import CortexStackConfig, LSTMCellConfig, PassThroughBlockConfig
+    from cortex.stacks import CortexStack
+
+    torch.manual_seed(0)
+    if kind == "lstm":
+        cfg = CortexStackConfig(d_hidden=d, blocks=[PassThroughBlockConfig(cell=LSTMCellConfig()) for _ in range(layers)])
+    else:
+        from cortex.stacks.auto import build_cortex_auto_config
+
+        cfg = build_cortex_auto_config(d_hidden=d, num_layers=layers)
+    return CortexStack(cfg).eval()
+
+
+def torch_stack(stack, d, seq_len, measures):
+    out = {}
+    with torch.no_grad():
+        for m in measures:
+            B = 32 if m.endswith("32") else 1
+            if m.startswith("step"):
+                x = torch.randn(B, d)
+                st = [stack.init_state(batch=B, dtype=torch.float32)]
+
+                def step():
+                    _, st[0] = stack.step(x, st[0])
+
+                out[m] = 1e3 * timeit(step, warmup=10)
+            else:
+                x = torch.randn(B, seq_len, d)
+                out[m] = B * seq_len / timeit(lambda: stack(x, None), warmup=2)
+    return out
+
+
+class LeanLSTMStack(torch.nn.Module):
+    """The LSTM stack's math with plain modules (what a user would export to ONNX)."""
+
+    def __init__(self, stack):
+        super().__init__()
+        self.lstms = torch.nn.ModuleList(b.cell.net for b in stack.blocks)
+        self.norm = stack.norm
+
+    def forward(self, x, h, c):  # x [B, T, D]; h, c [L, 1, B, D]
+        hs, cs = [], []
+        for i, lstm in enumerate(self.lstms):
+            x, (hi, ci) = lstm(x, (h[i], c[i]))
+            hs.append(hi)
+            cs.append(ci)
+        return self.norm(x), torch.stack(hs), torch.stack(cs)
+
+
+def onnx_lstm(stack, d, layers, tmp):
+    """An ONNX Runtime session factory for the LSTM stack, or None without onnxruntime."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    import onnxruntime as ort
+
+    lean = LeanLSTMStack(stack).eval()
+    path = os.path.join(tmp, "lstm.onnx")
+    x = torch.randn(2, 5, d)
+    h = torch.zeros(layers, 1, 2, d)
+    with torch.no_grad():
+        torch.onnx.export(lean, (x, h, h), path, input_names=["x", "h", "c"], output_names=["y", "h_out", "c_out"],
+                          dynamic_axes={"x": {0: "B", 1: "T"}, "h": {2: "B"}, "c": {2: "B"}}, dynamo=False)
+        want = stack(x, None)[0].numpy()
+
+    def session(threads):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+    got = session(1).run(None, {"x": x.numpy(), "h": h.numpy(), "c": h.numpy()})[0]
+    err = float(np.abs(got - want).max())
+    assert err < 1e-4, f"the ONNX export differs from the cortexcore stack by {err}"
+    return session
+
+
+def ort_stack(session, d, layers, seq_len, threads, measures):
+    s = session(threads)
+    out = {}
+    for m in measures:
+        B = 32 if m.endswith("32") else 1
+        h = np.zeros((layers, 1, B, d), np.float32)
+        if m.startswith("step"):
+            x = np.random.randn(B, 1, d).astype(np.float32)
+            st = [h, h]
+
+            def step():
+                _, st[0], st[1] = s.run(None, {"x": x, "h": st[0], "c": st[1]})
+
+            out[m] = 1e3 * timeit(step, warmup=10)
+        else:
+            x = np.random.randn(B, seq_len, d).astype(np.float32)
+            out[m] = B * seq_len / timeit(lambda: s.run(None, {"x": x, "h": h, "c": h}), warmup=2)
+    return out
+
+
+def run_stack(kind, args, exe, results):
+    measures = ["seq32", "step1", "step32"]
+    stack = stack_module(kind, args.d_hidden, args.layers)
+    spec = importlib.util.spec_from_file_location("cx_export", os.path.join(ROOT, "bindings/python/cortex_swift/export.py"))
+    cx_export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cx_export)
+    with tempfile.TemporaryDirectory() as tmp:
+        cx_export.export(stack, tmp)
+        session = onnx_lstm(stack, args.d_hidden, args.layers, tmp) if kind == "lstm" else None
+        for n in args.threads:
+            torch.set_num_threads(n)
+            row = {"threads": n}
+            row["cortex"] = {m: cortex_measure(exe, tmp, n, m, args.seq_len) for m in measures}
+            row["pytorch"] = torch_stack(stack, args.d_hidden, args.seq_len, measures)
+            if session is not None:
+                row["onnxruntime"] = ort_stack(session, args.d_hidden, args.layers, args.seq_len, n, measures)
+            results.setdefault(kind, []).append(row)
+            print(f"  {kind} {n} threads: {json.dumps(row)}", file=sys.stderr, flush=True)
+
+
+def run_mythos(args, results):
+    import cortex_swift as cx
+    import bench_mythos
+    from open_mythos.main import OpenMythos
+
+    torch.manual_seed(0)
+    model = OpenMythos(bench_mythos.config("gqa")).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        cx.export(model, tmp)
+        lm = cx.load(tmp)
+
+        def t_prefill(ids):
+            cache = {}
+            with torch.no_grad():
+                model(torch.from_numpy(ids), kv_cache=cache, start_pos=0)
+            return cache
+
+        def t_decode(cache, ids, pos):
+            with torch.no_grad():
+                model(torch.from_numpy(ids), kv_cache=cache, start_pos=pos)
+
+        def c_prefill(ids):
+            cache = lm.new_cache(ids.shape[0])
+            lm.forward(ids, cache=cache)
+            return cache
+
+        def c_decode(cache, ids, pos):
+            lm.forward(ids, cache=cache)
+
+        for n in args.threads:
+            torch.set_num_threads(n)
+            cx.set_num_threads(n)
+            row = {"threads": n, "cortex": {}, "pytorch": {}}
+            for side, (pre, dec) in (("pytorch", (t_prefill, t_decode)), ("cortex", (c_prefill, c_decode))):
+                p8, _ = bench_mythos.bench(pre, dec, 8, repeats=5)
+                _, d1 = bench_mythos.bench(pre, dec, 1, repeats=1)
+                row[side] = {"prefill8_ms": p8, "decode1_tok_s": d1}
+            results.setdefault("mythos", []).append(row)
+            print(f"  mythos {n} threads: {json.dumps(row)}", file=sys.stderr, flush=True)
+
+
+def table(kind, rows):
+    if kind == "mythos":
+        keys = [("prefill8_ms", "prefill 128 tokens, B=8 (ms)", "lower"), ("decode1_tok_s", "decode B=1 (tokens/s)", "higher")]
+    else:
+        keys = [("seq32", "sequence B=32 (tokens/s)", "higher"), ("step1", "step B=1 (ms)", "lower"),
+                ("step32", "step B=32 (ms)", "lower")]
+    peers = [p for p in ("pytorch", "onnxruntime") if p in rows[0]]
+    base = {k: rows[0]["cortex"][k] for k, _, _ in keys}
+    print(f"\n### {kind}\n")
+    head = "| threads | measure | Cortex | " + " | ".join(f"{p} | Cortex / {p}" for p in peers) + " | Cortex efficiency vs 1 thread |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        for k, label, better in keys:
+            c = r["cortex"][k]
+            cells = []
+            for p in peers:
+                v = r[p][k]
+                ratio = c / v if better == "higher" else v / c
+                cells.append(f"{v:,.4g} | {ratio:.2f}×")
+            speed = c / base[k] if better == "higher" else base[k] / c
+            eff = speed / (r["threads"] / rows[0]["threads"])
+            print(f"| {r['threads']} | {label} | {c:,.4g} | " + " | ".join(cells) + f" | {100 * eff:.0f}% |")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", default="1,2,4,8,16")
+    ap.add_argument("--workloads", default="lstm,axms,mythos")
+    ap.add_argument("--d-hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--json", help="write every number here")
+    args = ap.parse_args()
+    args.threads = [int(t) for t in args.threads.split(",")]
+    results = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
+                           "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")}}
+    work = args.workloads.split(",")
+    exe = bench.build_native() if {"lstm", "axms"} & set(work) else None
+    for kind in work:
+        t0 = time.time()
+        if kind == "mythos":
+            run_mythos(args, results)
+        else:
+            run_stack("lstm" if kind == "lstm" else "auto", args, exe, results)
+        print(f"  {kind}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    m = results["machine"]
+    print(f"{m['cpu']}, {m['cpus']} CPUs, torch {m['torch']}; d_hidden {args.d_hidden}, {args.layers} layers, T={args.seq_len}")
+    for kind in ("lstm", "auto", "mythos"):
+        if kind in results:
+            table(kind, results[kind])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
