@@ -257,14 +257,14 @@ def main():
         else:
             run_stack("lstm" if kind == "lstm" else "auto", args, exe, results)
         print(f"  {kind}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+        if args.json:  # after every workload, so a run cut short keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
     m = results["machine"]
     print(f"{m['cpu']}, {m['cpus']} CPUs, torch {m['torch']}; d_hidden {args.d_hidden}, {args.layers} layers, T={args.seq_len}")
     for kind in ("lstm", "auto", "mythos"):
         if kind in results:
             table(kind, results[kind])
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,20 @@
  *
  * The model (cx_parallel_run):
  * - A caller asks for `parts`. It claims idle workers (compare-and-swap on each worker's
- *   `busy` flag), posts part i to the i-th one it claimed, runs part 0 itself and waits.
- *   It never waits for a busy worker: with none free it runs every part alone (parts =
- *   1). Tasks split work and never change it, so results do not depend on how many
- *   parts a call got.
+ *   `busy` flag), posts part i to the i-th one it claimed and runs part 0 itself. It
+ *   never waits for a busy worker: with none free it runs every part alone (parts = 1).
+ *   Tasks split work and never change it, so results do not depend on how many parts a
+ *   call got, or on which thread ran which part.
+ * - When its own part is done, the caller takes back every posted part that no worker
+ *   has started and runs it itself; it waits only for parts already running. A worker
+ *   that is slow to wake (asleep, or its core taken by another process) costs
+ *   parallelism, never latency.
  * - So nested calls (a part that calls a parallel product) take only idle workers and
  *   never deadlock or run more threads than the pool has, and several callers at once
  *   share the workers: each takes at most its share, threads / (callers running now).
- * - Every part of a task runs on its own thread at once, so a barrier inside a task
- *   (cx_parallel_barrier) always completes.
+ * - Tasks with barriers (cx_parallel_run_together) need every part running at once:
+ *   the caller gives the posted workers a few microseconds to start, takes back the
+ *   others, and fixes the part count before any part runs.
  *
  * Waiting. A thread waiting for work, for a barrier or for its parts first spins
  * (pause instructions), then yields its core, then sleeps on a futex, each phase
@@ -54,8 +59,8 @@
  * then the futex. An idle worker keeps watching for the next task a little longer than
  * a barrier or a join waits, so back-to-back calls of step mode find it awake. */
 #define SPIN_NS 4000
-#define YIELD_NS_WORK 60000
-#define YIELD_NS_SYNC 30000
+#define YIELD_NS_WORK 40000
+#define YIELD_NS_SYNC 20000
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
@@ -96,25 +101,37 @@ static void wake_all(uint32_t *word, uint32_t *sleepers) {
 }
 
 /* One task: what the caller posted, with its barrier. Lives on the caller's stack
- * until every part is done. */
+ * until every part that a worker started is done. */
 typedef struct {
   cx_task_fn fn;
   void *ctx;
-  int parts;
+  int parts;      /* fixed before any part runs */
+  int together;   /* parts meet at barriers: all of them must run at once */
+  uint32_t go;    /* together: 1 once the parts are counted (futex word) */
+  uint32_t go_sleepers;
   uint32_t barrier_count;
   uint32_t barrier_gen;
   uint32_t barrier_sleepers;
 } task_t;
 
-/* One worker thread. The caller that claimed it (busy 0 -> 1) sets task and part,
- * bumps `posted`; the worker runs the part and copies `posted` to `done`. The caller
- * releases it (busy = 0) once it has seen `done`. */
+/* A worker's slot holds (ticket << 2) | state. The caller that claimed the worker (busy
+ * 0 -> 1) writes task and part, then the slot POSTED, then bumps `wake`. Whoever moves
+ * the slot on from POSTED runs the part: the worker (-> RUNNING, then DONE), or the
+ * caller itself (-> FREE: it runs the part on its own thread when the worker has not
+ * started it by the time the caller is free). So a worker that is slow to wake (asleep,
+ * or its core taken by another process) never holds a caller up: the caller waits only
+ * for parts that are running. A worker touches the task only after winning the slot,
+ * and the caller returns only after those parts are DONE. */
+enum { SLOT_FREE = 0, SLOT_POSTED = 1, SLOT_RUNNING = 2, SLOT_DONE = 3 };
+
 typedef struct {
   uint32_t busy;
-  uint32_t posted;
-  uint32_t posted_sleepers;
-  uint32_t done;
+  uint32_t wake;      /* bumped on every post (futex word) */
+  uint32_t wake_sleepers;
+  uint32_t done;      /* bumped when a part finishes (futex word) */
   uint32_t done_sleepers;
+  uint64_t slot;
+  uint64_t ticket;    /* the claiming caller's counter */
   task_t *task;
   int part;
 } __attribute__((aligned(64))) worker_t;
@@ -134,14 +151,23 @@ static void run_part(task_t *t, int part) {
   current_task = outer;
 }
 
+static int take_slot(worker_t *w, uint64_t expected, uint64_t desired) {
+  return __atomic_compare_exchange_n(&w->slot, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
 static void *worker_main(void *arg) {
   worker_t *w = (worker_t *)arg;
   uint32_t seen = 0;
   for (;;) {
-    wait_change(&w->posted, seen, &w->posted_sleepers, YIELD_NS_WORK);
-    seen = LOAD(&w->posted);
-    run_part(w->task, w->part);
-    STORE(&w->done, seen);
+    wait_change(&w->wake, seen, &w->wake_sleepers, YIELD_NS_WORK);
+    seen = LOAD(&w->wake);
+    const uint64_t s = LOAD(&w->slot);
+    if ((s & 3) != SLOT_POSTED || !take_slot(w, s, s - SLOT_POSTED + SLOT_RUNNING)) continue; /* taken back */
+    task_t *t = w->task;
+    if (t->together) wait_change(&t->go, 0, &t->go_sleepers, YIELD_NS_SYNC);
+    run_part(t, w->part); /* together: the part the caller gave once the parts were counted */
+    STORE(&w->slot, s - SLOT_POSTED + SLOT_DONE);
+    __atomic_add_fetch(&w->done, 1, __ATOMIC_SEQ_CST);
     wake_all(&w->done, &w->done_sleepers);
   }
   return NULL;
@@ -182,7 +208,81 @@ static void grow_pool(int n) {
   pthread_mutex_unlock(&grow_lock);
 }
 
-int cx_parallel_run(cx_task_fn fn, void *ctx, int parts) {
+static void post(worker_t *w, task_t *t, int part) {
+  w->task = t;
+  w->part = part;
+  w->ticket++;
+  STORE(&w->slot, (w->ticket << 2) | SLOT_POSTED);
+  __atomic_add_fetch(&w->wake, 1, __ATOMIC_SEQ_CST);
+  wake_all(&w->wake, &w->wake_sleepers);
+}
+
+/* Take a posted part back (the worker has not started it). */
+static int take_back(worker_t *w) { return take_slot(w, (w->ticket << 2) | SLOT_POSTED, w->ticket << 2); }
+
+static void wait_done(worker_t *w) {
+  const uint64_t done = (w->ticket << 2) | SLOT_DONE;
+  for (;;) {
+    const uint32_t d = LOAD(&w->done);
+    if (LOAD(&w->slot) == done) return;
+    wait_change(&w->done, d, &w->done_sleepers, YIELD_NS_SYNC);
+  }
+}
+
+/* Parts that run apart: post parts 1..k, run part 0, take back (and run here) every
+ * part no worker has started, wait for the others. */
+static void run_apart(task_t *t, worker_t **claimed, int k) {
+  for (int i = 0; i < k; i++) post(claimed[i], t, i + 1);
+  run_part(t, 0);
+  int started_by_worker[MAX_THREADS];
+  for (int i = 0; i < k; i++) {
+    started_by_worker[i] = !take_back(claimed[i]);
+    if (!started_by_worker[i]) run_part(t, i + 1);
+  }
+  for (int i = 0; i < k; i++) {
+    if (started_by_worker[i]) wait_done(claimed[i]);
+    STORE(&claimed[i]->busy, 0);
+  }
+}
+
+/* Parts that run together (barriers): post, give the workers a short while to start,
+ * take back the posts no worker started, count the parts, then go. The parts are fixed
+ * before any of them runs, so a barrier always has all its parties. */
+static void run_together(task_t *t, worker_t **claimed, int k) {
+  t->together = 1;
+  for (int i = 0; i < k; i++) post(claimed[i], t, 0);
+  const uint64_t start = now_ns();
+  for (unsigned spin = 1;; spin++) {
+    int waiting = 0;
+    for (int i = 0; i < k; i++) waiting += (LOAD(&claimed[i]->slot) & 3) == SLOT_POSTED;
+    if (waiting == 0) break;
+    if ((spin & 15) == 0) {
+      const uint64_t waited = now_ns() - start;
+      if (waited > YIELD_NS_SYNC) break;
+      if (waited > SPIN_NS) sched_yield();
+    }
+    CPU_RELAX();
+  }
+  int joined = 0;
+  for (int i = 0; i < k; i++) {
+    if (take_back(claimed[i])) {
+      STORE(&claimed[i]->busy, 0);
+    } else {
+      claimed[i]->part = ++joined; /* read by the worker after `go` */
+      claimed[joined - 1] = claimed[i];
+    }
+  }
+  t->parts = joined + 1;
+  STORE(&t->go, 1);
+  wake_all(&t->go, &t->go_sleepers);
+  run_part(t, 0);
+  for (int i = 0; i < joined; i++) {
+    wait_done(claimed[i]);
+    STORE(&claimed[i]->busy, 0);
+  }
+}
+
+static int run(cx_task_fn fn, void *ctx, int parts, int together) {
   const int threads = cx_blas_get_threads();
   if (parts > threads) parts = threads;
   if (parts < 2 || forked_child) {
@@ -205,34 +305,24 @@ int cx_parallel_run(cx_task_fn fn, void *ctx, int parts) {
         __atomic_compare_exchange_n(&w->busy, &idle, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
       claimed[k++] = w;
   }
-  if (k == 0) {
-    __atomic_sub_fetch(&callers, 1, __ATOMIC_SEQ_CST);
+  task_t t = {fn, ctx, k + 1, 0, 0, 0, 0, 0, 0};
+  if (k == 0)
     fn(ctx, 0, 1);
-    return 1;
-  }
-  task_t t = {fn, ctx, k + 1, 0, 0, 0};
-  uint32_t tickets[MAX_THREADS];
-  for (int i = 0; i < k; i++) {
-    worker_t *w = claimed[i];
-    w->task = &t;
-    w->part = i + 1;
-    tickets[i] = LOAD(&w->posted) + 1;
-    STORE(&w->posted, tickets[i]);
-    wake_all(&w->posted, &w->posted_sleepers);
-  }
-  run_part(&t, 0);
-  for (int i = 0; i < k; i++) {
-    worker_t *w = claimed[i];
-    wait_change(&w->done, tickets[i] - 1, &w->done_sleepers, YIELD_NS_SYNC);
-    STORE(&w->busy, 0);
-  }
+  else if (together)
+    run_together(&t, claimed, k);
+  else
+    run_apart(&t, claimed, k);
   __atomic_sub_fetch(&callers, 1, __ATOMIC_SEQ_CST);
-  return k + 1;
+  return k == 0 ? 1 : t.parts;
 }
+
+int cx_parallel_run(cx_task_fn fn, void *ctx, int parts) { return run(fn, ctx, parts, 0); }
+
+int cx_parallel_run_together(cx_task_fn fn, void *ctx, int parts) { return run(fn, ctx, parts, 1); }
 
 void cx_parallel_barrier(int parts) {
   task_t *t = current_task;
-  if (parts < 2 || t == NULL) return;
+  if (parts < 2 || t == NULL || !t->together) return;
   const uint32_t gen = LOAD(&t->barrier_gen);
   if (__atomic_add_fetch(&t->barrier_count, 1, __ATOMIC_SEQ_CST) == (uint32_t)t->parts) {
     STORE(&t->barrier_count, 0);

@@ -61,14 +61,22 @@ int cx_packed_force_level(int level);
 typedef void (*cx_task_fn)(void *ctx, int part, int parts);
 
 /* Run `fn` as up to `parts` parts: part 0 on the caller, the others on idle workers of
- * Cortex's pool, all at once; returns when every part is done. The parts actually used
+ * Cortex's pool (or on the caller, for parts no worker started by the time the caller
+ * finished its own); returns when every part is done. Parts must not wait for each
+ * other (see cx_parallel_run_together). The parts actually used
  * (passed to fn, and returned) may be fewer: never more than the thread count, the
  * idle workers, or this call's share of the pool while other calls run. Tasks must
  * split work and never change it, so results do not depend on the parts. Nested calls
  * (from inside a part) take only idle workers: they never deadlock or oversubscribe. */
 int cx_parallel_run(cx_task_fn fn, void *ctx, int parts);
 
-/* Inside a task: wait until all its parts reach this point. A no-op when parts == 1. */
+/* cx_parallel_run for a task whose parts meet at cx_parallel_barrier: every part runs
+ * on its own thread at once. The part count is fixed before any part starts (the
+ * workers that started within a few microseconds, plus the caller). */
+int cx_parallel_run_together(cx_task_fn fn, void *ctx, int parts);
+
+/* Inside a task run by cx_parallel_run_together: wait until all its parts reach this
+ * point. A no-op when parts == 1. */
 void cx_parallel_barrier(int parts);
 
 /* Parts for `work` units when each part should have at least `grain` of them, at most

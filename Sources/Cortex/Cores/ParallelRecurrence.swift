@@ -95,7 +95,7 @@ struct RecurrenceJob {
                     (y + (b * T + t) * H + j0).update(from: next + b * H + j0, count: j1 - j0)
                 }
             }
-            cx_parallel_barrier(Int32(parts))
+            if t + 1 < T { cx_parallel_barrier(Int32(parts)) }
             let done = next
             next = UnsafeMutablePointer(mutating: cur)
             cur = UnsafePointer(done)
@@ -103,12 +103,16 @@ struct RecurrenceJob {
     }
 
     /// Run over up to `parts` threads; afterwards the final h is copied into `hA` if needed.
+    /// One step has no barrier, so its parts need not run at once (a part no worker has
+    /// started is run by the caller); longer inputs meet once per step.
     func runParallel(parts: Int) {
+        let body: cx_task_fn = { ctx, part, parts in
+            guard let ctx else { return }
+            ctx.assumingMemoryBound(to: RecurrenceJob.self).pointee.run(part: Int(part), parts: Int(parts))
+        }
         withUnsafePointer(to: self) { job in
-            _ = cx_parallel_run({ ctx, part, parts in
-                guard let ctx else { return }
-                ctx.assumingMemoryBound(to: RecurrenceJob.self).pointee.run(part: Int(part), parts: Int(parts))
-            }, UnsafeMutableRawPointer(mutating: job), Int32(parts))
+            let ctx = UnsafeMutableRawPointer(mutating: job)
+            _ = time == 1 ? cx_parallel_run(body, ctx, Int32(parts)) : cx_parallel_run_together(body, ctx, Int32(parts))
         }
         if time % 2 == 1 { hA.update(from: hB, count: batch * weight.hidden) }
     }
