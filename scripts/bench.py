@@ -27,8 +27,6 @@ import time
 
 os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 
-import torch  # noqa: E402
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -45,6 +43,8 @@ def timeit(fn, min_time=0.5, warmup=20):
 
 
 def torch_numbers(stack, d, seq_len):
+    import torch
+
     out = {}
     with torch.no_grad():
         for B in (1, 32):
@@ -112,6 +112,8 @@ def main():
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     args = ap.parse_args()
+    import torch
+
     torch.set_num_threads(args.threads)
 
     from cortex.config import (AGaLiTeCellConfig, AxonConfig, CausalConv1dConfig, CortexStackConfig, LSTMCellConfig,

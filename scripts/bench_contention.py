@@ -18,7 +18,6 @@ import multiprocessing as mp
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 

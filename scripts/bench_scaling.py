@@ -7,8 +7,9 @@ thread count, in one run.
 
 Workloads (2-layer stacks of width 256, T = 128; OpenMythos GQA as in bench_mythos.py):
 - lstm: PassThrough(LSTM) stack. Sequence B=32 (tokens/s), step B=1 and B=32 (ms).
-  ONNX Runtime runs the same math (two nn.LSTM + LayerNorm, exported to ONNX with the
-  cortexcore stack's weights; checked against it) when onnxruntime is importable.
+  ONNX Runtime runs the same math (an ONNX graph of LSTM nodes + LayerNormalization from
+  the exported weights, scripts/ort_lstm.py; checked against the cortexcore stack) when
+  onnxruntime and onnx are importable.
 - axms: cortexcore's default auto stack (AXMS Columns). Sequence B=32, step B=1 and B=32.
 - mythos: OpenMythos GQA (3M). Prefill of 128 tokens at B=8 (ms), decode at B=1 (tokens/s).
 
@@ -39,6 +40,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
 
 import bench  # noqa: E402  (scripts/bench.py: timeit, build_native)
+import ort_lstm  # noqa: E402
 
 
 def timeit(fn, min_time=0.4, warmup=3):
@@ -84,69 +86,27 @@ def torch_stack(stack, d, seq_len, measures):
     return out
 
 
-class LeanLSTMStack(torch.nn.Module):
-    """The LSTM stack's math with plain modules (what a user would export to ONNX)."""
-
-    def __init__(self, stack):
-        super().__init__()
-        self.lstms = torch.nn.ModuleList(b.cell.net for b in stack.blocks)
-        self.norm = stack.norm
-
-    def forward(self, x, h, c):  # x [B, T, D]; h, c [L, 1, B, D]
-        hs, cs = [], []
-        for i, lstm in enumerate(self.lstms):
-            x, (hi, ci) = lstm(x, (h[i], c[i]))
-            hs.append(hi)
-            cs.append(ci)
-        return self.norm(x), torch.stack(hs), torch.stack(cs)
-
-
-def onnx_lstm(stack, d, layers, tmp):
-    """An ONNX Runtime session factory for the LSTM stack, or None without onnxruntime."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        return None
-    import onnxruntime as ort
-
-    lean = LeanLSTMStack(stack).eval()
-    path = os.path.join(tmp, "lstm.onnx")
+def ort_stack(model_dir, stack, d, seq_len, threads, measures):
+    """ONNX Runtime on the same math (scripts/ort_lstm.py), checked against the stack."""
+    s = ort_lstm.session(model_dir, threads)
     x = torch.randn(2, 5, d)
-    h = torch.zeros(layers, 1, 2, d)
     with torch.no_grad():
-        torch.onnx.export(lean, (x, h, h), path, input_names=["x", "h", "c"], output_names=["y", "h_out", "c_out"],
-                          dynamic_axes={"x": {0: "B", 1: "T"}, "h": {2: "B"}, "c": {2: "B"}}, dynamo=False)
-        want = stack(x, None)[0].numpy()
-
-    def session(threads):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-
-    got = session(1).run(None, {"x": x.numpy(), "h": h.numpy(), "c": h.numpy()})[0]
-    err = float(np.abs(got - want).max())
-    assert err < 1e-4, f"the ONNX export differs from the cortexcore stack by {err}"
-    return session
-
-
-def ort_stack(session, d, layers, seq_len, threads, measures):
-    s = session(threads)
+        err = float(np.abs(stack(x, None)[0].numpy() - ort_lstm.run(s, x.numpy())[0]).max())
+    assert err < 1e-4, f"the ONNX graph differs from the cortexcore stack by {err}"
     out = {}
     for m in measures:
         B = 32 if m.endswith("32") else 1
-        h = np.zeros((layers, 1, B, d), np.float32)
         if m.startswith("step"):
             x = np.random.randn(B, 1, d).astype(np.float32)
-            st = [h, h]
+            st = [None]
 
             def step():
-                _, st[0], st[1] = s.run(None, {"x": x, "h": st[0], "c": st[1]})
+                _, st[0] = ort_lstm.run(s, x, st[0])
 
             out[m] = 1e3 * timeit(step, warmup=10)
         else:
             x = np.random.randn(B, seq_len, d).astype(np.float32)
-            out[m] = B * seq_len / timeit(lambda: s.run(None, {"x": x, "h": h, "c": h}), warmup=2)
+            out[m] = B * seq_len / timeit(lambda: ort_lstm.run(s, x), warmup=2)
     return out
 
 
@@ -158,14 +118,14 @@ def run_stack(kind, args, exe, results):
     spec.loader.exec_module(cx_export)
     with tempfile.TemporaryDirectory() as tmp:
         cx_export.export(stack, tmp)
-        session = onnx_lstm(stack, args.d_hidden, args.layers, tmp) if kind == "lstm" else None
+        ort = kind == "lstm" and importlib.util.find_spec("onnxruntime") is not None
         for n in args.threads:
             torch.set_num_threads(n)
             row = {"threads": n}
             row["cortex"] = {m: cortex_measure(exe, tmp, n, m, args.seq_len) for m in measures}
             row["pytorch"] = torch_stack(stack, args.d_hidden, args.seq_len, measures)
-            if session is not None:
-                row["onnxruntime"] = ort_stack(session, args.d_hidden, args.layers, args.seq_len, n, measures)
+            if ort:
+                row["onnxruntime"] = ort_stack(tmp, stack, args.d_hidden, args.seq_len, n, measures)
             results.setdefault(kind, []).append(row)
             print(f"  {kind} {n} threads: {json.dumps(row)}", file=sys.stderr, flush=True)
 

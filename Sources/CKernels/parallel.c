@@ -61,6 +61,11 @@
 #define SPIN_NS 4000
 #define YIELD_NS_WORK 40000
 #define YIELD_NS_SYNC 20000
+/* How long the caller of a task with barriers waits for its workers to start: long
+ * enough for a sleeping worker to wake (tens of microseconds on a VM), short against
+ * such a task (a whole sequence), and a bound on what a worker that does not come
+ * (its core taken by another process) costs. */
+#define GATHER_NS 200000
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
@@ -245,7 +250,7 @@ static void run_apart(task_t *t, worker_t **claimed, int k) {
   }
 }
 
-/* Parts that run together (barriers): post, give the workers a short while to start,
+/* Parts that run together (barriers): post, give the workers a while to start (GATHER_NS),
  * take back the posts no worker started, count the parts, then go. The parts are fixed
  * before any of them runs, so a barrier always has all its parties. */
 static void run_together(task_t *t, worker_t **claimed, int k) {
@@ -258,7 +263,7 @@ static void run_together(task_t *t, worker_t **claimed, int k) {
     if (waiting == 0) break;
     if ((spin & 15) == 0) {
       const uint64_t waited = now_ns() - start;
-      if (waited > YIELD_NS_SYNC) break;
+      if (waited > GATHER_NS) break;
       if (waited > SPIN_NS) sched_yield();
     }
     CPU_RELAX();

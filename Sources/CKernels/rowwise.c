@@ -80,6 +80,22 @@ __attribute__((always_inline)) static inline float cx_exp(float x) {
   return x != x ? x : e;
 }
 
+/* tanh(x) as Kernels.tanh (Swift): the Cephes odd polynomial for |x| < 0.625 (keeps
+ * relative accuracy near 0), 1 - 2/(e^{2|x|} + 1) elsewhere; NaN stays NaN. */
+__attribute__((always_inline)) static inline float cx_tanh(float x) {
+  const float a = x < 0 ? -x : x;
+  const float large = 1.0f - 2.0f / (cx_exp(2.0f * a) + 1.0f);
+  const float z = x * x;
+  float p = -5.70498872745e-3f;
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  const float small = p * z * x + x;
+  const float r = a < 0.625f ? small : (x < 0 ? -large : large);
+  return x != x ? x : r;
+}
+
 /* The arguments of the row-split kernels: RMSNorm and the OpenMythos loop's steps (see
  * loop_rows in rowwise_body.h). */
 typedef struct {
@@ -125,6 +141,11 @@ typedef struct {
 #endif
 
 void cx_softmax_rows(float *p, int rows, int n, int ld, float scale) { DISPATCH(softmax_rows, p, rows, n, ld, scale); }
+
+void cx_lstm_cell(const float *gates, const float *xg, const float *bias, int H, int j0, int j1, float *c, float *h,
+                  float *y, int reset) {
+  DISPATCH(lstm_cell, gates, xg, bias, H, j0, j1, c, h, y, reset);
+}
 
 /* ---- split over Cortex's threads (rows, or equal slices) ---- */
 

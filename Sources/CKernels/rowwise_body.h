@@ -90,3 +90,56 @@ static void CX_ISA_FN(loop_rows)(const loop_job *j, int r0, int r1) {
     }
   }
 }
+
+/* The LSTM cell (gates i, f, g, o) for hidden units j0 ..< j1 (multiples of 16, or H) of
+ * one row. `gates` is the row's W_hh h in the recurrence's block order (block u holds
+ * i, f, g, o of units 16u ..< 16u + w, w floats each), `xg` the row's input projection
+ * in gate-major order (i[H], f[H], g[H], o[H]), plus `bias` in that order when given
+ * (xg + bias is the reference's W_ih x + b_ih + b_hh); c is updated, h and y get the new h.
+ * reset: h and c were zero before this step (the W_hh h term and c are dropped). */
+static void CX_ISA_FN(lstm_cell)(const float *gates, const float *xg, const float *bias, int H, int j0, int j1,
+                                 float *c, float *h, float *y, int reset) {
+  for (int u0 = j0; u0 < j1; u0 += LANES) {
+    const int w = j1 - u0 < LANES ? j1 - u0 : LANES;
+    const size_t bytes = (size_t)w * sizeof(float);
+    /* Local 16-float copies (zero-padded past w): the arithmetic below then runs as
+     * whole vectors, free of aliasing between the caller's buffers. */
+    float ri[LANES] = {0}, rf[LANES] = {0}, rg[LANES] = {0}, ro[LANES] = {0}, cp[LANES] = {0};
+    float xi[LANES] = {0}, xf[LANES] = {0}, xc[LANES] = {0}, xo[LANES] = {0};
+    if (!reset) {
+      const float *g = gates + 4 * u0;
+      memcpy(ri, g, bytes);
+      memcpy(rf, g + w, bytes);
+      memcpy(rg, g + 2 * w, bytes);
+      memcpy(ro, g + 3 * w, bytes);
+      memcpy(cp, c + u0, bytes);
+    }
+    memcpy(xi, xg + u0, bytes);
+    memcpy(xf, xg + H + u0, bytes);
+    memcpy(xc, xg + 2 * H + u0, bytes);
+    memcpy(xo, xg + 3 * H + u0, bytes);
+    if (bias != NULL) {
+      float bi[LANES] = {0}, bf[LANES] = {0}, bc[LANES] = {0}, bo[LANES] = {0};
+      memcpy(bi, bias + u0, bytes);
+      memcpy(bf, bias + H + u0, bytes);
+      memcpy(bc, bias + 2 * H + u0, bytes);
+      memcpy(bo, bias + 3 * H + u0, bytes);
+      for (int l = 0; l < LANES; l++) {
+        xi[l] += bi[l];
+        xf[l] += bf[l];
+        xc[l] += bc[l];
+        xo[l] += bo[l];
+      }
+    }
+    float cn[LANES], hn[LANES];
+    for (int l = 0; l < LANES; l++) {
+      const float i = 1.0f / (1.0f + cx_exp(-(ri[l] + xi[l]))), f = 1.0f / (1.0f + cx_exp(-(rf[l] + xf[l])));
+      const float o = 1.0f / (1.0f + cx_exp(-(ro[l] + xo[l])));
+      cn[l] = f * cp[l] + i * cx_tanh(rg[l] + xc[l]);
+      hn[l] = o * cx_tanh(cn[l]);
+    }
+    memcpy(c + u0, cn, bytes);
+    memcpy(h + u0, hn, bytes);
+    memcpy(y + u0, hn, bytes);
+  }
+}

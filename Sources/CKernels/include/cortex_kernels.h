@@ -102,6 +102,13 @@ void cx_add_rmsnorm(float *x, const float *add, float *dst, int rows, int n, con
 /* Softmax of scale·x over the first n floats of each of `rows` rows (row stride ld), in
  * place, on the calling thread. */
 void cx_softmax_rows(float *p, int rows, int n, int ld, float scale);
+/* The LSTM cell for hidden units j0 ..< j1 (multiples of 16, or H) of one row: gates = the
+ * row's W_hh h in the recurrence's block order (per 16 units: i, f, g, o), xg = its input
+ * projection (i[H], f[H], g[H], o[H]) and bias (same order; may be NULL); updates c,
+ * writes the new h to h and y. reset: h and c were zero before this step. On the
+ * calling thread. */
+void cx_lstm_cell(const float *gates, const float *xg, const float *bias, int H, int j0, int j1, float *c, float *h,
+                  float *y, int reset);
 /* g = silu(g)·u over n floats (SwiGLU's gate), split over Cortex's threads when large. */
 void cx_silu_mul(float *g, const float *u, long n);
 

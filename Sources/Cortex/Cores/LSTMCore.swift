@@ -50,13 +50,13 @@ public struct LSTMCore: RecurrentModule {
         let h = state[state.startIndex], c = state[state.startIndex + 1]
         guard batch > 0, time > 0, H > 0 else { return }
 
-        // Input projections for every step at once: xg[b, t] = W_ih x[b, t] + b.
+        // Input projections for every step at once: xg[b, t] = W_ih x[b, t] (the bias is
+        // added in the cell).
         let xg = try arena.take(batch * time * G)
         weightIH.apply(m: batch * time, x, ldx: H, into: xg, ldy: G)
-        if let bias { Vec.addRows(xg, rows: batch * time, bias.data, G) }
         // The recurrence, its hidden units split over the threads (ParallelRecurrence.swift).
         let job = RecurrenceJob(
-            weight: recurrent, xg: xg, y: y, c: c, hA: h, hB: try arena.take(batch * H),
+            weight: recurrent, xg: xg, bias: bias.map { UnsafePointer($0.data) }, y: y, c: c, hA: h, hB: try arena.take(batch * H),
             gates: try arena.take(batch * G), resets: resets, batch: batch, time: time)
         job.runParallel(parts: Parallel.parts(work: batch * G * H, grain: 1 << 16, items: recurrent.blockCount))
     }

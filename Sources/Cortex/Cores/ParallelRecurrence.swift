@@ -41,18 +41,19 @@ private func blocks(_ H: Int) -> Int { (H + BlockedRecurrentWeight.unitsPerBlock
 /// Everything one LSTM recurrence needs, shared by its parts.
 ///
 /// Part p of n owns a slice of unit blocks. Per step it multiplies the previous `h`
-/// (all of it) by its blocks' rows, adds the input projection, applies the activations
-/// and the cell update for its units, writes its units of the next `h`, and meets the
-/// other parts at a barrier. `h` is double-buffered, so nobody reads what another part
+/// (all of it) by its blocks' rows, then adds the input projection, applies the
+/// activations and the cell update for its units in one C pass, writes its units of the
+/// next `h`, and meets the other parts at a barrier. `h` is double-buffered, so nobody reads what another part
 /// is writing; `c` slices are private to their part.
 struct RecurrenceJob {
     let weight: BlockedRecurrentWeight
-    let xg: UnsafePointer<Float>        // [B, T, 4H]: W_ih x + b for every step (gate-major)
+    let xg: UnsafePointer<Float>        // [B, T, 4H]: W_ih x for every step (gate-major)
+    let bias: UnsafePointer<Float>?     // [4H]: b_ih + b_hh
     let y: UnsafeMutablePointer<Float>  // [B, T, H]
     let c: UnsafeMutablePointer<Float>  // [B, H], updated in place
     let hA: UnsafeMutablePointer<Float> // [B, H]: h before step 0 (the state's h)
     let hB: UnsafeMutablePointer<Float> // [B, H]: the other h buffer
-    let gates: UnsafeMutablePointer<Float> // [B, 4H]: block-ordered pre-activations
+    let gates: UnsafeMutablePointer<Float> // [B, 4H]: W_hh h, block-ordered
     let resets: UnsafePointer<UInt8>?   // [B, T]
     let batch: Int
     let time: Int
@@ -67,32 +68,13 @@ struct RecurrenceJob {
         var cur = UnsafePointer(hA), next = hB
         for t in 0..<T {
             if j1 > j0 {
-                // Gate pre-activations of this part's units: the input projection...
+                // W_hh h for this part's units (block order), then the cell with the input
+                // projection added, fused in one C pass (cx_lstm_cell).
+                cx_packed_gemm(Int32(B), Int32(4 * (j1 - j0)), Int32(H), cur, Int32(H), packed, gates + 4 * j0, Int32(G), 0)
                 for b in 0..<B {
-                    let src = xg + (b * T + t) * G, gb = gates + b * G
-                    for u in mine {
-                        let (u0, w) = BlockedRecurrentWeight.units(u, H)
-                        for k in 0..<4 { (gb + 4 * u0 + k * w).update(from: src + k * H + u0, count: w) }
-                    }
-                }
-                // ... plus W_hh h.
-                cx_packed_gemm(Int32(B), Int32(4 * (j1 - j0)), Int32(H), cur, Int32(H), packed, gates + 4 * j0, Int32(G), 1)
-                for b in 0..<B {
-                    let reset = resets.map { $0[b * T + t] != 0 } ?? false
-                    let src = xg + (b * T + t) * G
-                    for u in mine {
-                        let (u0, w) = BlockedRecurrentWeight.units(u, H)
-                        let gb = gates + b * G + 4 * u0, cb = c + b * H + u0
-                        if reset {  // h and c were zero before this step: the input projection alone
-                            for k in 0..<4 { (gb + k * w).update(from: src + k * H + u0, count: w) }
-                            cb.update(repeating: 0, count: w)
-                        }
-                        Kernels.sigmoid(gb, 2 * w)
-                        Kernels.tanh(gb + 2 * w, w)
-                        Kernels.sigmoid(gb + 3 * w, w)
-                        Vec.lstmCell(i: gb, f: gb + w, g: gb + 2 * w, o: gb + 3 * w, c: cb, h: next + b * H + u0, count: w)
-                    }
-                    (y + (b * T + t) * H + j0).update(from: next + b * H + j0, count: j1 - j0)
+                    let reset: Int32 = (resets.map { $0[b * T + t] != 0 } ?? false) ? 1 : 0
+                    cx_lstm_cell(gates + b * G, xg + (b * T + t) * G, bias, Int32(H), Int32(j0), Int32(j1), c + b * H,
+                                 next + b * H, y + (b * T + t) * H, reset)
                 }
             }
             if t + 1 < T { cx_parallel_barrier(Int32(parts)) }
