@@ -121,11 +121,13 @@ def run_stack(kind, args, exe, results):
         ort = kind == "lstm" and importlib.util.find_spec("onnxruntime") is not None
         for n in args.threads:
             torch.set_num_threads(n)
-            row = {"threads": n}
-            row["cortex"] = {m: cortex_measure(exe, tmp, n, m, args.seq_len) for m in measures}
-            row["pytorch"] = torch_stack(stack, args.d_hidden, args.seq_len, measures)
-            if ort:
-                row["onnxruntime"] = ort_stack(tmp, stack, args.d_hidden, args.seq_len, n, measures)
+            rounds = {"cortex": [], "pytorch": [], "onnxruntime": []}
+            for _ in range(args.rounds):  # alternating, medians kept
+                rounds["cortex"].append({m: cortex_measure(exe, tmp, n, m, args.seq_len) for m in measures})
+                rounds["pytorch"].append(torch_stack(stack, args.d_hidden, args.seq_len, measures))
+                if ort:
+                    rounds["onnxruntime"].append(ort_stack(tmp, stack, args.d_hidden, args.seq_len, n, measures))
+            row = {"threads": n, **{side: bench.median_of(r) for side, r in rounds.items() if r}}
             results.setdefault(kind, []).append(row)
             print(f"  {kind} {n} threads: {json.dumps(row)}", file=sys.stderr, flush=True)
 
@@ -162,13 +164,21 @@ def run_mythos(args, results):
         for n in args.threads:
             torch.set_num_threads(n)
             cx.set_num_threads(n)
-            row = {"threads": n, "cortex": {}, "pytorch": {}}
-            for side, (pre, dec) in (("pytorch", (t_prefill, t_decode)), ("cortex", (c_prefill, c_decode))):
-                p8, _ = bench_mythos.bench(pre, dec, 8, repeats=5)
-                _, d1 = bench_mythos.bench(pre, dec, 1, repeats=1)
-                row[side] = {"prefill8_ms": p8, "decode1_tok_s": d1}
+            rounds = {"pytorch": [], "cortex": []}
+            for _ in range(args.rounds):
+                for side, (pre, dec) in (("pytorch", (t_prefill, t_decode)), ("cortex", (c_prefill, c_decode))):
+                    p8, _ = bench_mythos.bench(pre, dec, 8, repeats=5)
+                    _, d1 = bench_mythos.bench(pre, dec, 1, repeats=1)
+                    rounds[side].append({"prefill8_ms": p8, "decode1_tok_s": d1})
+            row = {"threads": n, **{side: bench.median_of(r) for side, r in rounds.items()}}
             results.setdefault("mythos", []).append(row)
             print(f"  mythos {n} threads: {json.dumps(row)}", file=sys.stderr, flush=True)
+
+
+def cx_kernels(cx):
+    """The ISA of Cortex's own kernels and OpenBLAS's core, from a loaded model's info."""
+    info = cx.load(os.path.join(ROOT, "examples/models/lstm_stack")).info
+    return info.get("blas", {})
 
 
 def table(kind, rows):
@@ -203,10 +213,13 @@ def main():
     ap.add_argument("--d-hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=1, help="alternating rounds per thread count; medians kept")
     ap.add_argument("--json", help="write every number here")
     args = ap.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
-    results = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
+    import cortex_swift as cx
+
+    results = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "cortex_kernels": cx_kernels(cx),
                            "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")}}
     work = args.workloads.split(",")
     exe = bench.build_native() if {"lstm", "axms"} & set(work) else None
@@ -221,7 +234,8 @@ def main():
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
     m = results["machine"]
-    print(f"{m['cpu']}, {m['cpus']} CPUs, torch {m['torch']}; d_hidden {args.d_hidden}, {args.layers} layers, T={args.seq_len}")
+    print(f"{m['cpu']}, {m['cpus']} CPUs, torch {m['torch']}, Cortex kernels {m['cortex_kernels']}; "
+          f"d_hidden {args.d_hidden}, {args.layers} layers, T={args.seq_len}, median of {args.rounds} round(s)")
     for kind in ("lstm", "auto", "mythos"):
         if kind in results:
             table(kind, results[kind])

@@ -60,7 +60,7 @@
  * a barrier or a join waits, so back-to-back calls of step mode find it awake. */
 #define SPIN_NS 4000
 #define YIELD_NS_WORK 40000
-#define YIELD_NS_SYNC 20000
+#define YIELD_NS_SYNC 100000
 /* How long the caller of a task with barriers waits for its workers to start: long
  * enough for a sleeping worker to wake (tens of microseconds on a VM), short against
  * such a task (a whole sequence), and a bound on what a worker that does not come
@@ -81,6 +81,20 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Counters for CORTEX_POOL_STATS=1 (printed to stderr at exit): what the pool did, to
+ * see where a parallel section's time goes. Relaxed increments, a few per task. */
+enum { ST_APART, ST_TOGETHER, ST_ASKED, ST_GOT, ST_TAKEN_BACK, ST_GATHER_SHORT, ST_SLEEPS, ST_COUNT };
+static const char *const stat_names[ST_COUNT] = {"tasks_apart", "tasks_together", "parts_asked", "parts_run",
+                                                 "parts_taken_back", "gathers_short", "futex_sleeps"};
+static uint64_t stats[ST_COUNT];
+#define COUNT(k, n) __atomic_add_fetch(&stats[k], (uint64_t)(n), __ATOMIC_RELAXED)
+
+static void print_stats(void) {
+  fprintf(stderr, "{\"cortex_pool\": {\"threads\": %d", cx_blas_get_threads());
+  for (int k = 0; k < ST_COUNT; k++) fprintf(stderr, ", \"%s\": %llu", stat_names[k], (unsigned long long)stats[k]);
+  fprintf(stderr, "}}\n");
+}
+
 /* Wait until *word != value: spin, yield, then sleep on the futex. `sleepers` counts
  * sleeping waiters so that whoever changes the word knows to wake them. */
 static void wait_change(uint32_t *word, uint32_t value, uint32_t *sleepers, uint64_t yield_ns) {
@@ -96,6 +110,7 @@ static void wait_change(uint32_t *word, uint32_t value, uint32_t *sleepers, uint
     CPU_RELAX();
   }
   __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+  COUNT(ST_SLEEPS, 1);
   while (LOAD(word) == value) futex_wait(word, value);
   __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
 }
@@ -191,6 +206,8 @@ static void grow_pool(int n) {
   static int atfork_registered;
   if (!atfork_registered) {
     pthread_atfork(NULL, NULL, after_fork_in_child);
+    const char *st = getenv("CORTEX_POOL_STATS");
+    if (st != NULL && strcmp(st, "1") == 0) atexit(print_stats);
     atfork_registered = 1;
   }
   for (int i = LOAD(&started); i < n; i++) {
@@ -242,7 +259,10 @@ static void run_apart(task_t *t, worker_t **claimed, int k) {
   int started_by_worker[MAX_THREADS];
   for (int i = 0; i < k; i++) {
     started_by_worker[i] = !take_back(claimed[i]);
-    if (!started_by_worker[i]) run_part(t, i + 1);
+    if (!started_by_worker[i]) {
+      COUNT(ST_TAKEN_BACK, 1);
+      run_part(t, i + 1);
+    }
   }
   for (int i = 0; i < k; i++) {
     if (started_by_worker[i]) wait_done(claimed[i]);
@@ -278,6 +298,7 @@ static void run_together(task_t *t, worker_t **claimed, int k) {
     }
   }
   t->parts = joined + 1;
+  if (joined < k) COUNT(ST_GATHER_SHORT, 1);
   STORE(&t->go, 1);
   wake_all(&t->go, &t->go_sleepers);
   run_part(t, 0);
@@ -311,6 +332,8 @@ static int run(cx_task_fn fn, void *ctx, int parts, int together) {
       claimed[k++] = w;
   }
   task_t t = {fn, ctx, k + 1, 0, 0, 0, 0, 0, 0};
+  COUNT(together ? ST_TOGETHER : ST_APART, 1);
+  COUNT(ST_ASKED, parts);
   if (k == 0)
     fn(ctx, 0, 1);
   else if (together)
@@ -318,6 +341,7 @@ static int run(cx_task_fn fn, void *ctx, int parts, int together) {
   else
     run_apart(&t, claimed, k);
   __atomic_sub_fetch(&callers, 1, __ATOMIC_SEQ_CST);
+  COUNT(ST_GOT, k == 0 ? 1 : t.parts);
   return k == 0 ? 1 : t.parts;
 }
 
