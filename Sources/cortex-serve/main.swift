@@ -2,7 +2,12 @@
 //
 //   cortex-serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch 32]
 //                [--max-wait-ms 0] [--max-queue 1024] [--max-sessions 4096]
-//                [--max-body-mb 8] [--int8] [--threads N] [--log-requests]
+//                [--max-body-mb 8] [--int8] [--threads N] [--workers N] [--log-requests]
+//
+// --threads: Cortex's thread pool (default: the CPUs this process may use). --workers:
+// scheduler threads running batches side by side (default: one per 4 of those threads),
+// so a long generation occupies one worker, not the server; concurrent batches share
+// the pool.
 //
 // The HTTP layer only frames requests: routing, batching, sessions and metrics are
 // Cortex's ServingEngine (Sources/Cortex/Serving). SIGTERM/SIGINT drain: the listener
@@ -24,11 +29,12 @@ struct Arguments {
     var engine = ServingEngine.Options()
     var int8 = false
     var threads: Int? = nil
+    var workers: Int? = nil
 
     static let usage = """
         usage: cortex-serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch 32] [--max-wait-ms 0]
                             [--max-queue 1024] [--max-sessions 4096] [--max-body-mb 8] [--int8] [--threads N]
-                            [--log-requests]
+                            [--workers N] [--log-requests]
         """
 
     init(_ argv: [String]) throws {
@@ -57,7 +63,8 @@ struct Arguments {
             case "--max-sessions": engine.maxSessions = try int("--max-sessions", 1...10_000_000)
             case "--max-body-mb": engine.maxBodyBytes = try int("--max-body-mb", 1...1024) << 20
             case "--int8": int8 = true
-            case "--threads": threads = try int("--threads", 1...256)
+            case "--threads": threads = try int("--threads", 1...512)
+            case "--workers": workers = try int("--workers", 1...256)
             case "--log-requests": engine.logRequests = true
             case "-h", "--help": print(Arguments.usage); exit(0)
             default: throw CortexError.invalidArgument("unknown option '\(argv[i])'")
@@ -156,10 +163,12 @@ func serve() -> Int32 {
         return 2
     } catch { return 2 }
     if let t = args.threads { BLAS.setThreads(t) }
+    var options = args.engine
+    options.scheduler.workers = args.workers ?? max(1, BLAS.threads / 4)
     let engine: ServingEngine
     do {
         let model = try Model.load(directory: args.model, int8: args.int8)
-        engine = try ServingEngine(model: model, options: args.engine, log: log)
+        engine = try ServingEngine(model: model, options: options, log: log)
         log.write("info", "model_loaded", [("model", .string(args.model)), ("architecture", .string(model.architecture)),
                                            ("parameters", .number(Double(model.module.parameterCount))), ("int8", .bool(model.int8))])
     } catch let e as CortexError {
@@ -185,6 +194,8 @@ func serve() -> Int32 {
     let port = channel.localAddress?.port ?? args.port
     log.write("info", "listening", [("host", .string(args.host)), ("port", .number(Double(port))),
                                     ("max_batch", .number(Double(args.engine.scheduler.maxBatch))),
+                                    ("workers", .number(Double(options.scheduler.workers))),
+                                    ("threads", .number(Double(BLAS.threads))),
                                     ("max_wait_ms", .number(args.engine.scheduler.maxWait * 1000))])
 
     // Graceful shutdown on SIGTERM / SIGINT.

@@ -58,6 +58,47 @@ final class ServingTests: XCTestCase {
         XCTAssertEqual(rec.batches.withLock { $0 }, [[0], [1, 2, 3, 4]])
     }
 
+    /// Several workers: a long batch holds one of them while other batches run; jobs on
+    /// one resource (a session) never run in two batches at once and run in submission
+    /// order; drain finishes everything.
+    func testWorkersRunSideBySideButNeverShareAResource() throws {
+        let gate = DispatchSemaphore(value: 0)
+        let log = Locked<[String]>([])
+        let inFlight = Locked<[String: Int]>([:]), overlaps = Locked(0)
+        let s = try BatchScheduler<(String, Int)>(options: .init(maxBatch: 4, maxQueue: 1000, workers: 3)) { key, jobs in
+            if key == "slow" { gate.wait(); log.withLock { $0.append("slow") }; return }
+            let mine = Set(jobs.map(\.0))  // a batch may hold several steps of one resource (run in rounds)
+            for r in mine {
+                inFlight.withLock { m in m[r, default: 0] += 1; if m[r]! > 1 { overlaps.withLock { $0 += 1 } } }
+            }
+            usleep(200)
+            for (r, i) in jobs { log.withLock { $0.append("\(r):\(i)") } }
+            for r in mine { inFlight.withLock { $0[r]! -= 1 } }
+        }
+        try s.start()
+        try s.submit(("x", 0), key: "slow", deadline: nil)
+        while s.depth > 0 { usleep(500) }
+        var sent: [String: [Int]] = [:]
+        for i in 0..<120 {
+            let r = ["a", "b", "c"][i % 3]
+            try s.submit((r, i), key: "step", deadline: nil, exclusive: r)
+            sent[r, default: []].append(i)
+        }
+        // The slow batch still blocks its worker; the others finish every step.
+        let t0 = monotonicSeconds()
+        while log.withLock({ $0.count }) < 120 && monotonicSeconds() - t0 < 10 { usleep(1000) }
+        XCTAssertEqual(log.withLock { $0.count }, 120, "steps ran while one worker was busy")
+        gate.signal()
+        s.drain()
+        let got = log.withLock { $0 }
+        XCTAssertEqual(got.last, "slow")
+        XCTAssertEqual(overlaps.withLock { $0 }, 0, "a resource was in two batches at once")
+        for r in ["a", "b", "c"] {
+            let order = got.filter { $0.hasPrefix(r + ":") }.map { Int($0.dropFirst(2))! }
+            XCTAssertEqual(order, sent[r], "\(r): steps in submission order")
+        }
+    }
+
     func testMaxWaitGathersCompanyButNotPastADeadline() throws {
         let rec = Recorder()
         rec.blockFirst = false

@@ -13,11 +13,14 @@ public func monotonicSeconds() -> Double {
 
 /// Continuous batching with an earliest-deadline-first queue.
 ///
-/// Jobs carry a batch key (jobs of one key can run as one batch: one model entry point)
-/// and an optional absolute deadline (monotonic seconds). One worker thread repeatedly
-/// takes the job with the earliest deadline (jobs without one rank by arrival, after a
-/// default budget), adds the most urgent other jobs of the same key up to `maxBatch`,
-/// and runs them together. Batches form while the worker is busy (continuous
+/// Jobs carry a batch key (jobs of one key can run as one batch: one model entry point),
+/// an optional absolute deadline (monotonic seconds) and an optional exclusive resource
+/// (a session id). `workers` threads each repeatedly take the job with the earliest
+/// deadline (jobs without one rank by arrival, after a default budget), add the most
+/// urgent other jobs of the same key up to `maxBatch`, and run them together. A job
+/// whose resource is in a batch being run waits for that batch (so one session's steps
+/// never run at once, and run in order); other batches run side by side, so a long
+/// generation holds one worker, not the server. Batches form while the worker is busy (continuous
 /// batching: whatever queued during one batch is the next); with `maxWait` > 0 an idle
 /// worker also waits for company, but only until the batch is full, the first job has
 /// waited `maxWait`, or waiting longer would make the most urgent job miss its deadline
@@ -31,8 +34,11 @@ public final class BatchScheduler<Job>: @unchecked Sendable {
         public var maxWait: Double          // seconds a job may wait for company
         public var maxQueue: Int
         public var defaultBudget: Double    // deadline of a job that gives none (seconds)
-        public init(maxBatch: Int = 32, maxWait: Double = 0, maxQueue: Int = 1024, defaultBudget: Double = 1.0) {
+        public var workers: Int             // threads running batches
+        public init(maxBatch: Int = 32, maxWait: Double = 0, maxQueue: Int = 1024, defaultBudget: Double = 1.0,
+                    workers: Int = 1) {
             self.maxBatch = maxBatch; self.maxWait = maxWait; self.maxQueue = maxQueue; self.defaultBudget = defaultBudget
+            self.workers = workers
         }
     }
 
@@ -51,6 +57,7 @@ public final class BatchScheduler<Job>: @unchecked Sendable {
         let deadline: Double
         let explicit: Bool      // the client gave the deadline (only those can be missed)
         let sequence: Int
+        let exclusive: String?  // a resource no two running batches share
     }
 
     public let options: Options
@@ -59,16 +66,19 @@ public final class BatchScheduler<Job>: @unchecked Sendable {
     private var sequence = 0
     private var draining = false
     private var stopped = false
-    private var running = 0                 // jobs in the batch being run
+    private var running = 0                 // jobs in the batches being run
+    private var held: [String: Int] = [:]   // exclusive resources of the batches being run
     private var batchSeconds: [String: Double] = [:]   // EWMA per key
     private var mutex = pthread_mutex_t()
     private var wake = pthread_cond_t()
     private var idle = pthread_cond_t()
-    private var thread: pthread_t?
+    private var threads: [pthread_t] = []
 
     public init(options: Options, execute: @escaping Executor) throws {
-        guard options.maxBatch >= 1, options.maxQueue >= 1, options.maxWait >= 0, options.defaultBudget > 0 else {
-            throw CortexError.invalidArgument("scheduler: maxBatch and maxQueue must be >= 1, maxWait >= 0, defaultBudget > 0")
+        guard options.maxBatch >= 1, options.maxQueue >= 1, options.maxWait >= 0, options.defaultBudget > 0,
+              (1...256).contains(options.workers) else {
+            throw CortexError.invalidArgument(
+                "scheduler: maxBatch and maxQueue must be >= 1, maxWait >= 0, defaultBudget > 0, workers 1...256")
         }
         self.options = options
         self.execute = execute
@@ -77,16 +87,18 @@ public final class BatchScheduler<Job>: @unchecked Sendable {
         pthread_cond_init(&idle, nil)
     }
 
-    /// Start the worker thread (once).
+    /// Start the worker threads (once).
     public func start() throws {
         lock()
-        let started = thread != nil
+        let started = !threads.isEmpty
         unlock()
         if started { return }
-        let t = try startThread { [self] in self.work() }
-        lock()
-        thread = t
-        unlock()
+        for _ in 0..<options.workers {
+            let t = try startThread { [self] in self.work() }
+            lock()
+            threads.append(t)
+            unlock()
+        }
     }
 
     deinit {
@@ -102,7 +114,8 @@ public final class BatchScheduler<Job>: @unchecked Sendable {
     public var depth: Int { lock(); defer { unlock() }; return queue.count }
 
     /// Queue a job. `deadline` is absolute (monotonicSeconds()); nil: arrival + defaultBudget.
-    public func submit(_ job: Job, key: String, deadline: Double?) throws {
+    /// `exclusive`: a resource (e.g. a session id) that no two running batches may share.
+    public func submit(_ job: Job, key: String, deadline: Double?, exclusive: String? = nil) throws {
         let now = monotonicSeconds()
         lock()
         defer { unlock() }
@@ -110,11 +123,11 @@ public final class BatchScheduler<Job>: @unchecked Sendable {
         guard queue.count < options.maxQueue else { throw Refusal.overloaded(options.maxQueue) }
         sequence += 1
         queue.append(Pending(job: job, key: key, arrival: now, deadline: deadline ?? now + options.defaultBudget,
-                             explicit: deadline != nil, sequence: sequence))
+                             explicit: deadline != nil, sequence: sequence, exclusive: exclusive))
         pthread_cond_signal(&wake)
     }
 
-    /// Refuse new jobs, run every queued one, stop the worker. Returns when done.
+    /// Refuse new jobs, run every queued one, stop the workers. Returns when done.
     public func drain() {
         lock()
         draining = true
@@ -122,10 +135,10 @@ public final class BatchScheduler<Job>: @unchecked Sendable {
         while !queue.isEmpty || running > 0 { pthread_cond_wait(&idle, &mutex) }
         stopped = true
         pthread_cond_broadcast(&wake)
-        let t = thread
-        thread = nil
+        let all = threads
+        threads = []
         unlock()
-        if let t { pthread_join(t, nil) }
+        for t in all { pthread_join(t, nil) }
     }
 
     public var isDraining: Bool { lock(); defer { unlock() }; return draining }
@@ -133,8 +146,10 @@ public final class BatchScheduler<Job>: @unchecked Sendable {
     /// The batch to run now, or the time to wait until (absolute) before deciding again.
     /// Call with the lock held.
     func pick(now: Double) -> (batch: [Pending]?, wakeAt: Double?) {
-        guard !queue.isEmpty else { return (nil, nil) }
-        var order = queue.indices.sorted { (queue[$0].deadline, queue[$0].sequence) < (queue[$1].deadline, queue[$1].sequence) }
+        // Jobs whose resource a running batch holds wait for it.
+        var order = queue.indices.filter { queue[$0].exclusive.map { held[$0] == nil } ?? true }
+        guard !order.isEmpty else { return (nil, nil) }
+        order.sort { (queue[$0].deadline, queue[$0].sequence) < (queue[$1].deadline, queue[$1].sequence) }
         let first = queue[order[0]]
         order = order.filter { queue[$0].key == first.key }
         let chosen = Array(order.prefix(options.maxBatch))
@@ -163,7 +178,8 @@ public final class BatchScheduler<Job>: @unchecked Sendable {
                 if let wakeAt { timedWait(until: wakeAt) } else { pthread_cond_wait(&wake, &mutex) }
                 continue
             }
-            running = batch.count
+            running += batch.count
+            for p in batch { if let r = p.exclusive { held[r, default: 0] += 1 } }
             unlock()
             let key = batch[0].key
             let start = monotonicSeconds()
@@ -172,7 +188,12 @@ public final class BatchScheduler<Job>: @unchecked Sendable {
             let misses = batch.filter { $0.explicit && end > $0.deadline }.count
             onBatch?(key, batch.count, end - start, misses)
             lock()
-            running = 0
+            running -= batch.count
+            for p in batch {
+                guard let r = p.exclusive else { continue }
+                held[r] = held[r] == 1 ? nil : held[r].map { $0 - 1 }
+            }
+            pthread_cond_broadcast(&wake)  // jobs waiting for these resources may go now
             let previous = batchSeconds[key] ?? (end - start)
             batchSeconds[key] = 0.8 * previous + 0.2 * (end - start)
             if queue.isEmpty { pthread_cond_broadcast(&idle) }

@@ -77,6 +77,16 @@ public final class ServingEngine: @unchecked Sendable {
         let deadline: Double?
         let binary: Bool
         let respond: @Sendable (ServingResponse) -> Void
+
+        /// The state this job changes, if any: no two batches run on it at once.
+        var exclusive: String? {
+            switch work {
+            case .stream(let id, _, _, _): return "stream/" + id
+            case .session(let id, _, _): return "session/" + id
+            case .sidecar(let id, _, _, _): return "sidecar/" + id
+            case .decode, .generate: return nil
+            }
+        }
     }
 
     public let model: Model
@@ -291,7 +301,7 @@ public final class ServingEngine: @unchecked Sendable {
 
     func queue(_ job: Job, key: String) throws {
         guard isReady else { throw BatchScheduler<Job>.Refusal.draining }
-        try scheduler.submit(job, key: key, deadline: job.deadline)
+        try scheduler.submit(job, key: key, deadline: job.deadline, exclusive: job.exclusive)
     }
 
     func sessionID(_ s: String) throws -> String {
@@ -508,7 +518,7 @@ public final class ServingEngine: @unchecked Sendable {
         }
     }
 
-    // MARK: running batches (the scheduler's worker thread)
+    // MARK: running batches (the scheduler's worker threads)
 
     func respond(_ job: Job, _ result: Result<(JSON, [(String, shape: [Int], values: [Float])]), Error>) {
         switch result {
