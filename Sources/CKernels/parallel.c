@@ -129,9 +129,7 @@ typedef struct {
   int together;   /* parts meet at barriers: all of them must run at once */
   uint32_t go;    /* together: 1 once the parts are counted (futex word) */
   uint32_t go_sleepers;
-  uint32_t barrier_count;
-  uint32_t barrier_gen;
-  uint32_t barrier_sleepers;
+  cx_barrier barrier;
 } task_t;
 
 /* A worker's slot holds (ticket << 2) | state. The caller that claimed the worker (busy
@@ -331,7 +329,7 @@ static int run(cx_task_fn fn, void *ctx, int parts, int together) {
         __atomic_compare_exchange_n(&w->busy, &idle, 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
       claimed[k++] = w;
   }
-  task_t t = {fn, ctx, k + 1, 0, 0, 0, 0, 0, 0};
+  task_t t = {fn, ctx, k + 1, 0, 0, 0, {0, 0, 0, {0}}};
   COUNT(together ? ST_TOGETHER : ST_APART, 1);
   COUNT(ST_ASKED, parts);
   if (k == 0)
@@ -349,17 +347,22 @@ int cx_parallel_run(cx_task_fn fn, void *ctx, int parts) { return run(fn, ctx, p
 
 int cx_parallel_run_together(cx_task_fn fn, void *ctx, int parts) { return run(fn, ctx, parts, 1); }
 
+void cx_barrier_wait(cx_barrier *b, int parties) {
+  if (parties < 2) return;
+  const uint32_t gen = LOAD(&b->gen);
+  if (__atomic_add_fetch(&b->count, 1, __ATOMIC_SEQ_CST) == (uint32_t)parties) {
+    STORE(&b->count, 0);
+    STORE(&b->gen, gen + 1);
+    wake_all(&b->gen, &b->sleepers);
+  } else {
+    wait_change(&b->gen, gen, &b->sleepers, YIELD_NS_SYNC);
+  }
+}
+
 void cx_parallel_barrier(int parts) {
   task_t *t = current_task;
   if (parts < 2 || t == NULL || !t->together) return;
-  const uint32_t gen = LOAD(&t->barrier_gen);
-  if (__atomic_add_fetch(&t->barrier_count, 1, __ATOMIC_SEQ_CST) == (uint32_t)t->parts) {
-    STORE(&t->barrier_count, 0);
-    STORE(&t->barrier_gen, gen + 1);
-    wake_all(&t->barrier_gen, &t->barrier_sleepers);
-  } else {
-    wait_change(&t->barrier_gen, gen, &t->barrier_sleepers, YIELD_NS_SYNC);
-  }
+  cx_barrier_wait(&t->barrier, t->parts);
 }
 
 /* ---- the thread count ------------------------------------------------------ */

@@ -79,6 +79,14 @@ int cx_parallel_run_together(cx_task_fn fn, void *ctx, int parts);
  * point. A no-op when parts == 1. */
 void cx_parallel_barrier(int parts);
 
+/* A barrier for a group of a together-task's parts (zero-initialised; reusable). */
+typedef struct {
+  uint32_t count, gen, sleepers;
+  uint32_t pad[13]; /* a 64-byte line of its own in arrays */
+} cx_barrier;
+/* Wait until `parties` threads (the same ones each time) reach this barrier. */
+void cx_barrier_wait(cx_barrier *b, int parties);
+
 /* Parts for `work` units when each part should have at least `grain` of them, at most
  * `items` (the pieces the work divides into) and the thread count; at least 1. */
 int cx_parallel_parts(long work, long grain, long items);

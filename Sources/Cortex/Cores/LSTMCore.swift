@@ -1,3 +1,5 @@
+import CKernels
+
 /// Mirrors cortexcore 0.1.6 `cortex.cells.lstm.LSTMCell` (seed: `LSTMCore`), which
 /// runs a single-layer `nn.LSTM` (gate order i, f, g, o) through
 /// `kernels/pytorch/lstm.py::lstm_sequence_pytorch`.
@@ -55,9 +57,18 @@ public struct LSTMCore: RecurrentModule {
         let xg = try arena.take(batch * time * G)
         weightIH.apply(m: batch * time, x, ldx: H, into: xg, ldy: G)
         // The recurrence, its hidden units split over the threads (ParallelRecurrence.swift).
+        let parts = Parallel.parts(work: batch * G * H, grain: 1 << 16, items: recurrent.blockCount * batch)
+        // One barrier per row group, on 64-byte lines of their own (sequences only).
+        var barriers: UnsafeMutablePointer<cx_barrier>? = nil
+        if time > 1 && parts > 1 {
+            let raw = UnsafeMutableRawPointer(try arena.take(16 * min(parts, batch)))
+            raw.initializeMemory(as: UInt8.self, repeating: 0, count: 64 * min(parts, batch))
+            barriers = raw.bindMemory(to: cx_barrier.self, capacity: min(parts, batch))
+        }
         let job = RecurrenceJob(
-            weight: recurrent, xg: xg, bias: bias.map { UnsafePointer($0.data) }, y: y, c: c, hA: h, hB: try arena.take(batch * H),
-            gates: try arena.take(batch * G), resets: resets, batch: batch, time: time)
-        job.runParallel(parts: Parallel.parts(work: batch * G * H, grain: 1 << 16, items: recurrent.blockCount))
+            weight: recurrent, xg: xg, bias: bias.map { UnsafePointer($0.data) }, y: y, c: c, hA: h,
+            hB: try arena.take(batch * H), gates: try arena.take(batch * G), barriers: barriers, resets: resets,
+            batch: batch, time: time)
+        job.runParallel(parts: parts)
     }
 }
