@@ -52,6 +52,8 @@ def body(tensors):
     return bytes(out)
 seeds.append(b"\x06" + body([(b"x", 3, [1.0, 2.5]), (b"y", 3, [])]))
 seeds.append(b"\x07" + body([(b"neuron_ids", 1, [1, 2]), (b"time_bins", 1, [3, 4]), (b"values", 1, [1, 1])]))
+# Columns of different lengths (once a trap: the windows were cut before the lengths were checked).
+seeds.append(b"\x07" + body([(b"neuron_ids", 1, [1]), (b"time_bins", 1, [3, 4]), (b"values", 1, [1])]))
 seeds.append(b"\x07" + b'{"neuron_ids":[1,2],"time_bins":[3,4],"values":[1,2],"deadline_ms":5}')
 seeds.append(b"\x07" + b'{"requests":[{"neuron_ids":[1],"time_bins":[3],"values":[1]}]}')
 for i, s in enumerate(seeds):

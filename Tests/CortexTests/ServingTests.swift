@@ -189,6 +189,14 @@ final class ServingTests: XCTestCase {
         for (a, b) in zip(got, ref.toArray()) { XCTAssertEqual(a, Double(b), accuracy: 1e-7) }
         XCTAssertEqual(call(e, "POST", "/v1/decode", #"{"neuron_ids":[40],"time_bins":[0],"values":[1]}"#).0, 422)
         XCTAssertEqual(call(e, "POST", "/v1/decode", "{").0, 400)
+        // A tensor body whose columns differ in length is refused, not cut into windows
+        // (it once trapped).
+        let ragged = TensorBody.encode([("neuron_ids", [1], [1]), ("time_bins", [2], [3, 4]), ("values", [1], [1])])
+        let done = DispatchSemaphore(value: 0), answer = Locked(0)
+        e.handle(ServingRequest(method: "POST", path: "/v1/decode", headers: [("content-type", TensorBody.contentType)],
+                                body: ragged)) { r in answer.withLock { $0 = r.status }; done.signal() }
+        done.wait()
+        XCTAssertEqual(answer.withLock { $0 }, 422)
         XCTAssertEqual(call(e, "GET", "/v1/decode").0, 405)
         XCTAssertEqual(call(e, "GET", "/nowhere").0, 404)
         XCTAssertEqual(call(e, "POST", "/v1/sessions/a/step", #"{"x":[1]}"#).0, 404)

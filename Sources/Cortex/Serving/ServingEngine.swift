@@ -396,6 +396,8 @@ public final class ServingEngine: @unchecked Sendable {
             }
         case .tensors(let t):
             let all = try events(body, "")
+            // The three columns must agree before they are cut into windows.
+            _ = try dec.validate(neurons: all.neurons, timeBins: all.bins, values: all.values, offsets: [0, all.neurons.count])
             var offsets = [0, all.neurons.count]
             if let o = t["offsets"] {
                 guard o.shape.count == 1, o.count >= 2, o.count <= 1025 else {
