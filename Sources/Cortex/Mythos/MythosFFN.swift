@@ -94,14 +94,12 @@ struct MoEFFN: Sendable {
         let work = N * K * D * (experts.first?.inner ?? 0)
         let used = (0..<E).filter { counts[$0] > 0 }.count
         let parts = Parallel.parts(work: work, grain: 1 << 17, items: used)
-        // groups[p - 1][part]: the experts part `part` of p runs, by routed rows.
-        let costs = (0..<E).map { Int(counts[$0]) }
-        let groups = (1...parts).map { Parallel.groups(costs: costs, parts: $0) }
+        let costs = (0..<E).map { Int(counts[$0]) }  // routed rows
         arena.prepareParts(parts)
         Parallel.run(parts: parts) { part, parts in
             let a = arena.part(part)
             do {
-                for e in groups[parts - 1][part] where counts[e] > 0 {
+                for e in Parallel.groups(costs: costs, parts: parts)[part] where counts[e] > 0 {
                     let c = Int(counts[e])
                     let gathered = try a.take(c * D), outRows = try a.take(c * D)
                     let slots = try a.take(c)  // (row·K + slot) of each gathered row
