@@ -87,14 +87,20 @@ def main():
             ort_lstm.write_random_stack(model, args.d_hidden, args.layers)
         sess = ort_lstm.session(model, args.threads)
         err = check_same(model, sess, sess.cortex_d)
+        layers, d = sess.cortex_layers, sess.cortex_d
+        del sess
         exe = bench.build_native()
         cx_runs, ort_runs = [], []
         for _ in range(args.rounds):
+            # A session per round, gone before Cortex runs: ONNX Runtime's workers spin
+            # after each run and would take the cores from the Cortex process.
             cx_runs.append(bench.cortex_native(exe, model, args.threads, args.seq_len))
-            ort_runs.append(ort_numbers(sess, sess.cortex_d, args.seq_len))
+            sess = ort_lstm.session(model, args.threads)
+            ort_runs.append(ort_numbers(sess, d, args.seq_len))
+            del sess
     c = {k: statistics.median(r[k] for r in cx_runs) for k, _, _ in MEASURES}
     o = {k: statistics.median(r[k] for r in ort_runs) for k, _, _ in MEASURES}
-    print(f"LSTM stack d_hidden={sess.cortex_d}, {sess.cortex_layers} layers, T={args.seq_len}, {args.threads} threads, "
+    print(f"LSTM stack d_hidden={d}, {layers} layers, T={args.seq_len}, {args.threads} threads, "
           f"onnxruntime {onnxruntime.__version__}; outputs agree to {err:.1e}; median of {args.rounds} alternating rounds\n")
     print("| measure | ONNX Runtime | Cortex (C ABI) | Cortex / ONNX Runtime |")
     print("|---|---|---|---|")
