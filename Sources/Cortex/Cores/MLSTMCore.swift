@@ -148,9 +148,15 @@ public struct MLSTMCore: RecurrentModule {
                           state: state[(slot + n)..<(slot + 2 * n)], resets: resets, arena: arena)
         }
 
-        let scratch = try HeadScratch(arena: arena, dh: DH, cs: min(chunkSize, T))
-        for b in 0..<B {
-            for n in 0..<NH {
+        // (row, head) pairs are independent through time: split them over the threads, each
+        // part with its own scratch.
+        let parts = Parallel.parts(work: B * NH * T * DH * DH, grain: 1 << 15, items: B * NH)
+        try withUnsafeTemporaryAllocation(of: HeadScratch.self, capacity: parts) { scratches in  // no heap per call
+        for i in 0..<parts { scratches.initializeElement(at: i, to: try HeadScratch(arena: arena, dh: DH, cs: min(chunkSize, T))) }
+        Parallel.run(parts: parts) { part, parts in
+            let scratch = scratches[part]
+            for pair in Parallel.slice(B * NH, part: part, parts: parts, align: 1) {
+                let b = pair / NH, n = pair % NH
                 let head = HeadSeries(
                     q: UnsafePointer(qk + b * T * H + n * DH), v: v + b * T * H + n * DH, stride: H,
                     i: UnsafePointer(gates + b * T * 2 * NH + n), f: UnsafePointer(gates + b * T * 2 * NH + NH + n),
@@ -162,6 +168,7 @@ public struct MLSTMCore: RecurrentModule {
                     chunkwise(head, T, c: c, n: nn, m: m, s: scratch)
                 }
             }
+        }
         }
         Kernels.headNorm(y, rows: B * T, heads: NH, headDim: DH, weight: normWeight.data, eps: 1e-5)
     }

@@ -134,33 +134,36 @@ public struct SLSTMCore: RecurrentModule {
             try axonZO.run(x: x, into: wx + 2 * H, ldOut: G, batch: B, time: T, state: state[(first + n)..<(first + 2 * n)],
                            resets: resets, arena: arena)
         }
-        // Heads are independent through time (block-diagonal recurrence): each thread
-        // runs whole sequences for its heads, no synchronisation between steps.
-        let parts = Parallel.parts(work: B * T * H, grain: 2048, items: NH)
+        // Heads are independent through time (block-diagonal recurrence), and so are the
+        // batch's rows: each thread runs whole sequences for its (head, row group) items, no
+        // synchronisation between steps. A row's products do not depend on the others.
+        let parts = Parallel.parts(work: B * T * H, grain: 2048, items: NH * B)
+        let groups = max(1, min(B, parts / NH))  // row groups per head
         let raws = try arena.take(parts * B * 4 * DH)
         Parallel.run(parts: parts) { part, parts in
-            let raw = raws + part * B * 4 * DH  // [B, 4·DH] pre-activations of one head
-            for n in Parallel.slice(NH, part: part, parts: parts, align: 1) {
-                let o0 = n * DH
+            let raw = raws + part * B * 4 * DH  // [rows, 4·DH] pre-activations of one head
+            for item in Parallel.slice(NH * groups, part: part, parts: parts, align: 1) {
+                let n = item / groups, rows = Parallel.slice(B, part: item % groups, parts: groups, align: 1)
+                let o0 = n * DH, b0 = rows.lowerBound
                 for t in 0..<T {
                     if let resets {
-                        for b in 0..<B where resets[b * T + t] != 0 {
+                        for b in rows where resets[b * T + t] != 0 {
                             (ys + b * H + o0).update(repeating: 0, count: DH)
                             (cs + b * H + o0).update(repeating: 0, count: DH)
                             (ns + b * H + o0).update(repeating: 0, count: DH)
                             (ms + b * H + o0).update(repeating: 0, count: DH)
                         }
                     }
-                    for b in 0..<B {
+                    for b in rows {
                         for g in 0..<4 {
-                            let dst = raw + b * 4 * DH + g * DH
+                            let dst = raw + (b - b0) * 4 * DH + g * DH
                             dst.update(from: wx + (b * T + t) * G + g * H + o0, count: DH)
                             Vec.add(dst, bias.data + g * H + o0, DH)
                         }
                     }
-                    recurrent[n].apply(m: B, ys + o0, ldx: H, into: raw, ldy: 4 * DH, accumulate: true)
-                    for b in 0..<B {
-                        let r = raw + b * 4 * DH
+                    recurrent[n].apply(m: rows.count, ys + b0 * H + o0, ldx: H, into: raw, ldy: 4 * DH, accumulate: true)
+                    for b in rows {
+                        let r = raw + (b - b0) * 4 * DH
                         let yb = ys + b * H + o0, cb = cs + b * H + o0, nb = ns + b * H + o0, mb = ms + b * H + o0
                         for j in 0..<DH {
                             let iraw = r[j], fraw = r[DH + j], zraw = r[2 * DH + j], oraw = r[3 * DH + j]
