@@ -6,15 +6,49 @@ import Darwin
 
 /// Whole-file reads and atomic writes through libc (no Foundation needed).
 public enum FileIO {
+    /// Open `path` for reading and return the descriptor and the file's size; refuses
+    /// anything but a regular file. Opened with O_NONBLOCK, so a named pipe (or a device)
+    /// is refused at once instead of blocking until a writer appears.
+    public static func openRegular(_ path: String) throws -> (fd: Int32, size: Int) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { throw CortexError.io("cannot open \(path): \(errnoText())") }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            let why = errnoText()
+            close(fd)
+            throw CortexError.io("cannot stat \(path): \(why)")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw CortexError.io("\(path) is not a regular file (a pipe, device or directory)")
+        }
+        return (fd, Int(st.st_size))
+    }
+
+    /// Exactly `count` bytes at `offset` of an open file.
+    public static func read(_ fd: Int32, _ path: String, offset: Int, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        try bytes.withUnsafeMutableBytes { buf in
+            guard let base = buf.baseAddress else { return }
+            while done < count {
+                let n = pread(fd, base + done, count - done, off_t(offset + done))
+                if n < 0 {
+                    if errno == EINTR || errno == EAGAIN { continue }
+                    throw CortexError.io("cannot read \(path): \(errnoText())")
+                }
+                if n == 0 { break }
+                done += n
+            }
+        }
+        guard done == count else { throw CortexError.io("\(path): short read (\(done) of \(count) bytes)") }
+        return bytes
+    }
+
     /// The bytes of `path`; files larger than `limit` bytes are refused before reading.
     public static func read(_ path: String, limit: Int = 1 << 36) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw CortexError.io("cannot open \(path): \(errnoText())") }
+        let (fd, size) = try openRegular(path)
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw CortexError.io("cannot stat \(path): \(errnoText())") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw CortexError.io("\(path) is not a regular file") }
-        let size = Int(st.st_size)
         guard size <= limit else { throw CortexError.io("\(path) is \(size) bytes, above the limit of \(limit)") }
         var bytes = [UInt8](repeating: 0, count: size)
         var done = 0
@@ -23,7 +57,7 @@ public enum FileIO {
             while done < size {
                 let n = Glibc.read(fd, base + done, size - done)
                 if n < 0 {
-                    if errno == EINTR { continue }
+                    if errno == EINTR || errno == EAGAIN { continue }
                     throw CortexError.io("cannot read \(path): \(errnoText())")
                 }
                 if n == 0 { break }

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The safetensors format (https://github.com/huggingface/safetensors): an 8-byte
 /// little-endian header length N, N bytes of UTF-8 JSON describing each tensor
 /// (`dtype`, `shape`, `data_offsets` relative to the data section), then the data.
@@ -33,38 +37,85 @@ public struct SafetensorsFile: Sendable {
     }
 
     public static let maxHeaderBytes = 100_000_000
+    /// Tensors per file at most. A header is scanned for this before it is parsed, so a
+    /// header of millions of tiny entries costs milliseconds, not gigabytes of JSON.
+    public static let maxTensors = 1 << 17
 
-    public let bytes: [UInt8]
+    /// The file's bytes: in memory, or the open file (`init(path:)`).
+    let storage: ByteStore
     public let entries: [String: Entry]
     /// Tensor names in data order.
     public let names: [String]
     public let metadata: [String: String]
 
+    /// Load a file: the 8-byte length and the header are read and validated against the
+    /// file's size first (a bad header in a huge file is refused in milliseconds, reading
+    /// nothing else); the data stays in the file, read tensor by tensor when asked for.
+    /// Pipes and devices are refused without blocking.
     public init(path: String) throws {
-        try self.init(bytes: try FileIO.read(path))
+        let (fd, size) = try FileIO.openRegular(path)
+        var closeOnExit = true  // until the storage owns it
+        defer { if closeOnExit { close(fd) } }
+        guard size >= 8 else {
+            throw CortexError.parse("safetensors: file is \(size) bytes, shorter than the 8-byte header length")
+        }
+        let prefix = try FileIO.read(fd, path, offset: 0, count: 8)
+        let headerLen = try Self.headerLength(prefix, fileSize: size)
+        let header = try FileIO.read(fd, path, offset: 8, count: headerLen)
+        (entries, names, metadata) = try Self.parseHeader(header, fileSize: size)
+        storage = ByteStore(file: fd, path)
+        closeOnExit = false
     }
 
     public init(bytes: [UInt8]) throws {
         guard bytes.count >= 8 else {
             throw CortexError.parse("safetensors: file is \(bytes.count) bytes, shorter than the 8-byte header length")
         }
+        let headerLen = try Self.headerLength(Array(bytes[0..<8]), fileSize: bytes.count)
+        (entries, names, metadata) = try Self.parseHeader(Array(bytes[8..<(8 + headerLen)]), fileSize: bytes.count)
+        storage = ByteStore(bytes)
+    }
+
+    /// The header's length from the first 8 bytes, checked against the limit and the file.
+    static func headerLength(_ prefix: [UInt8], fileSize: Int) throws -> Int {
         var n: UInt64 = 0
-        for k in 0..<8 { n |= UInt64(bytes[k]) << (8 * UInt64(k)) }
+        for k in 0..<8 { n |= UInt64(prefix[k]) << (8 * UInt64(k)) }
         guard n <= UInt64(SafetensorsFile.maxHeaderBytes) else {
             throw CortexError.parse("safetensors: header length \(n) exceeds the 100 MB limit")
         }
         let headerLen = Int(n)
-        guard 8 + headerLen <= bytes.count else {
-            throw CortexError.parse("safetensors: header length \(headerLen) runs past the end of the file (\(bytes.count) bytes)")
+        guard 8 + headerLen <= fileSize else {
+            throw CortexError.parse("safetensors: header length \(headerLen) runs past the end of the file (\(fileSize) bytes)")
         }
+        return headerLen
+    }
+
+    /// Every entry of `header` checked against a file of `fileSize` bytes: known dtypes,
+    /// sizes that match the offsets, offsets that tile the data section exactly.
+    static func parseHeader(_ headerBytes: [UInt8], fileSize: Int) throws
+        -> (entries: [String: Entry], names: [String], metadata: [String: String]) {
+        let marker = Array("data_offsets".utf8)
+        var found = 0, i = 0
+        while i + marker.count <= headerBytes.count {  // count entries before building any JSON
+            if headerBytes[i] == marker[0] && Array(headerBytes[i..<(i + marker.count)]) == marker {
+                found += 1
+                guard found <= maxTensors else {
+                    throw CortexError.parse("safetensors: more than \(maxTensors) tensors in the header")
+                }
+                i += marker.count
+            } else {
+                i += 1
+            }
+        }
+        let headerLen = headerBytes.count
         let header: JSON
-        do { header = try JSON.parse(Array(bytes[8..<(8 + headerLen)])) } catch let e as CortexError {
+        do { header = try JSON.parse(headerBytes) } catch let e as CortexError {
             throw CortexError.parse("safetensors header: \(e.message)")
         }
         guard let pairs = header.objectPairs else { throw CortexError.parse("safetensors: header is not a JSON object") }
 
         let dataStart = 8 + headerLen
-        let dataLen = bytes.count - dataStart
+        let dataLen = fileSize - dataStart
         var entries: [String: Entry] = [:]
         var metadata: [String: String] = [:]
         var spans: [(Int, Int, String)] = []
@@ -117,10 +168,7 @@ public struct SafetensorsFile: Sendable {
         guard cursor == dataLen else {
             throw CortexError.parse("safetensors: data section is \(dataLen) bytes but tensors cover \(cursor)")
         }
-        self.bytes = bytes
-        self.entries = entries
-        self.names = spans.map { $0.2 }
-        self.metadata = metadata
+        return (entries, spans.map { $0.2 }, metadata)
     }
 
     public func contains(_ name: String) -> Bool { entries[name] != nil }
@@ -131,9 +179,9 @@ public struct SafetensorsFile: Sendable {
         let out = try Tensor(zeros: e.shape)
         let n = out.count
         let dst = out.data
-        try bytes.withUnsafeBytes { raw in
+        try storage.withBytes(e.begin..<e.end) { raw in
             guard let base = raw.baseAddress else { return }
-            let src = base + e.begin
+            let src = base
             switch e.dtype {
             case .f32:
                 for i in 0..<n { dst[i] = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
@@ -157,8 +205,8 @@ public struct SafetensorsFile: Sendable {
             throw CortexError.missingTensor("tensor '\(name)' has shape \(e.shape), expected \(shape)")
         }
         guard e.dtype == .i8 else { throw CortexError.dtypeMismatch("tensor '\(name)' is \(e.dtype.rawValue); INT8 weights are I8") }
-        return bytes.withUnsafeBytes { raw in
-            Array(UnsafeRawBufferPointer(rebasing: raw[e.begin..<e.end]).bindMemory(to: Int8.self))
+        return try storage.withBytes(e.begin..<e.end) { raw in
+            Array(raw.bindMemory(to: Int8.self))
         }
     }
 
@@ -184,9 +232,9 @@ public struct SafetensorsFile: Sendable {
             }
             return out
         case .i64, .u64, .i32, .u32, .i16, .u16, .i8, .u8:
-            return try bytes.withUnsafeBytes { raw -> [Int] in
+            return try storage.withBytes(e.begin..<e.end) { raw -> [Int] in
                 guard let base = raw.baseAddress else { return [] }
-                let src = base + e.begin
+                let src = base
                 var out = [Int](repeating: 0, count: n)
                 for i in 0..<n {
                     switch e.dtype {
@@ -277,4 +325,38 @@ public enum Half {
     }
 
     public static func bf16ToFloat(_ h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
+}
+
+/// The bytes behind a `SafetensorsFile`: an array, or an open file read by ranges (each
+/// tensor copied or converted when asked for, so loading never holds the whole file, and
+/// a file truncated under the reader gives a short-read error, where a mapping would
+/// raise SIGBUS in the host).
+final class ByteStore: @unchecked Sendable {
+    private let array: [UInt8]
+    private let fd: Int32
+    private let path: String
+
+    init(_ bytes: [UInt8]) {
+        array = bytes
+        fd = -1
+        path = ""
+    }
+
+    /// Takes ownership of `fd` (closed when the last reference goes).
+    init(file fd: Int32, _ path: String) {
+        array = []
+        self.fd = fd
+        self.path = path
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+    }
+
+    /// `body` over the bytes in `range` (absolute offsets, already checked against the size).
+    func withBytes<R>(_ range: Range<Int>, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        if fd < 0 { return try array.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[range])) } }
+        let bytes = try FileIO.read(fd, path, offset: range.lowerBound, count: range.count)
+        return try bytes.withUnsafeBytes(body)
+    }
 }

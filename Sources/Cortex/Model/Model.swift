@@ -49,14 +49,22 @@ public final class Model: @unchecked Sendable {
     public static func load(directory: String, nanPolicy: NaNPolicy = .propagate, int8: Bool = false) throws -> Model {
         guard FileIO.isDirectory(directory) else { throw CortexError.io("\(directory) is not a directory") }
         let config = try FileIO.read(directory + "/config.json", limit: maxConfigBytes)
-        let weights = try FileIO.read(directory + "/model.safetensors")
-        return try Model(configBytes: config, weightBytes: weights, nanPolicy: nanPolicy, int8: int8)
+        // The weights are mapped, not read: the header is checked before any data is touched.
+        return try Model(configBytes: config, nanPolicy: nanPolicy, int8: int8) {
+            try SafetensorsFile(path: directory + "/model.safetensors")
+        }
     }
 
     /// `int8`: quantise every nn.Linear weight to INT8 per output channel at load
     /// (`Int8Matrix`); embeddings, norms, convolutions and recurrent kernels stay fp32.
     /// Weights saved as INT8 (`<name>.weight_int8`, `.weight_scale`) load as INT8 either way.
-    public init(configBytes: [UInt8], weightBytes: [UInt8], nanPolicy: NaNPolicy = .propagate, int8: Bool = false) throws {
+    public convenience init(configBytes: [UInt8], weightBytes: [UInt8], nanPolicy: NaNPolicy = .propagate,
+                            int8: Bool = false) throws {
+        try self.init(configBytes: configBytes, nanPolicy: nanPolicy, int8: int8) { try SafetensorsFile(bytes: weightBytes) }
+    }
+
+    /// The weights come from `loadWeights`, called once the config is known to be valid.
+    init(configBytes: [UInt8], nanPolicy: NaNPolicy, int8: Bool, loadWeights: () throws -> SafetensorsFile) throws {
         guard configBytes.count <= Model.maxConfigBytes else {
             throw CortexError.parse("config.json is larger than \(Model.maxConfigBytes) bytes")
         }
@@ -78,7 +86,7 @@ public final class Model: @unchecked Sendable {
         }
         try BLAS.ensureLoaded()
         let file: SafetensorsFile
-        do { file = try SafetensorsFile(bytes: weightBytes) } catch let e as CortexError { throw e.prefixed("model.safetensors") }
+        do { file = try loadWeights() } catch let e as CortexError { throw e.prefixed("model.safetensors") }
         let weights = WeightSource(file: file, quantizeLinears: int8)
 
         switch arch {
@@ -145,7 +153,12 @@ public final class Model: @unchecked Sendable {
             h.combine(name)
             h.combine(e.dtype.rawValue)
             for d in e.shape { h.combine(UInt64(d)) }
-            file.bytes.withUnsafeBytes { h.combine(UnsafeRawBufferPointer(rebasing: $0[e.begin..<e.end])) }
+            var at = e.begin  // in 1 MB pieces: a tensor is never held whole just to hash it
+            while at < e.end {
+                let next = min(e.end, at + (1 << 20))
+                try file.storage.withBytes(at..<next) { h.combine($0) }
+                at = next
+            }
         }
         self.fingerprint = h.value
     }
