@@ -18,7 +18,7 @@
  *   never deadlock or run more threads than the pool has, and several callers at once
  *   share the workers: each takes at most its share, threads / (callers running now).
  * - Tasks with barriers (cx_parallel_run_together) need every part running at once:
- *   the caller gives the posted workers a few microseconds to start, takes back the
+ *   the caller gives the posted workers up to GATHER_NS to start, takes back the
  *   others, and fixes the part count before any part runs.
  *
  * Waiting. A thread waiting for work, for a barrier or for its parts first spins

@@ -72,7 +72,7 @@ int cx_parallel_run(cx_task_fn fn, void *ctx, int parts);
 
 /* cx_parallel_run for a task whose parts meet at cx_parallel_barrier: every part runs
  * on its own thread at once. The part count is fixed before any part starts (the
- * workers that started within a few microseconds, plus the caller). */
+ * workers that started within 200 microseconds, plus the caller). */
 int cx_parallel_run_together(cx_task_fn fn, void *ctx, int parts);
 
 /* Inside a task run by cx_parallel_run_together: wait until all its parts reach this
