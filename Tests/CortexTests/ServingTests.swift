@@ -178,6 +178,26 @@ final class ServingTests: XCTestCase {
         return (r.status, try? JSON.parse(r.body))
     }
 
+    /// The session limit answers 429 with Retry-After, like a full queue.
+    func testSessionLimitSaysWhenToRetry() throws {
+        var options = ServingEngine.Options()
+        options.maxSessions = 1
+        let model = try Golden("lstm_stack").model
+        let e = try ServingEngine(model: model, options: options, log: ServingLog(enabled: false))
+        defer { e.drain() }
+        let x = "{\"x\":[" + Array(repeating: "0", count: model.inputSize).joined(separator: ",") + "]}"
+        XCTAssertEqual(call(e, "POST", "/v1/sessions/a/step", x).0, 200)
+        let done = DispatchSemaphore(value: 0), answer = Locked<ServingResponse?>(nil)
+        e.handle(ServingRequest(method: "POST", path: "/v1/sessions/b/step", body: Array(x.utf8))) { r in
+            answer.withLock { $0 = r }
+            done.signal()
+        }
+        done.wait()
+        let r = try XCTUnwrap(answer.withLock { $0 })
+        XCTAssertEqual(r.status, 429)
+        XCTAssertEqual(r.headers.first { $0.0 == "retry-after" }?.1, "1")
+    }
+
     func testEngineDecodesLikeTheDecoderAndRefusesBadInput() throws {
         let model = try Golden("spike/decoder_small").model
         let e = try ServingEngine(model: model, log: ServingLog(enabled: false))
@@ -198,6 +218,11 @@ final class ServingTests: XCTestCase {
         done.wait()
         XCTAssertEqual(answer.withLock { $0 }, 422)
         XCTAssertEqual(call(e, "GET", "/v1/decode").0, 405)
+        for path in ["/v1/sessions/victim/a/b", "/v1//sessions/victim", "/v1/sessions//step", "/v1/sessions/"] {
+            XCTAssertEqual(ServingEngine.route(of: path), "other", path)
+        }
+        XCTAssertEqual(ServingEngine.route(of: "/v1/sessions/a/step"), "/v1/sessions/{id}/step")
+        XCTAssertEqual(ServingEngine.route(of: "/v1/streams/a"), "/v1/streams/{id}")
         XCTAssertEqual(call(e, "GET", "/nowhere").0, 404)
         XCTAssertEqual(call(e, "POST", "/v1/sessions/a/step", #"{"x":[1]}"#).0, 404)
         XCTAssertEqual(call(e, "GET", "/readyz").0, 200)

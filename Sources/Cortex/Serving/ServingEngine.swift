@@ -164,16 +164,22 @@ public final class ServingEngine: @unchecked Sendable {
     static func response(for error: Error) -> ServingResponse {
         switch error {
         case let e as CortexError: return .error(status(of: e), e.message)
-        case let e as SessionLimit: return .error(429, "the session limit (\(e.limit)) is reached: delete sessions or raise --max-sessions")
+        case let e as SessionLimit:
+            return .error(429, "the session limit (\(e.limit)) is reached: delete sessions or raise --max-sessions",
+                          headers: [("retry-after", "1")])
         default: return .error(500, "internal error: \(error)")
         }
     }
 
     /// The route label of a path (ids replaced, so metrics stay bounded).
     static func route(of path: String) -> String {
-        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
-        if parts.count >= 3, parts[0] == "v1", parts[1] == "streams" || parts[1] == "sessions" {
-            return "/v1/\(parts[1])/{id}" + (parts.count == 4 ? "/\(parts[3])" : "")
+        // Exact: "/v1/<kind>/<id>" or "/v1/<kind>/<id>/<action>", no empty component, so
+        // "/v1/sessions/a/b/c" or "/v1//sessions/a" match nothing (a DELETE of the first
+        // once deleted session "a").
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        if parts.count == 4 || parts.count == 5, parts[0].isEmpty, parts[1] == "v1",
+           parts[2] == "streams" || parts[2] == "sessions", !parts.dropFirst().contains(where: \.isEmpty) {
+            return "/v1/\(parts[2])/{id}" + (parts.count == 5 ? "/\(parts[4])" : "")
         }
         let known = ["/healthz", "/readyz", "/metrics", "/v1/model", "/v1/decode", "/v1/generate"]
         return known.contains(path) ? path : "other"
