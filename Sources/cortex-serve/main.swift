@@ -2,7 +2,8 @@
 //
 //   cortex-serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch 32]
 //                [--max-wait-ms 0] [--max-queue 1024] [--max-sessions 4096]
-//                [--max-body-mb 8] [--int8] [--threads N] [--workers N] [--log-requests]
+//                [--max-body-mb 8] [--int8] [--threads N] [--workers N] [--nan-policy reject]
+//                [--log-requests]
 //
 // --threads: Cortex's thread pool (default: the CPUs this process may use). --workers:
 // scheduler threads running batches side by side (default: one per 4 of those threads),
@@ -34,7 +35,7 @@ struct Arguments {
     static let usage = """
         usage: cortex-serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch 32] [--max-wait-ms 0]
                             [--max-queue 1024] [--max-sessions 4096] [--max-body-mb 8] [--int8] [--threads N]
-                            [--workers N] [--log-requests]
+                            [--workers N] [--nan-policy reject|propagate] [--log-requests]
         """
 
     init(_ argv: [String]) throws {
@@ -66,6 +67,12 @@ struct Arguments {
             case "--threads": threads = try int("--threads", 1...512)
             case "--workers": workers = try int("--workers", 1...256)
             case "--log-requests": engine.logRequests = true
+            case "--nan-policy":
+                switch try value() {
+                case "reject": engine.nanPolicy = .reject
+                case "propagate": engine.nanPolicy = .propagate
+                case let v: throw CortexError.invalidArgument("--nan-policy must be reject or propagate, got '\(v)'")
+                }
             case "-h", "--help": print(Arguments.usage); exit(0)
             default: throw CortexError.invalidArgument("unknown option '\(argv[i])'")
             }

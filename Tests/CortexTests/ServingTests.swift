@@ -198,6 +198,30 @@ final class ServingTests: XCTestCase {
         XCTAssertEqual(r.headers.first { $0.0 == "retry-after" }?.1, "1")
     }
 
+    /// Non-finite inputs are refused (422, naming the value) by default, so a session is
+    /// never poisoned; with `.propagate` they pass.
+    func testNonFiniteInputsAreRefusedByDefault() throws {
+        let model = try Golden("lstm_stack").model
+        let e = try ServingEngine(model: model, log: ServingLog(enabled: false))
+        defer { e.drain() }
+        var v = Array(repeating: "0", count: model.inputSize)
+        v[2] = "1e308"
+        let bad = "{\"x\":[" + v.joined(separator: ",") + "]}"
+        let (status, json) = call(e, "POST", "/v1/sessions/a/step", bad)
+        XCTAssertEqual(status, 422)
+        XCTAssertTrue(json?["error"]?.string?.contains("x[2]") ?? false, "\(String(describing: json))")
+        // The session was not touched: a good step gives what a fresh session gives.
+        let good = "{\"x\":[" + Array(repeating: "0.5", count: model.inputSize).joined(separator: ",") + "]}"
+        let first = call(e, "POST", "/v1/sessions/a/step", good).1?["y"]?.array?.compactMap(\.double)
+        let fresh = call(e, "POST", "/v1/sessions/b/step", good).1?["y"]?.array?.compactMap(\.double)
+        XCTAssertEqual(first, fresh)
+        var options = ServingEngine.Options()
+        options.nanPolicy = .propagate
+        let loose = try ServingEngine(model: model, options: options, log: ServingLog(enabled: false))
+        defer { loose.drain() }
+        XCTAssertEqual(call(loose, "POST", "/v1/sessions/a/step", bad).0, 200)
+    }
+
     func testEngineDecodesLikeTheDecoderAndRefusesBadInput() throws {
         let model = try Golden("spike/decoder_small").model
         let e = try ServingEngine(model: model, log: ServingLog(enabled: false))

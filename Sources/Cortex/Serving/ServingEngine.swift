@@ -61,6 +61,10 @@ public final class ServingEngine: @unchecked Sendable {
         public var maxBodyBytes = 8 << 20
         public var maxEventsPerRequest = 1 << 16
         public var logRequests = false
+        /// Non-finite inputs (NaN, ±inf, or numbers beyond float32's range) in session and
+        /// sidecar requests: refused with 422 naming the value (`.reject`, the default: one
+        /// NaN would poison the session's state for every later step), or passed on.
+        public var nanPolicy: Model.NaNPolicy = .reject
         public init() {}
     }
 
@@ -267,6 +271,7 @@ public final class ServingEngine: @unchecked Sendable {
                         h.append(Float(f))
                     }
                 }
+                try checkFinite(h, "h", width: sc.dModel)
                 try queue(Job(work: .sidecar(id: id, layer: layer, h: h, time: rows.count), deadline: deadline, binary: binary,
                               respond: finish), key: "sidecar")
                 return nil
@@ -476,10 +481,18 @@ public final class ServingEngine: @unchecked Sendable {
             if let r = t["reset"] { reset = (try r.integers("reset")).contains { $0 != 0 } }
         }
         guard x.count == d else { throw CortexError.shapeMismatch("x: expected \(d) values, got \(x.count)") }
-        if model.nanPolicy == .reject, let i = x.firstIndex(where: { !$0.isFinite }) {
-            throw CortexError.nanInput("x[\(i)] is not finite")
-        }
+        try checkFinite(x, "x")
         return (x, reset)
+    }
+
+    /// The input policy: under `.reject` (the server's or the model's) the first value that
+    /// is not a finite float32 is refused, named.
+    func checkFinite(_ v: [Float], _ name: String, width: Int = 0) throws {
+        guard options.nanPolicy == .reject || model.nanPolicy == .reject, let i = v.firstIndex(where: { !$0.isFinite }) else {
+            return
+        }
+        let at = width > 0 ? "\(name)[\(i / width)][\(i % width)]" : "\(name)[\(i)]"
+        throw CortexError.nanInput("\(at) is not a finite float32 (NaN, infinite or beyond ±3.4e38)")
     }
 
     func streamResource(_ r: ServingRequest, id raw: String) throws -> ServingResponse {
