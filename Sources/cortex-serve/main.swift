@@ -91,6 +91,11 @@ final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     var head: HTTPRequestHead?
     var body: ByteBuffer?
     var tooLarge = false
+    /// Requests handed to the engine and not yet answered, and whether the client has
+    /// half-closed (shutdown(SHUT_WR) after its request): it still gets every answer, then
+    /// the connection closes.
+    var unanswered = 0
+    var inputClosed = false
 
     init(engine: ServingEngine) { self.engine = engine }
 
@@ -124,10 +129,23 @@ final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
                                          headers: h.headers.map { ($0.name.lowercased(), $0.value) }, body: bytes)
             let loop = context.eventLoop
             let bound = NIOLoopBound(context, eventLoop: loop)
+            unanswered += 1
             engine.handle(request) { [self] response in
-                loop.execute { self.write(bound.value, response, version: h.version, keepAlive: keepAlive) }
+                loop.execute {
+                    self.unanswered -= 1
+                    self.write(bound.value, response, version: h.version, keepAlive: keepAlive && !self.inputClosed)
+                }
             }
         }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed {
+            inputClosed = true
+            if unanswered == 0 { context.close(promise: nil) }  // otherwise the last answer closes
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func write(_ context: ChannelHandlerContext, _ r: ServingResponse, version: HTTPVersion, keepAlive: Bool) {
@@ -188,6 +206,7 @@ func serve() -> Int32 {
         .serverChannelOption(ChannelOptions.backlog, value: 256)
         .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
         .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+        .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)  // answer half-closed clients
         .childChannelInitializer { channel in
             channel.pipeline.configureHTTPServerPipeline(withErrorHandling: false).flatMap {
                 channel.pipeline.addHandler(HTTPHandler(engine: engine))

@@ -351,6 +351,25 @@ def test_graceful_shutdown_finishes_in_flight_requests():
         socket.create_connection(("127.0.0.1", s.port), timeout=2)
 
 
+def test_a_half_closed_client_still_gets_its_answer(server, dec):
+    """A client that sends a whole request, then shutdown(SHUT_WR), gets the response
+    (it got 0 bytes while the request was still served)."""
+    n, t, v = window(np.random.default_rng(5), 10)
+    payload = json.dumps({"neuron_ids": n.tolist(), "time_bins": t.tolist(), "values": v.tolist()}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/decode HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload)
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    out = json.loads(reply.partition(b"\r\n\r\n")[2])
+    np.testing.assert_allclose(np.array(out["velocity"])[0], dec.decode_requests([(n, t, v)])[0], atol=1e-6)
+
+
 def test_fuzz_http_endpoint_and_binary_body(server, dec):
     """Random bytes, broken HTTP, and valid requests with mutated bodies and headers:
     every answer is a 4xx or a 200 (never a 5xx, never a hang), and the server keeps
