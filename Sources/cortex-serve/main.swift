@@ -3,7 +3,12 @@
 //   cortex-serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch 32]
 //                [--max-wait-ms 0] [--max-queue 1024] [--max-sessions 4096]
 //                [--max-body-mb 8] [--int8] [--threads N] [--workers N] [--nan-policy reject]
-//                [--log-requests]
+//                [--idle-timeout-s 30] [--log-requests]
+//
+// --idle-timeout-s: a connection that sends nothing for this long, in the middle of a
+// request (a body shorter than its Content-Length, a slow client) or between requests,
+// is closed; counted in cortex_idle_timeouts_total. A request being computed is not
+// idle time: the answer is still written.
 //
 // --threads: Cortex's thread pool (default: the CPUs this process may use). --workers:
 // scheduler threads running batches side by side (default: one per 4 of those threads),
@@ -31,11 +36,12 @@ struct Arguments {
     var int8 = false
     var threads: Int? = nil
     var workers: Int? = nil
+    var idleTimeout = 30      // seconds a connection may send nothing (mid-request or between requests)
 
     static let usage = """
         usage: cortex-serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch 32] [--max-wait-ms 0]
                             [--max-queue 1024] [--max-sessions 4096] [--max-body-mb 8] [--int8] [--threads N]
-                            [--workers N] [--nan-policy reject|propagate] [--log-requests]
+                            [--workers N] [--nan-policy reject|propagate] [--idle-timeout-s 30] [--log-requests]
         """
 
     init(_ argv: [String]) throws {
@@ -66,6 +72,7 @@ struct Arguments {
             case "--int8": int8 = true
             case "--threads": threads = try int("--threads", 1...512)
             case "--workers": workers = try int("--workers", 1...256)
+            case "--idle-timeout-s": idleTimeout = try int("--idle-timeout-s", 1...86_400)
             case "--log-requests": engine.logRequests = true
             case "--nan-policy":
                 switch try value() {
@@ -140,6 +147,13 @@ final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? IdleStateHandler.IdleStateEvent, e == .read {
+            if unanswered == 0 {
+                engine.metrics.increment("cortex_idle_timeouts_total")
+                context.close(promise: nil)
+            }
+            return
+        }
         if let e = event as? ChannelEvent, e == .inputClosed {
             inputClosed = true
             if unanswered == 0 { context.close(promise: nil) }  // otherwise the last answer closes
@@ -194,6 +208,8 @@ func serve() -> Int32 {
     do {
         let model = try Model.load(directory: args.model, int8: args.int8)
         engine = try ServingEngine(model: model, options: options, log: log)
+        engine.metrics.declare("cortex_idle_timeouts_total", type: "counter",
+                               help: "Connections closed after --idle-timeout-s without a byte.")
         log.write("info", "model_loaded", [("model", .string(args.model)), ("architecture", .string(model.architecture)),
                                            ("parameters", .number(Double(model.module.parameterCount))), ("int8", .bool(model.int8))])
     } catch let e as CortexError {
@@ -208,8 +224,11 @@ func serve() -> Int32 {
         .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
         .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)  // answer half-closed clients
         .childChannelInitializer { channel in
-            channel.pipeline.configureHTTPServerPipeline(withErrorHandling: false).flatMap {
-                channel.pipeline.addHandler(HTTPHandler(engine: engine))
+            channel.eventLoop.makeCompletedFuture {
+                let sync = channel.pipeline.syncOperations
+                try sync.addHandler(IdleStateHandler(readTimeout: .seconds(Int64(args.idleTimeout))))
+                try sync.configureHTTPServerPipeline(withErrorHandling: false)
+                try sync.addHandler(HTTPHandler(engine: engine))
             }
         }
     let channel: Channel

@@ -370,6 +370,25 @@ def test_a_half_closed_client_still_gets_its_answer(server, dec):
     np.testing.assert_allclose(np.array(out["velocity"])[0], dec.decode_requests([(n, t, v)])[0], atol=1e-6)
 
 
+def test_a_silent_or_short_request_is_closed_after_the_idle_timeout():
+    """A body shorter than its Content-Length, and a connection that sends nothing, are
+    closed after --idle-timeout-s (they stayed open forever), counted in the metrics;
+    the server keeps answering meanwhile."""
+    srv = Server(os.path.join(ROOT, "examples", "models", "lstm_stack"), "--idle-timeout-s", "1")
+    try:
+        t0 = time.time()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as short, \
+                socket.create_connection(("127.0.0.1", srv.port), timeout=10) as silent:
+            short.sendall(b"POST /v1/sessions/a/step HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"x\": [")
+            assert srv.request("GET", "/healthz")[0] == 200
+            assert short.recv(100) == b"" and silent.recv(100) == b""  # closed by the server
+        waited = time.time() - t0
+        assert 0.9 < waited < 5, waited
+        assert srv.metric("cortex_idle_timeouts_total") >= 2
+    finally:
+        srv.stop()
+
+
 def test_fuzz_http_endpoint_and_binary_body(server, dec):
     """Random bytes, broken HTTP, and valid requests with mutated bodies and headers:
     every answer is a 4xx or a 200 (never a 5xx, never a hang), and the server keeps
