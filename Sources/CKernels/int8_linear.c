@@ -3,7 +3,8 @@
  * weight is never materialised: a few rows (m <= 4, the step mode) read Q directly
  * (int8 -> float inside the dot product: a quarter of the fp32 memory traffic); more
  * rows dequantise tiles of weight rows (1 MB at most) into a per-thread scratch and
- * multiply each through SGEMM. Output columns are split between the two threads (cx_parallel_run). */
+ * multiply each through SGEMM. Whole tiles of output columns are split over Cortex's threads
+ * (cx_parallel_run). */
 #include <stdint.h>
 #include <stdlib.h>
 

@@ -1,8 +1,8 @@
 /* Small-M matrix products over weights packed once at load time.
  *
  * The per-step recurrence of sequence mode multiplies a few rows (the batch) by a
- * fixed weight, T times. Called from inside the two-thread recurrence (parallel.c),
- * each thread streams its own half of the weight, packed once into panels of 16
+ * fixed weight, T times. Called from inside the recurrence's parts (parallel.c), each
+ * thread streams its own share of the weight, packed once into panels of 16
  * outputs, P[n/16][k][16] (zero-padded), so no library call repacks it or wakes
  * threads per step.
  *

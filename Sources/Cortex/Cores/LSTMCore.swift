@@ -56,7 +56,7 @@ public struct LSTMCore: RecurrentModule {
         // added in the cell).
         let xg = try arena.take(batch * time * G)
         weightIH.apply(m: batch * time, x, ldx: H, into: xg, ldy: G)
-        // The recurrence, its hidden units split over the threads (ParallelRecurrence.swift).
+        // The recurrence, its rows and hidden units split over the threads (ParallelRecurrence.swift).
         let parts = Parallel.parts(work: batch * G * H, grain: 1 << 16, items: recurrent.blockCount * batch)
         // One barrier per row group, on 64-byte lines of their own (sequences only).
         var barriers: UnsafeMutablePointer<cx_barrier>? = nil
