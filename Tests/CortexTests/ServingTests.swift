@@ -222,6 +222,34 @@ final class ServingTests: XCTestCase {
         XCTAssertEqual(call(loose, "POST", "/v1/sessions/a/step", bad).0, 200)
     }
 
+    /// Steps may carry their index: a retry of the last step (same index, same input) is
+    /// answered from memory, not applied twice; a gap or another input gets 409.
+    func testStepIndicesMakeRetriesIdempotent() throws {
+        let model = try Golden("lstm_stack").model
+        let e = try ServingEngine(model: model, log: ServingLog(enabled: false))
+        defer { e.drain() }
+        func body(_ v: String, _ step: Int?) -> String {
+            "{\"x\":[" + Array(repeating: v, count: model.inputSize).joined(separator: ",") + "]"
+                + (step.map { ",\"step\":\($0)" } ?? "") + "}"
+        }
+        func y(_ j: JSON?) -> [Double] { j?["y"]?.array?.compactMap(\.double) ?? [] }
+        let (s0, first) = call(e, "POST", "/v1/sessions/a/step", body("0.5", 0))
+        XCTAssertEqual(s0, 200)
+        let (r0, again) = call(e, "POST", "/v1/sessions/a/step", body("0.5", 0))  // the client retries
+        XCTAssertEqual(r0, 200)
+        XCTAssertEqual(y(again), y(first))
+        XCTAssertEqual(again?["repeated"]?.bool, true)
+        let (c1, conflict) = call(e, "POST", "/v1/sessions/a/step", body("0.25", 0))
+        XCTAssertEqual(c1, 409)
+        XCTAssertTrue(conflict?["error"]?.string?.contains("expects step 1") ?? false)
+        XCTAssertEqual(call(e, "POST", "/v1/sessions/a/step", body("0.5", 5)).0, 409)
+        // Step 1 equals a session that never saw the retry: the state advanced once.
+        let (s1, second) = call(e, "POST", "/v1/sessions/a/step", body("0.5", 1))
+        XCTAssertEqual(s1, 200)
+        _ = call(e, "POST", "/v1/sessions/b/step", body("0.5", nil))
+        XCTAssertEqual(y(second), y(call(e, "POST", "/v1/sessions/b/step", body("0.5", nil)).1))
+    }
+
     func testEngineDecodesLikeTheDecoderAndRefusesBadInput() throws {
         let model = try Golden("spike/decoder_small").model
         let e = try ServingEngine(model: model, log: ServingLog(enabled: false))

@@ -73,7 +73,7 @@ public final class ServingEngine: @unchecked Sendable {
         enum Work {
             case decode(windows: [(neurons: [Int], bins: [Int], values: [Int])])
             case stream(id: String, neurons: [Int], bins: [Int], values: [Int])
-            case session(id: String, x: [Float], reset: Bool)
+            case session(id: String, x: [Float], reset: Bool, step: Int?)
             case sidecar(id: String, layer: Int, h: [Float], time: Int)
             case generate(ids: [Int], newTokens: Int, options: SamplingOptions)
         }
@@ -86,7 +86,7 @@ public final class ServingEngine: @unchecked Sendable {
         var exclusive: String? {
             switch work {
             case .stream(let id, _, _, _): return "stream/" + id
-            case .session(let id, _, _): return "session/" + id
+            case .session(let id, _, _, _): return "session/" + id
             case .sidecar(let id, _, _, _): return "sidecar/" + id
             case .decode, .generate: return nil
             }
@@ -100,6 +100,7 @@ public final class ServingEngine: @unchecked Sendable {
     var scheduler: BatchScheduler<Job>!
     let streams = Locked<[String: SpikeStream]>([:])
     let sessions = Locked<[String: RecurrentState]>([:])
+    let sessionSteps = Locked<[String: StepRecord]>([:])
     let sidecarSessions = Locked<[String: SidecarSession]>([:])
     private let drainingFlag = Atomic<Bool>(false)
 
@@ -168,6 +169,7 @@ public final class ServingEngine: @unchecked Sendable {
     static func response(for error: Error) -> ServingResponse {
         switch error {
         case let e as CortexError: return .error(status(of: e), e.message)
+        case let e as StepConflict: return .error(409, e.message)
         case let e as SessionLimit:
             return .error(429, "the session limit (\(e.limit)) is reached: delete sessions or raise --max-sessions",
                           headers: [("retry-after", "1")])
@@ -278,6 +280,7 @@ public final class ServingEngine: @unchecked Sendable {
             case "/v1/sessions/{id}":
                 try method("DELETE")
                 let recurrent = sessions.withLock { $0.removeValue(forKey: parts[2]) } != nil
+                sessionSteps.withLock { _ = $0.removeValue(forKey: parts[2]) }
                 let sidecar = sidecarSessions.withLock { $0.removeValue(forKey: parts[2]) } != nil
                 let gone = recurrent || sidecar
                 return gone ? ServingResponse(status: 204, body: []) : .error(404, "no session '\(parts[2])'")
@@ -289,7 +292,12 @@ public final class ServingEngine: @unchecked Sendable {
                 let id = try sessionID(parts[2])
                 let (body, deadline, binary) = try parseBody(r)
                 let (x, reset) = try sessionInput(body)
-                try queue(Job(work: .session(id: id, x: x, reset: reset), deadline: deadline,
+                var step: Int? = nil
+                if case .json(let j) = body, let s = j["step"] {
+                    guard let k = s.int, k >= 0 else { throw CortexError.invalidArgument("step: expected an integer >= 0") }
+                    step = k
+                }
+                try queue(Job(work: .session(id: id, x: x, reset: reset, step: step), deadline: deadline,
                               binary: binary, respond: finish), key: "session")
                 return nil
             default:
@@ -526,6 +534,12 @@ public final class ServingEngine: @unchecked Sendable {
     }
 
     struct SessionLimit: Error { let limit: Int }
+    /// A step index that is neither the next step nor a repeat of the last one (409).
+    struct StepConflict: Error { let message: String }
+
+    /// Per recurrent session: steps applied, and the last step's input and output, so a
+    /// retried step (same index, same input) is answered from memory, not applied twice.
+    struct StepRecord { var done = 0; var lastX: [Float] = []; var lastY: [Float] = [] }
 
     /// The session `id` of `registry`, made by `make` on first use (refused past
     /// --max-sessions). Streams, recurrent and sidecar sessions all come through here.
@@ -640,7 +654,7 @@ public final class ServingEngine: @unchecked Sendable {
             for j in rest {
                 let id: String
                 switch j.work {
-                case .stream(let s, _, _, _), .session(let s, _, _), .sidecar(let s, _, _, _): id = s
+                case .stream(let s, _, _, _), .session(let s, _, _, _), .sidecar(let s, _, _, _): id = s
                 case .decode, .generate: id = ""
                 }
                 if seen.insert(id).inserted { round.append(j) } else { later.append(j) }
@@ -680,7 +694,7 @@ public final class ServingEngine: @unchecked Sendable {
     func runSessions(_ jobs: [Job]) {
         var ready: [(Job, RecurrentState, [Float], Bool)] = []
         for job in jobs {
-            guard case .session(let id, let x, let reset) = job.work else { continue }
+            guard case .session(let id, let x, let reset, _) = job.work else { continue }
             do {
                 let s = try session(sessions, id) { try model.makeState(batch: 1) }
                 ready.append((job, s, x, reset))
@@ -689,12 +703,29 @@ public final class ServingEngine: @unchecked Sendable {
         while !ready.isEmpty {
             var round: [(Job, RecurrentState, [Float], Bool)] = [], later: [(Job, RecurrentState, [Float], Bool)] = []
             for r in ready { if round.contains(where: { $0.1 === r.1 }) { later.append(r) } else { round.append(r) } }
-            runSessionRound(round)
+            runSessionRound(round.filter { applies($0.0) })
             ready = later
         }
     }
 
+    /// Whether a step job is to be applied: no index, or the next one. A repeat of the last
+    /// step with the same input is answered from memory; anything else gets 409.
+    private func applies(_ job: Job) -> Bool {
+        guard case .session(let id, let x, _, let step?) = job.work else { return true }
+        let rec = sessionSteps.withLock { $0[id] } ?? StepRecord()
+        if step == rec.done { return true }
+        if step == rec.done - 1 && x == rec.lastX {
+            respond(job, .success((.object([("y", ServingEngine.vectorJSON(rec.lastY[...])), ("repeated", .bool(true))]),
+                                   [("y", [rec.lastY.count], rec.lastY)])))
+        } else {
+            let why = step == rec.done - 1 ? "step \(step) was applied with another input" : "step \(step) is out of order"
+            respond(job, .failure(StepConflict(message: "\(why); the session expects step \(rec.done)")))
+        }
+        return false
+    }
+
     private func runSessionRound(_ ready: [(Job, RecurrentState, [Float], Bool)]) {
+        guard !ready.isEmpty else { return }
         let B = ready.count, din = model.inputSize, dout = model.outputSize
         do {
             let x = try Tensor(zeros: [B, din])
@@ -702,6 +733,15 @@ public final class ServingEngine: @unchecked Sendable {
             let out = try model.forward(lanes: ready.map(\.1), x: x, resets: ready.map(\.3)).toArray()
             for (b, r) in ready.enumerated() {
                 let row = Array(out[(b * dout)..<((b + 1) * dout)])
+                if case .session(let id, _, _, _) = r.0.work {
+                    sessionSteps.withLock { m in
+                        var rec = m[id] ?? StepRecord()
+                        rec.done += 1
+                        rec.lastX = r.2
+                        rec.lastY = row
+                        m[id] = rec
+                    }
+                }
                 respond(r.0, .success((.object([("y", ServingEngine.vectorJSON(row[...]))]), [("y", [dout], row)])))
             }
         } catch {
