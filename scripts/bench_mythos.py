@@ -59,6 +59,30 @@ def bench(prefill, decode_step, B, prompt_len=128, decode_tokens=32, repeats=15)
     return 1e3 * p, B * decode_tokens / d
 
 
+def sides(model, lm):
+    """(prefill, decode) for open-mythos `model` (PyTorch eager, no_grad) and for Cortex's
+    `lm` of the same weights: prefill(ids) -> cache, decode(cache, ids, pos)."""
+    def t_prefill(ids):
+        cache = {}
+        with torch.no_grad():
+            model(torch.from_numpy(ids), kv_cache=cache, start_pos=0)
+        return cache
+
+    def t_decode(cache, ids, pos):
+        with torch.no_grad():
+            model(torch.from_numpy(ids), kv_cache=cache, start_pos=pos)
+
+    def c_prefill(ids):
+        cache = lm.new_cache(ids.shape[0])
+        lm.forward(ids, cache=cache)
+        return cache
+
+    def c_decode(cache, ids, pos):
+        lm.forward(ids, cache=cache)
+
+    return (t_prefill, t_decode), (c_prefill, c_decode)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--attn", default="gqa", choices=["gqa", "mla"])
@@ -76,23 +100,7 @@ def main():
         cx.export(model, tmp)
         lm = cx.load(tmp)
 
-        def t_prefill(ids):
-            cache = {}
-            with torch.no_grad():
-                model(torch.from_numpy(ids), kv_cache=cache, start_pos=0)
-            return cache
-
-        def t_decode(cache, ids, pos):
-            with torch.no_grad():
-                model(torch.from_numpy(ids), kv_cache=cache, start_pos=pos)
-
-        def c_prefill(ids):
-            cache = lm.new_cache(ids.shape[0])
-            lm.forward(ids, cache=cache)
-            return cache
-
-        def c_decode(cache, ids, pos):
-            lm.forward(ids, cache=cache)
+        (t_prefill, t_decode), (c_prefill, c_decode) = sides(model, lm)
 
         print(f"OpenMythos {args.attn}: dim 256, 8 heads (2 KV), 8 experts top-2 (+1 shared), 4 loops, vocab 4096, "
               f"1 prelude + 1 coda, {params / 1e6:.2f}M parameters; {args.threads} threads, torch {torch.__version__}\n")

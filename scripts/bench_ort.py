@@ -24,39 +24,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
 
+import bench  # noqa: E402  (scripts/bench.py: timeit, build_native, cortex_native)
 import ort_lstm  # noqa: E402
 
 MEASURES = (("step_b1_ms", "ms/step", "lower"), ("step_b32_ms", "ms/step", "lower"),
             ("seq_b1_tok_s", "tokens/s", "higher"), ("seq_b32_tok_s", "tokens/s", "higher"))
 
 
-def timeit(fn, min_time=0.5, warmup=10):
-    import time
-    for _ in range(warmup):
-        fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        t = time.perf_counter()
-        if t - t0 >= min_time:
-            return (t - t0) / n
+# bench_model.c's measure names, and the keys bench.cortex_native reports them under.
+KEYS = {"step1": "step_b1_ms", "step32": "step_b32_ms", "seq1": "seq_b1_tok_s", "seq32": "seq_b32_tok_s"}
 
 
-def ort_numbers(sess, d, seq_len):
-    out = {}
-    for B in (1, 32):
-        x = np.random.randn(B, 1, d).astype(np.float32)
-        st = [None]
-
-        def step():
-            _, st[0] = ort_lstm.run(sess, x, st[0])
-
-        out[f"step_b{B}_ms"] = 1e3 * timeit(step)
-    for B in (1, 32):
-        x = np.random.randn(B, seq_len, d).astype(np.float32)
-        out[f"seq_b{B}_tok_s"] = B * seq_len / timeit(lambda: ort_lstm.run(sess, x), warmup=2)
-    return out
+def ort_numbers(sess, seq_len):
+    t = ort_lstm.timings(sess, seq_len, list(KEYS), bench.timeit)
+    return {KEYS[k]: v for k, v in t.items()}
 
 
 def check_same(model_dir, sess, d):
@@ -79,7 +60,6 @@ def main():
     ap.add_argument("--model")
     args = ap.parse_args()
     import onnxruntime
-    import bench
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or os.path.join(tmp, "lstm")
@@ -96,7 +76,7 @@ def main():
             # after each run and would take the cores from the Cortex process.
             cx_runs.append(bench.cortex_native(exe, model, args.threads, args.seq_len))
             sess = ort_lstm.session(model, args.threads)
-            ort_runs.append(ort_numbers(sess, d, args.seq_len))
+            ort_runs.append(ort_numbers(sess, args.seq_len))
             del sess
     c = {k: statistics.median(r[k] for r in cx_runs) for k, _, _ in MEASURES}
     o = {k: statistics.median(r[k] for r in ort_runs) for k, _, _ in MEASURES}

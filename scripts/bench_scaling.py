@@ -93,21 +93,7 @@ def ort_stack(model_dir, stack, d, seq_len, threads, measures):
     with torch.no_grad():
         err = float(np.abs(stack(x, None)[0].numpy() - ort_lstm.run(s, x.numpy())[0]).max())
     assert err < 1e-4, f"the ONNX graph differs from the cortexcore stack by {err}"
-    out = {}
-    for m in measures:
-        B = 32 if m.endswith("32") else 1
-        if m.startswith("step"):
-            x = np.random.randn(B, 1, d).astype(np.float32)
-            st = [None]
-
-            def step():
-                _, st[0] = ort_lstm.run(s, x, st[0])
-
-            out[m] = 1e3 * timeit(step, warmup=10)
-        else:
-            x = np.random.randn(B, seq_len, d).astype(np.float32)
-            out[m] = B * seq_len / timeit(lambda: ort_lstm.run(s, x), warmup=2)
-    return out
+    return ort_lstm.timings(s, seq_len, measures, timeit)
 
 
 def run_stack(kind, args, exe, results):
@@ -143,30 +129,14 @@ def run_mythos(args, results):
         cx.export(model, tmp)
         lm = cx.load(tmp)
 
-        def t_prefill(ids):
-            cache = {}
-            with torch.no_grad():
-                model(torch.from_numpy(ids), kv_cache=cache, start_pos=0)
-            return cache
-
-        def t_decode(cache, ids, pos):
-            with torch.no_grad():
-                model(torch.from_numpy(ids), kv_cache=cache, start_pos=pos)
-
-        def c_prefill(ids):
-            cache = lm.new_cache(ids.shape[0])
-            lm.forward(ids, cache=cache)
-            return cache
-
-        def c_decode(cache, ids, pos):
-            lm.forward(ids, cache=cache)
+        pytorch, cortex = bench_mythos.sides(model, lm)
 
         for n in args.threads:
             torch.set_num_threads(n)
             cx.set_num_threads(n)
             rounds = {"pytorch": [], "cortex": []}
             for _ in range(args.rounds):
-                for side, (pre, dec) in (("pytorch", (t_prefill, t_decode)), ("cortex", (c_prefill, c_decode))):
+                for side, (pre, dec) in (("pytorch", pytorch), ("cortex", cortex)):
                     p8, _ = bench_mythos.bench(pre, dec, 8, repeats=5)
                     _, d1 = bench_mythos.bench(pre, dec, 1, repeats=1)
                     rounds[side].append({"prefill8_ms": p8, "decode1_tok_s": d1})

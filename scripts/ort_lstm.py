@@ -112,6 +112,26 @@ def run(sess, x, state=None):
     return outs[0], {n[:-4]: v for n, v in zip(names[1:], outs[1:])}
 
 
+def timings(sess, seq_len, measures, timeit):
+    """Each of `measures` timed with `timeit(fn, warmup=...)`: "step1" / "step32" in ms per
+    step (one `run` per step, the state carried), "seq1" / "seq32" in tokens/s."""
+    out = {}
+    for m in measures:
+        B = 32 if m.endswith("32") else 1
+        if m.startswith("step"):
+            x = np.random.randn(B, 1, sess.cortex_d).astype(np.float32)
+            st = [None]
+
+            def step():
+                _, st[0] = run(sess, x, st[0])
+
+            out[m] = 1e3 * timeit(step, warmup=10)
+        else:
+            x = np.random.randn(B, seq_len, sess.cortex_d).astype(np.float32)
+            out[m] = B * seq_len / timeit(lambda: run(sess, x), warmup=2)
+    return out
+
+
 def write_random_stack(model_dir, d=256, layers=2, seed=0):
     """A PassThrough(LSTM) stack folder with weights drawn like nn.LSTM's
     (uniform ±1/sqrt(d)), for benchmarks on a machine without torch."""

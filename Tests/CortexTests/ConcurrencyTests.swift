@@ -22,16 +22,23 @@ final class ConcurrencyTests: XCTestCase {
         let x = try g.tensor("seq/x")
         let want = try g.model.forward(x, state: try g.model.makeState(batch: 3)).toArray()
         let model = g.model
+        let results = reproduces(threads: 2, times: 50, equal: want) { try model.forward(x, state: try model.makeState(batch: 3)) }
+        XCTAssertEqual(results, [true, true], "each thread reproduces the single-threaded output bit for bit")
+    }
+
+    /// On `threads` threads at once, `times` calls of `run` each; per thread, whether every
+    /// result equalled `want` (and none threw).
+    func reproduces(threads: Int, times: Int, equal want: [Float], _ run: @escaping @Sendable () throws -> Tensor) -> [Bool] {
         let results = LockedArray()
-        onThreads(2) { _ in
+        onThreads(threads) { _ in
             var ok = true
-            for _ in 0..<50 {
-                guard let s = try? model.makeState(batch: 3), let y = try? model.forward(x, state: s) else { ok = false; break }
+            for _ in 0..<times {
+                guard let y = try? run() else { ok = false; break }
                 if y.toArray() != want { ok = false }
             }
             results.append(ok)
         }
-        XCTAssertEqual(results.values, [true, true], "each thread reproduces the single-threaded output bit for bit")
+        return results.values
     }
 
     /// Six callers at once on a pool of four threads, every section split as far as it
@@ -47,16 +54,8 @@ final class ConcurrencyTests: XCTestCase {
         cx_parallel_force_split(1)
         BLAS.setThreads(4)
         defer { cx_parallel_force_split(0); BLAS.setThreads(0) }
-        let results = LockedArray()
-        onThreads(6) { _ in
-            var ok = true
-            for _ in 0..<30 {
-                guard let s = try? g.makeState(batch: 3), let y = try? model.forward(x, state: s) else { ok = false; break }
-                if y.toArray() != want { ok = false }
-            }
-            results.append(ok)
-        }
-        XCTAssertEqual(results.values, [Bool](repeating: true, count: 6), "every caller reproduces one thread's output")
+        let results = reproduces(threads: 6, times: 30, equal: want) { try model.forward(x, state: try g.makeState(batch: 3)) }
+        XCTAssertEqual(results, [Bool](repeating: true, count: 6), "every caller reproduces one thread's output")
     }
 
     func testSharedStateIsRefusedNotCorrupted() throws {

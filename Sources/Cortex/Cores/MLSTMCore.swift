@@ -149,12 +149,13 @@ public struct MLSTMCore: RecurrentModule {
         }
 
         // (row, head) pairs are independent through time: split them over the threads, each
-        // part with its own scratch.
+        // part with its own scratch from its own arena.
         let parts = Parallel.parts(work: B * NH * T * DH * DH, grain: 1 << 15, items: B * NH)
-        try withUnsafeTemporaryAllocation(of: HeadScratch.self, capacity: parts) { scratches in  // no heap per call
-        for i in 0..<parts { scratches.initializeElement(at: i, to: try HeadScratch(arena: arena, dh: DH, cs: min(chunkSize, T))) }
+        arena.prepareParts(parts)
         Parallel.run(parts: parts) { part, parts in
-            let scratch = scratches[part]
+            let own = arena.part(part)
+            let scratch: HeadScratch
+            do { scratch = try HeadScratch(arena: own, dh: DH, cs: min(chunkSize, T)) } catch { own.failure = error; return }
             for pair in Parallel.slice(B * NH, part: part, parts: parts, align: 1) {
                 let b = pair / NH, n = pair % NH
                 let head = HeadSeries(
@@ -169,7 +170,7 @@ public struct MLSTMCore: RecurrentModule {
                 }
             }
         }
-        }
+        if let e = arena.partFailure(parts) { throw e }
         Kernels.headNorm(y, rows: B * T, heads: NH, headDim: DH, weight: normWeight.data, eps: 1e-5)
     }
 

@@ -50,22 +50,7 @@ public enum FileIO {
         let (fd, size) = try openRegular(path)
         defer { close(fd) }
         guard size <= limit else { throw CortexError.io("\(path) is \(size) bytes, above the limit of \(limit)") }
-        var bytes = [UInt8](repeating: 0, count: size)
-        var done = 0
-        try bytes.withUnsafeMutableBytes { buf in
-            guard let base = buf.baseAddress else { return }
-            while done < size {
-                let n = Glibc.read(fd, base + done, size - done)
-                if n < 0 {
-                    if errno == EINTR || errno == EAGAIN { continue }
-                    throw CortexError.io("cannot read \(path): \(errnoText())")
-                }
-                if n == 0 { break }
-                done += n
-            }
-        }
-        guard done == size else { throw CortexError.io("\(path): short read (\(done) of \(size) bytes)") }
-        return bytes
+        return try read(fd, path, offset: 0, count: size)
     }
 
     /// Write `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.

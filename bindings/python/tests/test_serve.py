@@ -351,6 +351,22 @@ def test_graceful_shutdown_finishes_in_flight_requests():
         socket.create_connection(("127.0.0.1", s.port), timeout=2)
 
 
+def read_reply(sock, until_close):
+    """The bytes the server sends: until it closes, or (until_close False) until one whole
+    response (its Content-Length) has arrived."""
+    reply = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return reply
+        reply += chunk
+        head, sep, rest = reply.partition(b"\r\n\r\n")
+        if sep and not until_close:
+            length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+            if len(rest) >= length:
+                return reply
+
+
 def test_a_half_closed_client_still_gets_its_answer(server, dec):
     """A client that sends a whole request, then shutdown(SHUT_WR), gets the response
     (it got 0 bytes while the request was still served)."""
@@ -359,12 +375,7 @@ def test_a_half_closed_client_still_gets_its_answer(server, dec):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"POST /v1/decode HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload)
         sock.shutdown(socket.SHUT_WR)
-        reply = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
+        reply = read_reply(sock, until_close=True)
     assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
     out = json.loads(reply.partition(b"\r\n\r\n")[2])
     np.testing.assert_allclose(np.array(out["velocity"])[0], dec.decode_requests([(n, t, v)])[0], atol=1e-6)
@@ -406,17 +417,7 @@ def test_fuzz_http_endpoint_and_binary_body(server, dec):
             sock.sendall(data)
             if half_close:
                 sock.shutdown(socket.SHUT_WR)
-            reply = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                reply += chunk
-                head, sep, rest = reply.partition(b"\r\n\r\n")
-                if sep and not half_close:
-                    length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
-                    if len(rest) >= length:
-                        break
+            reply = read_reply(sock, until_close=half_close)
         if reply:
             code = int(reply.split(b" ", 2)[1])
             statuses[code] = statuses.get(code, 0) + 1
