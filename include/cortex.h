@@ -119,7 +119,10 @@ enum cx_load_flags {
    * fingerprint is its file's: states, caches and sessions move between the float32 and
    * the INT8 load of one file. Weights saved as INT8 (<name>.weight_int8 I8 [out, in],
    * <name>.weight_scale [out]) load as INT8 with or without this flag. */
-  CX_LOAD_INT8_WEIGHTS = 1
+  CX_LOAD_INT8_WEIGHTS = 1,
+  /* Refuse weights holding NaN or +-infinity (CX_STATUS_PARSE_ERROR naming the tensor and
+   * the index). Each tensor is scanned once as it loads: about the cost of reading it. */
+  CX_LOAD_CHECK_WEIGHTS = 2
 };
 
 typedef struct cx_load_options {

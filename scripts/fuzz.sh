@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz the safetensors, JSON, config and model loaders, the KV-cache and session decoders and the
+# Fuzz the safetensors, JSON, config (the typed stack schema too) and model loaders, the KV-cache and session decoders and the
 # serving engine's request bodies with
 # libFuzzer + AddressSanitizer.
 #   scripts/fuzz.sh [runs]     (default 20000 runs; CI uses a bounded count)
@@ -42,6 +42,12 @@ for p in glob.glob(os.path.join(root, "Tests/goldens/*/model/config.json")) + \
         glob.glob(os.path.join(root, "Tests/goldens/mythos/*/model/config.json")):
     data = open(p, "rb").read()
     seeds += [b"\x01" + data, b"\x03" + data]
+    import json
+    doc = json.loads(data)
+    if doc.get("architecture") == "cortex_stack":
+        seeds.append(b"\x08" + json.dumps(doc["config"]).encode())
+for case in json.load(open(os.path.join(root, "Tests/goldens/auto_configs.json")))["cases"]:
+    seeds.append(b"\x08" + json.dumps(case["config"]).encode())
 # Serving bodies: a binary tensor body and JSON decode bodies.
 import struct
 def body(tensors):

@@ -25,8 +25,8 @@ public func cx_load_default_options() -> cx_load_options {
 }
 
 /// Read the caller's options, honouring struct_size (older, smaller structs are fine).
-func readOptions(_ p: UnsafePointer<cx_load_options>?) throws -> (policy: Model.NaNPolicy, int8: Bool) {
-    guard let p else { return (.propagate, false) }
+func readOptions(_ p: UnsafePointer<cx_load_options>?) throws -> (policy: Model.NaNPolicy, int8: Bool, checkWeights: Bool) {
+    guard let p else { return (.propagate, false, false) }
     let size = Int(p.pointee.struct_size)
     guard size >= 8, size <= 4096 else {
         throw CortexError.invalidArgument("options.struct_size \(size) is invalid (use cx_load_default_options)")
@@ -35,9 +35,10 @@ func readOptions(_ p: UnsafePointer<cx_load_options>?) throws -> (policy: Model.
         throw CortexError.invalidArgument("options.nan_policy \(p.pointee.nan_policy) is not a cx_nan_policy")
     }
     let flags = size >= 12 ? p.pointee.flags : 0
-    let known = UInt32(CX_LOAD_INT8_WEIGHTS.rawValue)
-    guard flags & ~known == 0 else {
-        throw CortexError.invalidArgument("options.flags \(flags) has unknown bits (known: CX_LOAD_INT8_WEIGHTS = \(known))")
+    let int8 = UInt32(CX_LOAD_INT8_WEIGHTS.rawValue), check = UInt32(CX_LOAD_CHECK_WEIGHTS.rawValue)
+    guard flags & ~(int8 | check) == 0 else {
+        throw CortexError.invalidArgument(
+            "options.flags \(flags) has unknown bits (known: CX_LOAD_INT8_WEIGHTS = \(int8), CX_LOAD_CHECK_WEIGHTS = \(check))")
     }
-    return (policy, flags & known != 0)
+    return (policy, flags & int8 != 0, flags & check != 0)
 }

@@ -8,7 +8,7 @@ public func cx_model_load(_ dir: UnsafePointer<CChar>?, _ opts: UnsafePointer<cx
         let path = try string(dir, "dir")
         let o = try readOptions(opts)
         let out = try requireOut(out, "out")
-        out.pointee = publish(try Model.load(directory: path, nanPolicy: o.policy, int8: o.int8), .model)
+        out.pointee = publish(try Model.load(directory: path, nanPolicy: o.policy, int8: o.int8, checkWeights: o.checkWeights), .model)
     }
 }
 
@@ -24,7 +24,7 @@ public func cx_model_load_from_memory(_ config: UnsafePointer<CChar>?, _ configL
         let out = try requireOut(out, "out")
         let c = Array(UnsafeBufferPointer(start: UnsafeRawPointer(config).assumingMemoryBound(to: UInt8.self), count: configLen))
         let w = weights.map { Array(UnsafeBufferPointer(start: $0.assumingMemoryBound(to: UInt8.self), count: weightsLen)) } ?? []
-        out.pointee = publish(try Model(configBytes: c, weightBytes: w, nanPolicy: o.policy, int8: o.int8), .model)
+        out.pointee = publish(try Model(configBytes: c, weightBytes: w, nanPolicy: o.policy, int8: o.int8, checkWeights: o.checkWeights), .model)
     }
 }
 

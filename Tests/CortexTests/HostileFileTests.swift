@@ -6,8 +6,9 @@ import Glibc
 #endif
 
 /// Files that must be refused quickly, without reading or allocating what they claim:
-/// a 30 GB sparse weights file, a named pipe, a header of 200,000 entries. Each is a
-/// model folder with a valid config, loaded through `Model.load`.
+/// a 30 GB sparse weights file, a named pipe, a header of a million entries (each a
+/// model folder with a valid config, loaded through `Model.load`); and values that must
+/// be refused when asked: NaN weights, a re-sealed NaN state.
 final class HostileFileTests: XCTestCase {
     func folder(_ name: String) throws -> String {
         let dir = (getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp") + "/cortex-hostile-\(getpid())-\(name)"
@@ -76,13 +77,56 @@ final class HostileFileTests: XCTestCase {
     func testHeaderOfManyEntriesIsRefusedBeforeParsing() throws {
         let dir = try folder("entries")
         defer { unlink(dir + "/model.safetensors"); unlink(dir + "/config.json"); rmdir(dir) }
-        var header = "{"
-        for i in 0..<200_000 { header += (i > 0 ? "," : "") + #""t\#(i)":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}"# }
-        header += "}"
-        sparseFile(dir + "/model.safetensors", header: Array(header.utf8), size: 8 + header.utf8.count)
+        var header: [UInt8] = [UInt8(ascii: "{")]
+        header.reserveCapacity(60_000_000)
+        for i in 0..<1_000_000 {
+            header += Array(((i > 0 ? "," : "") + #""t\#(i)":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}"#).utf8)
+        }
+        header.append(UInt8(ascii: "}"))
+        sparseFile(dir + "/model.safetensors", header: header, size: 8 + header.count)
         let (message, seconds) = refusal(dir)
-        print("[hostile] 200,000-entry header (\(header.utf8.count) bytes): \(seconds) s: \(message)")
+        print("[hostile] 1,000,000-entry header (\(header.count) bytes): \(seconds) s: \(message)")
         XCTAssertTrue(message.contains("more than"), message)
         XCTAssertLessThan(seconds, 2.0)
+    }
+
+    /// `checkWeights` refuses a weight holding NaN, naming the tensor; without it the
+    /// file loads as before (NaN is a value PyTorch would compute with too).
+    func testCheckWeightsRefusesNonFiniteWeights() throws {
+        let dir = repoRoot + "/Tests/goldens/lstm_stack/model"
+        let config = try FileIO.read(dir + "/config.json")
+        let file = try SafetensorsFile(bytes: try FileIO.read(dir + "/model.safetensors"))
+        let poisoned = file.names.last!
+        let tensors = try file.names.map { name -> (String, Tensor) in
+            let t = try file.tensor(name)
+            if name == poisoned { t.data[t.count - 1] = .nan }
+            return (name, t)
+        }
+        let bytes = try SafetensorsFile.write(tensors)
+        XCTAssertNoThrow(try Model(configBytes: config, weightBytes: bytes))
+        XCTAssertThrowsError(try Model(configBytes: config, weightBytes: bytes, checkWeights: true)) { e in
+            let m = (e as? CortexError)?.message ?? "\(e)"
+            print("[hostile] NaN weight: \(m)")
+            XCTAssertTrue(m.contains("tensor '\(poisoned)' holds nan"), m)
+        }
+        XCTAssertNoThrow(try Model.load(directory: dir, checkWeights: true))
+    }
+
+    /// A state blob holding NaN, sealed with a valid checksum (anyone can compute the
+    /// unkeyed checksum), is refused by a model loaded with the reject policy.
+    func testResealedNaNStateIsRefusedUnderReject() throws {
+        let dir = repoRoot + "/Tests/goldens/lstm_stack/model"
+        let lenient = try Model.load(directory: dir), strict = try Model.load(directory: dir, nanPolicy: .reject)
+        let state = try lenient.makeState(batch: 2)
+        state.tensors[0].data[1] = .nan
+        let blob = try StateCodec.encode(state)
+        XCTAssertNoThrow(try StateCodec.decode(blob, model: lenient))
+        XCTAssertThrowsError(try StateCodec.decode(blob, model: strict)) { e in
+            let m = (e as? CortexError)?.message ?? "\(e)"
+            print("[hostile] NaN state under reject: \(m)")
+            XCTAssertTrue(m.contains("holds nan at flat index 1"), m)
+        }
+        state.tensors[0].data[1] = 0
+        XCTAssertNoThrow(try StateCodec.decode(try StateCodec.encode(state), model: strict))
     }
 }

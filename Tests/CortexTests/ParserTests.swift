@@ -156,14 +156,14 @@ final class ConfigTests: XCTestCase {
         assertError(#"{"d_hidden":4}"#, contains: "blocks")
         assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"lstm"}}]}"#, contains: "missing")
         assertError(#"{"d_hidden":4,"blocks":[],"routed_adapter":{"enabled":true}}"#, contains: "routed_adapter")
-        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"cconv","kernel_size":-1}}]}"#, contains: "kernel_size -1")
+        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"cconv","kernel_size":-1}}]}"#, contains: "blocks[0].cell.kernel_size is -1, must be >= 0")
         assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"cconv","channel_mixing":"yes"}}]}"#, contains: "channel_mixing must be a boolean")
         assertError(#"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"cconv","kernel_size":2}}]}"#, contains: "conv.weight")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"agalite","n_heads":4}}]}"#, contains: "n_heads must divide hidden_size")
-        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"agalite","n_heads":2,"r":0}}]}"#, contains: "r 0")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"agalite","n_heads":2,"r":0}}]}"#, contains: "blocks[0].cell.r is 0, must be >= 1")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"slstm","num_heads":4}}]}"#, contains: "num_heads 4 must divide hidden_size 6")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"slstm","num_heads":2,"use_axon_layer":true,"axon_layer_config":{"activation":"gelu"}}}]}"#, contains: "slstm cell: axon_layer_config: activation 'gelu' is not supported")
-        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"slstm","num_heads":2,"use_axon_layer":true,"axon_layer_config":[1]}}]}"#, contains: "axon_layer_config: not a JSON object")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"slstm","num_heads":2,"use_axon_layer":true,"axon_layer_config":[1]}}]}"#, contains: "blocks[0].cell.axon_layer_config must be an object, got a list")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"axon","use_srht":true,"use_untraced_linear":false}}]}"#, contains: "use_srht needs a power-of-two hidden_size (got 6)")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"axon","out_dim":3}}]}"#, contains: "out_dim 3 must equal hidden_size 6")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"axon","activation":7}}]}"#, contains: "activation must be a string")
@@ -174,9 +174,70 @@ final class ConfigTests: XCTestCase {
         assertError(#"{"d_hidden":4,"blocks":[{"block_type":"adapter","base_block":{"block_type":"column","experts":[{"block_type":"passthrough","cell":{"cell_type":"lstm"}}]}}]}"#, contains: "base_block must be a scaffold with a cell")
         assertError(#"{"d_hidden":4,"blocks":[{"block_type":"column","experts":[]}]}"#, contains: "experts must be a non-empty list")
         assertError(#"{"d_hidden":4,"blocks":[{"block_type":"preup","proj_factor":0.1,"cell":{"cell_type":"lstm"}}]}"#, contains: "int(proj_factor × d_hidden) is 0")
-        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"mlstm","num_heads":2,"chunk_size":0}}]}"#, contains: "chunk_size 0")
+        assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"mlstm","num_heads":2,"chunk_size":0}}]}"#, contains: "blocks[0].cell.chunk_size is 0, must be >= 1")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"xl","n_heads":4}}]}"#, contains: "n_heads 4 must divide hidden_size 6")
         assertError(#"{"d_hidden":6,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"xl","n_heads":2,"use_axon_qkv":true}}]}"#, contains: "q_proj.cell.nu_log")
+    }
+
+    /// Every field the reference declares has one JSON type: a string, a null or a
+    /// fraction where it wants an integer is refused with the field's path, where the
+    /// parser used to fall back to the default silently.
+    func testWrongTypedFieldsAreRefusedByPath() {
+        func cell(_ fields: String, type: String = "lstm") -> String {
+            #"{"d_hidden":4,"blocks":[{"block_type":"passthrough","cell":{"cell_type":"\#(type)",\#(fields)}}]}"#
+        }
+        assertError(cell(#""num_layers":"2""#), contains: #"blocks[0].cell.num_layers must be an integer, got a string ("2")"#)
+        assertError(cell(#""num_layers":null"#), contains: "blocks[0].cell.num_layers must be an integer, not null")
+        assertError(cell(#""num_layers":1.5"#), contains: "blocks[0].cell.num_layers must be an integer, got 1.5")
+        assertError(cell(#""dropout":"0.5""#), contains: "blocks[0].cell.dropout must be a number")
+        assertError(cell(#""bias":1"#), contains: "blocks[0].cell.bias must be a boolean, got a number")
+        assertError(cell(#""proj_size":-1"#), contains: "proj_size is -1, must be >= 0")
+        assertError(cell(#""hidden_size":"4""#), contains: "blocks[0].cell.hidden_size must be an integer")
+        assertError(cell(#""attn_dropout":1.5"#, type: "xl"), contains: "attn_dropout is 1.5, must be <= 1")
+        assertError(cell(#""cuda_seq_threshold":0"#, type: "axon"), contains: "cuda_seq_threshold is 0, must be >= 1")
+        assertError(#"{"d_hidden":"4","blocks":[]}"#, contains: "d_hidden must be an integer")
+        assertError(#"{"d_hidden":4,"blocks":{}}"#, contains: "blocks must be a list, got an object")
+        assertError(#"{"d_hidden":4,"blocks":[],"post_norm":"false"}"#, contains: "post_norm must be a boolean")
+        assertError(#"{"d_hidden":4,"blocks":[],"compile_blocks":0}"#, contains: "compile_blocks must be a boolean")
+        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"preup","proj_factor":"2","cell":{"cell_type":"lstm"}}]}"#,
+                    contains: "blocks[0].proj_factor must be a number")
+        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"postup_gated","gru_bias":null,"cell":{"cell_type":"lstm"}}]}"#,
+                    contains: "blocks[0].gru_bias must be a number, not null")
+        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"column","router":null,"experts":[{"block_type":"passthrough","cell":{"cell_type":"lstm"}}]}]}"#,
+                    contains: "blocks[0].router must be an object, not null")
+        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"column","router":{"top_k":"1"},"experts":[{"block_type":"passthrough","cell":{"cell_type":"lstm"}}]}]}"#,
+                    contains: "blocks[0].router.top_k must be an integer")
+        assertError(#"{"d_hidden":4,"blocks":[{"block_type":"adapter","base_block":{"block_type":"passthrough","cell":{"cell_type":"lstm","num_layers":"3"}}}]}"#,
+                    contains: "blocks[0].base_block.cell.num_layers must be an integer")
+        assertError(#"{"d_hidden":4,"blocks":[],"routed_adapter":{"num_slots":2,"rank":"4"}}"#, contains: "routed_adapter.rank must be an integer")
+        assertError(#"{"d_hidden":4,"scaffolds":[{"scaffold_type":"passthrough","core":{"core_type":"lstm","bias":"no"}}]}"#,
+                    contains: "scaffolds[0].core.bias must be a boolean")
+    }
+
+    /// Fields the reference ignores load, and are listed in the model's info. A cell's
+    /// hidden_size is one: the block decides the size, in the reference too.
+    func testFieldsTheReferenceIgnoresAreReported() throws {
+        let golden = try JSON.parse(try FileIO.read(repoRoot + "/Tests/goldens/lstm_stack/model/config.json"))
+        guard case .object(var doc) = golden, let i = doc.firstIndex(where: { $0.0 == "config" }),
+              case .object(var config) = doc[i].1, let b = config.firstIndex(where: { $0.0 == "blocks" }),
+              case .array(var blocks) = config[b].1, case .object(var block) = blocks[0],
+              let c = block.firstIndex(where: { $0.0 == "cell" }), case .object(var cell) = block[c].1 else {
+            return XCTFail("unexpected golden config layout")
+        }
+        cell.removeAll { $0.0 == "hidden_size" }
+        cell.append(("hidden_size", .number(1e9)))
+        cell.append(("my_note", .string("x")))
+        block[c].1 = .object(cell)
+        blocks[0] = .object(block)
+        config[b].1 = .array(blocks)
+        config.append(("trainer", .object([("lr", .number(0.1))])))
+        doc[i].1 = .object(config)
+        let weights = try FileIO.read(repoRoot + "/Tests/goldens/lstm_stack/model/model.safetensors")
+        let m = try Model(configBytes: Array(JSON.object(doc).serialized.utf8), weightBytes: weights)
+        let ignored = m.info["ignored_config_fields"]?.array?.compactMap(\.string) ?? []
+        print("[config] ignored fields: \(ignored)")
+        XCTAssertEqual(ignored, ["blocks[0].cell.my_note", "trainer"])
+        XCTAssertEqual(m.inputSize, try Model.load(directory: repoRoot + "/Tests/goldens/lstm_stack/model").inputSize)
     }
 
     /// cortexcore accepts kernel_size 0 with channel_mixing (a no-op conv, no weights);

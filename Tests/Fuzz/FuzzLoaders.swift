@@ -1,5 +1,5 @@
 // libFuzzer entry point for the untrusted-input parsers: safetensors files, JSON
-// configs, whole model loads, OpenMythos KV-cache blobs, sidecar session blobs, and the
+// configs, stack configs through the typed schema, whole model loads, OpenMythos KV-cache blobs, sidecar session blobs, and the
 // serving engine's request bodies (the binary tensor body and /v1/decode's parsing). Built by scripts/fuzz.sh together with
 // the Cortex sources (one module) with -sanitize=fuzzer,address.
 //
@@ -23,7 +23,16 @@ let fuzzEngine: ServingEngine? = (try? Model.load(directory: "Tests/goldens/spik
 public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     guard size > 0 else { return 0 }
     let bytes = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
-    switch data[0] % 8 {
+    switch data[0] % 9 {
+    case 8:
+        // A stack config through the typed schema and the parser: whatever parses must
+        // have passed the schema, one scaffold per listed block.
+        if let json = try? JSON.parse(bytes), let cfg = try? StackConfig.parse(json) {
+            guard (try? StackSchema.check(json)) == cfg.ignoredFields,
+                  (json["blocks"] ?? json["scaffolds"])?.array?.count == cfg.scaffolds.count else {
+                fatalError("a stack config parsed that the schema refuses")
+            }
+        }
     case 6:
         // The binary tensor body: parse, and a parsed body's float tensors re-encode to
         // bytes that parse back to the same values.

@@ -47,6 +47,8 @@ public struct SafetensorsFile: Sendable {
     /// Tensor names in data order.
     public let names: [String]
     public let metadata: [String: String]
+    /// Refuse float tensors holding NaN or ±infinity (the `check_weights` load option).
+    public var requireFinite = false
 
     /// Load a file: the 8-byte length and the header are read and validated against the
     /// file's size first (a bad header in a huge file is refused in milliseconds, reading
@@ -194,6 +196,9 @@ public struct SafetensorsFile: Sendable {
             default:
                 throw CortexError.dtypeMismatch("tensor '\(name)' is \(e.dtype.rawValue); only F32, F16, BF16 and F64 load as weights")
             }
+        }
+        if requireFinite, let i = (0..<n).first(where: { !dst[$0].isFinite }) {
+            throw CortexError.parse("tensor '\(name)' holds \(dst[i]) at flat index \(i); non-finite values are refused here")
         }
         return out
     }

@@ -46,11 +46,15 @@ public final class Model: @unchecked Sendable {
     public var outputSize: Int { module.outputSize }
 
     /// Load `directory/config.json` and `directory/model.safetensors`.
-    public static func load(directory: String, nanPolicy: NaNPolicy = .propagate, int8: Bool = false) throws -> Model {
+    /// `checkWeights`: refuse weights holding NaN or ±infinity, naming the tensor (each
+    /// tensor is scanned once as it loads).
+    public static func load(directory: String, nanPolicy: NaNPolicy = .propagate, int8: Bool = false,
+                            checkWeights: Bool = false) throws -> Model {
         guard FileIO.isDirectory(directory) else { throw CortexError.io("\(directory) is not a directory") }
         let config = try FileIO.read(directory + "/config.json", limit: maxConfigBytes)
-        // The weights are mapped, not read: the header is checked before any data is touched.
-        return try Model(configBytes: config, nanPolicy: nanPolicy, int8: int8) {
+        // Only the header is read here, and checked before any data is touched; each
+        // tensor is read from the file when the model asks for it.
+        return try Model(configBytes: config, nanPolicy: nanPolicy, int8: int8, checkWeights: checkWeights) {
             try SafetensorsFile(path: directory + "/model.safetensors")
         }
     }
@@ -59,12 +63,15 @@ public final class Model: @unchecked Sendable {
     /// (`Int8Matrix`); embeddings, norms, convolutions and recurrent kernels stay fp32.
     /// Weights saved as INT8 (`<name>.weight_int8`, `.weight_scale`) load as INT8 either way.
     public convenience init(configBytes: [UInt8], weightBytes: [UInt8], nanPolicy: NaNPolicy = .propagate,
-                            int8: Bool = false) throws {
-        try self.init(configBytes: configBytes, nanPolicy: nanPolicy, int8: int8) { try SafetensorsFile(bytes: weightBytes) }
+                            int8: Bool = false, checkWeights: Bool = false) throws {
+        try self.init(configBytes: configBytes, nanPolicy: nanPolicy, int8: int8, checkWeights: checkWeights) {
+            try SafetensorsFile(bytes: weightBytes)
+        }
     }
 
     /// The weights come from `loadWeights`, called once the config is known to be valid.
-    init(configBytes: [UInt8], nanPolicy: NaNPolicy, int8: Bool, loadWeights: () throws -> SafetensorsFile) throws {
+    init(configBytes: [UInt8], nanPolicy: NaNPolicy, int8: Bool, checkWeights: Bool,
+         loadWeights: () throws -> SafetensorsFile) throws {
         guard configBytes.count <= Model.maxConfigBytes else {
             throw CortexError.parse("config.json is larger than \(Model.maxConfigBytes) bytes")
         }
@@ -84,52 +91,51 @@ public final class Model: @unchecked Sendable {
         guard let config = doc["config"], config.objectPairs != nil else {
             throw CortexError.parse("config.json: config must be a JSON object")
         }
+        // The whole config is checked before the weights file is opened.
+        enum Family {
+            case stack(StackConfig), mythos(MythosConfig), sidecar(SidecarConfig), spike(SpikeDecoderConfig)
+        }
+        let family: Family
+        do {
+            switch arch {
+            case "cortex_stack": family = .stack(try StackConfig.parse(config))
+            case "open_mythos": family = .mythos(try MythosConfig.parse(config))
+            case "cortex_sidecar": family = .sidecar(try SidecarConfig.parse(config))
+            case "spike_decoder": family = .spike(try SpikeDecoderConfig.parse(config))
+            default:
+                throw CortexError.unsupported("unknown architecture '\(arch)' (supported: \(Model.architectures.joined(separator: ", ")))")
+            }
+        } catch let e as CortexError {
+            throw e.prefixed("config.json")
+        }
         try BLAS.ensureLoaded()
-        let file: SafetensorsFile
+        var file: SafetensorsFile
         do { file = try loadWeights() } catch let e as CortexError { throw e.prefixed("model.safetensors") }
+        file.requireFinite = checkWeights
         let weights = WeightSource(file: file, quantizeLinears: int8)
 
-        switch arch {
-        case "cortex_stack":
-            let cfg = try StackConfig.parse(config)
+        var routed: RoutedAdapterSpec? = nil, lm: MythosModel? = nil, sc: SidecarModel? = nil, dec: SpikeDecoder? = nil
+        switch family {
+        case .stack(let cfg):
             module = try CortexStack(config: cfg, weights: weights)
-            routedAdapter = cfg.routedAdapter
-            mythos = nil
-            sidecar = nil
-            spikeDecoder = nil
-        case "open_mythos":
-            let cfg: MythosConfig
-            do { cfg = try MythosConfig.parse(config) } catch let e as CortexError { throw e.prefixed("config.json") }
-            let lm = try MythosModel(config: cfg, weights: weights)
-            mythos = lm
-            module = NonRecurrentStub(dIn: cfg.vocabSize, dOut: cfg.vocabSize, parameters: lm.parameterCount,
+            routed = cfg.routedAdapter
+        case .mythos(let cfg):
+            let m = try MythosModel(config: cfg, weights: weights)
+            lm = m
+            module = NonRecurrentStub(dIn: cfg.vocabSize, dOut: cfg.vocabSize, parameters: m.parameterCount,
                                       runsOn: "an open_mythos model runs on token ids with a KV cache")
-            routedAdapter = nil
-            sidecar = nil
-            spikeDecoder = nil
-        case "cortex_sidecar":
-            let cfg: SidecarConfig
-            do { cfg = try SidecarConfig.parse(config) } catch let e as CortexError { throw e.prefixed("config.json") }
-            let sc = try SidecarModel(config: cfg, weights: weights)
-            sidecar = sc
-            module = NonRecurrentStub(dIn: cfg.dModel, dOut: cfg.dModel, parameters: sc.parameterCount,
+        case .sidecar(let cfg):
+            let m = try SidecarModel(config: cfg, weights: weights)
+            sc = m
+            module = NonRecurrentStub(dIn: cfg.dModel, dOut: cfg.dModel, parameters: m.parameterCount,
                                       runsOn: "a cortex_sidecar model runs per host layer with a session (cx_sidecar_forward)")
-            routedAdapter = nil
-            mythos = nil
-            spikeDecoder = nil
-        case "spike_decoder":
-            let cfg: SpikeDecoderConfig
-            do { cfg = try SpikeDecoderConfig.parse(config) } catch let e as CortexError { throw e.prefixed("config.json") }
-            let dec = try SpikeDecoder(config: cfg, weights: weights)
-            spikeDecoder = dec
-            module = NonRecurrentStub(dIn: cfg.hiddenDim, dOut: cfg.behaviorDim, parameters: dec.parameterCount,
+        case .spike(let cfg):
+            let m = try SpikeDecoder(config: cfg, weights: weights)
+            dec = m
+            module = NonRecurrentStub(dIn: cfg.hiddenDim, dOut: cfg.behaviorDim, parameters: m.parameterCount,
                                       runsOn: "a spike_decoder model is stateless and runs on packed events (cx_decode)")
-            routedAdapter = nil
-            mythos = nil
-            sidecar = nil
-        default:
-            throw CortexError.unsupported("config.json: unknown architecture '\(arch)' (supported: \(Model.architectures.joined(separator: ", ")))")
         }
+        (routedAdapter, mythos, sidecar, spikeDecoder) = (routed, lm, sc, dec)
         let unused = weights.unused
         guard unused.isEmpty else {
             let shown = unused.prefix(5).joined(separator: ", ")
@@ -194,6 +200,9 @@ public final class Model: @unchecked Sendable {
                 .object([("name", .string($0.name)), ("shape", .array(([-1] + $0.perRow).map { .number(Double($0)) }))])
             })),
             ("config", config),
+            // Fields of a stack config that the reference ignores too (see `StackSchema`).
+            ("ignored_config_fields", .array(architecture == "cortex_stack"
+                ? ((try? StackSchema.check(config)) ?? []).map { .string($0) } : [])),
         ])
     }
 

@@ -11,7 +11,8 @@
 ///
 /// Everything is checked before any value is used: magic, version, reserved = 0,
 /// fingerprint, lengths, checksum, then the exact set of names and shapes the model
-/// expects.
+/// expects, and, for a model loaded with the reject NaN policy, that every value is
+/// finite.
 public enum StateCodec {
     public static let magic = Array("CXSTATE1".utf8)
     public static let version: UInt32 = 1
@@ -58,8 +59,11 @@ public enum StateCodec {
         guard FNV1a64.hash(Array(bytes[8..<(bytes.count - 8)])) == LittleEndian.u64(bytes, bytes.count - 8) else {
             throw CortexError.parse("state bytes: checksum mismatch (damaged state)")
         }
-        let file: SafetensorsFile
+        var file: SafetensorsFile
         do { file = try SafetensorsFile(bytes: payload) } catch let e as CortexError { throw e.prefixed("state bytes") }
+        // A checksum does not stop a blob written with NaN and re-sealed: under the
+        // reject policy the values are checked too.
+        file.requireFinite = model.nanPolicy == .reject
         let batch = Int(batch64)
         // Derived caches are optional in a blob (absent: recomputed on the next call).
         let known = Set(model.allStateSpecs.map(\.name))

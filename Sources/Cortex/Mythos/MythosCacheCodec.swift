@@ -49,7 +49,8 @@ public enum MythosCacheCodec {
     public static func decode(_ bytes: [UInt8], model: Model) throws -> MythosCache {
         let m = try model.requireMythos()
         func bad(_ s: String) -> CortexError { .parse("cache bytes: " + s) }
-        let (fields, file) = try envelope.open(bytes, fingerprint: model.fingerprint) { f in
+        let (fields, file) = try envelope.open(bytes, fingerprint: model.fingerprint,
+                                                    requireFinite: model.nanPolicy == .reject) { f in
             guard f[0] >= 1, f[0] <= 1 << 20 else { throw bad("invalid batch \(f[0])") }
             guard f[1] <= UInt64(m.config.maxSeqLen) else { throw bad("position \(f[1]) exceeds max_seq_len") }
         }

@@ -79,7 +79,8 @@ public enum SessionCodec {
     public static func decode(_ bytes: [UInt8], model: Model, id newID: String? = nil) throws -> SidecarSession {
         let sc = try model.requireSidecar()
         func bad(_ s: String) -> CortexError { .parse("session bytes: " + s) }
-        let (fields, file) = try envelope.open(bytes, fingerprint: model.fingerprint) { f in
+        let (fields, file) = try envelope.open(bytes, fingerprint: model.fingerprint,
+                                                    requireFinite: model.nanPolicy == .reject) { f in
             guard f[0] >= 1, f[0] <= 1 << 16 else { throw bad("invalid batch \(f[0])") }
         }
         let batch = fields[0]

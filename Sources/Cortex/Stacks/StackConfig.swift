@@ -12,6 +12,8 @@ public struct StackConfig: Sendable {
     public var spelling: Spelling
     /// cortexcore's `routed_adapter`: per-slot low-rank adapters on every Linear.
     public var routedAdapter: RoutedAdapterSpec? = nil
+    /// Paths of fields the schema does not know (`StackSchema`): ignored, as the reference ignores them.
+    public var ignoredFields: [String] = []
 
     /// Generous bounds that keep every size computation far from overflow.
     static let maxHidden = 1 << 20
@@ -19,6 +21,8 @@ public struct StackConfig: Sendable {
 
     public static func parse(_ json: JSON) throws -> StackConfig {
         guard json.objectPairs != nil else { throw CortexError.parse("stack config is not a JSON object") }
+        let ignored: [String]
+        do { ignored = try StackSchema.check(json) } catch let e as CortexError { throw e.prefixed("stack config") }
         guard let d = json["d_hidden"]?.int else { throw CortexError.parse("stack config: d_hidden must be an integer") }
         guard d >= 1, d <= maxHidden else { throw CortexError.unsupported("stack config: d_hidden \(d) is outside [1, \(maxHidden)]") }
         var postNorm = true
@@ -51,7 +55,8 @@ public struct StackConfig: Sendable {
                 throw e.prefixed("stack config \(field)[\(i)]")
             }
         }
-        return StackConfig(dHidden: d, postNorm: postNorm, scaffolds: scaffolds, spelling: spelling, routedAdapter: routed)
+        return StackConfig(dHidden: d, postNorm: postNorm, scaffolds: scaffolds, spelling: spelling, routedAdapter: routed,
+                           ignoredFields: ignored)
     }
 }
 

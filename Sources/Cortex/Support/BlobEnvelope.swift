@@ -27,7 +27,9 @@ struct BlobEnvelope {
         return out
     }
 
-    func open(_ bytes: [UInt8], fingerprint: UInt64,
+    /// `requireFinite`: the payload's tensors refuse NaN and ±infinity when read (a
+    /// checksum is no protection against a blob written with NaN and re-sealed).
+    func open(_ bytes: [UInt8], fingerprint: UInt64, requireFinite: Bool,
               validate: ([UInt64]) throws -> Void) throws -> (fields: [UInt64], payload: SafetensorsFile) {
         func bad(_ s: String) -> CortexError { .parse("\(context): " + s) }
         guard bytes.count >= headerSize + 8 else { throw bad("\(bytes.count) bytes is too short for a \(noun)") }
@@ -47,7 +49,11 @@ struct BlobEnvelope {
         guard FNV1a64.hash(Array(bytes[8..<(bytes.count - 8)])) == LittleEndian.u64(bytes, bytes.count - 8) else {
             throw bad("checksum mismatch (damaged \(shortNoun))")
         }
-        do { return (fields, try SafetensorsFile(bytes: Array(bytes[headerSize..<(bytes.count - 8)]))) } catch let e as CortexError {
+        do {
+            var payload = try SafetensorsFile(bytes: Array(bytes[headerSize..<(bytes.count - 8)]))
+            payload.requireFinite = requireFinite
+            return (fields, payload)
+        } catch let e as CortexError {
             throw e.prefixed(context)
         }
     }

@@ -196,22 +196,24 @@ def auto_stack_config(recipe: dict | None = None, **fields) -> dict:
     return json.loads(size_query(lib.cx_auto_stack_config, text, len(text)).rstrip(b"\0"))
 
 
-def _load_options(nan_policy: str, weight_format: str):
+def _load_options(nan_policy: str, weight_format: str, check_weights: bool = False):
     if nan_policy not in _NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {sorted(_NAN_POLICIES)}, got {nan_policy!r}")
     if weight_format not in ("float32", "int8"):
         raise ValueError(f"weight_format must be 'float32' or 'int8', got {weight_format!r}")
     opts = lib.cx_load_default_options()
     opts.nan_policy = _NAN_POLICIES[nan_policy]
-    opts.flags = _ffi.CX_LOAD_INT8_WEIGHTS if weight_format == "int8" else 0
+    opts.flags = (_ffi.CX_LOAD_INT8_WEIGHTS if weight_format == "int8" else 0) | \
+        (_ffi.CX_LOAD_CHECK_WEIGHTS if check_weights else 0)
     return opts
 
 
-def load_from_memory(config, weights, *, nan_policy: str = "propagate", weight_format: str = "float32") -> Model:
+def load_from_memory(config, weights, *, nan_policy: str = "propagate", weight_format: str = "float32",
+                     check_weights: bool = False) -> Model:
     """A model from a config.json document (dict or text) and model.safetensors contents
     (bytes, or a path to the file), e.g. `cx.load_from_memory(cx.auto_stack_config(...), "w.safetensors")`.
-    weight_format="int8": nn.Linear weights held as INT8 (see `load`)."""
-    opts = _load_options(nan_policy, weight_format)
+    weight_format="int8": nn.Linear weights held as INT8; check_weights: see `load`."""
+    opts = _load_options(nan_policy, weight_format, check_weights)
     text = (json.dumps(config) if isinstance(config, dict) else str(config)).encode()
     if not isinstance(weights, (bytes, bytearray)):
         with open(weights, "rb") as f:
@@ -230,13 +232,14 @@ def evaluate_task(path, *, source: str = "testset", samples: int = 1000, seed: i
     return json.loads(raw.rstrip(b"\0"))
 
 
-def load(path, *, nan_policy: str = "propagate", weight_format: str = "float32") -> Model:
+def load(path, *, nan_policy: str = "propagate", weight_format: str = "float32", check_weights: bool = False) -> Model:
     """Load a model directory (config.json + model.safetensors).
     nan_policy: "propagate" (default) or "reject" (NaN/Inf inputs raise NanInput).
     weight_format: "float32" (default) or "int8": every nn.Linear weight held as INT8, symmetric
     per output channel, products computed from the INT8 values (embeddings, norms, convs
-    and recurrent kernels stay float32). Same fingerprint: states move between the two."""
-    opts = _load_options(nan_policy, weight_format)
+    and recurrent kernels stay float32). Same fingerprint: states move between the two.
+    check_weights: refuse weights holding NaN or infinity (ParseError naming the tensor)."""
+    opts = _load_options(nan_policy, weight_format, check_weights)
     out = ctypes.c_void_p()
     check(lib.cx_model_load(os.fsencode(path), ctypes.byref(opts), ctypes.byref(out)))
     m = _wrap(out)

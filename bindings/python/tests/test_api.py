@@ -160,6 +160,34 @@ def test_nan_policy(golden):
         cx.load(golden.model_dir, nan_policy="maybe")
 
 
+def test_check_weights_and_typed_config(tmp_path, golden):
+    """check_weights refuses a NaN weight by name; a wrong-typed config field is refused
+    by path; a field the reference ignores loads and is listed in the info."""
+    import json
+    d = tmp_path / "m"
+    shutil.copytree(golden.model_dir, d)
+    raw = (d / "model.safetensors").read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    name, entry = next((k, v) for k, v in header.items() if k != "__metadata__" and v["dtype"] == "F32")
+    at = 8 + n + entry["data_offsets"][0]
+    (d / "model.safetensors").write_bytes(raw[:at] + np.float32(np.nan).tobytes() + raw[at + 4:])
+    cx.load(d).close()
+    with pytest.raises(cx.ParseError, match=f"tensor '{name}' holds nan at flat index 0"):
+        cx.load(d, check_weights=True)
+    cx.load(golden.model_dir, check_weights=True).close()
+    doc = json.loads((d / "config.json").read_text())
+    doc["config"]["blocks"][0]["cell"]["num_layers"] = "2"
+    (d / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(cx.ParseError, match=r"blocks\[0\]\.cell\.num_layers must be an integer"):
+        cx.load(d)
+    doc["config"]["blocks"][0]["cell"]["num_layers"] = 1
+    doc["config"]["experiment"] = "x"
+    (d / "config.json").write_text(json.dumps(doc))
+    with cx.load(d) as m:
+        assert m.info["ignored_config_fields"] == ["experiment"]
+
+
 def test_load_errors(tmp_path, golden):
     with pytest.raises(cx.CortexIOError):
         cx.load(tmp_path / "nope")
