@@ -3,12 +3,21 @@
 //   cortex-serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch 32]
 //                [--max-wait-ms 0] [--max-queue 1024] [--max-sessions 4096]
 //                [--max-body-mb 8] [--int8] [--threads N] [--workers N] [--nan-policy reject]
-//                [--idle-timeout-s 30] [--log-requests]
+//                [--idle-timeout-s 30] [--request-timeout-s 60] [--drain-timeout-s 30]
+//                [--api-key KEY | --api-key-file PATH] [--check-weights] [--log-requests]
 //
 // --idle-timeout-s: a connection that sends nothing for this long, in the middle of a
 // request (a body shorter than its Content-Length, a slow client) or between requests,
 // is closed; counted in cortex_idle_timeouts_total. A request being computed is not
 // idle time: the answer is still written.
+// --request-timeout-s: a request's head and body must arrive within this long of its
+// first byte (a client trickling a byte at a time is not idle); else 408 and close,
+// counted in cortex_request_timeouts_total.
+// --drain-timeout-s: at SIGTERM, how long requests still arriving may take to finish
+// arriving; each is answered (503 for model work: the engine is draining).
+// --api-key / --api-key-file (one key per line; repeatable): every route but /healthz
+// and /readyz needs "Authorization: Bearer <key>", else 401.
+// Bodies over 64 KB are parsed off the event loop, at most --threads / 2 at a time.
 //
 // --threads: Cortex's thread pool (default: the CPUs this process may use). --workers:
 // scheduler threads running batches side by side (default: one per 4 of those threads),
@@ -37,11 +46,16 @@ struct Arguments {
     var threads: Int? = nil
     var workers: Int? = nil
     var idleTimeout = 30      // seconds a connection may send nothing (mid-request or between requests)
+    var requestTimeout = 60   // seconds a request may take to arrive whole
+    var drainTimeout = 30     // seconds shutdown waits for requests still arriving
+    var checkWeights = false
 
     static let usage = """
         usage: cortex-serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch 32] [--max-wait-ms 0]
                             [--max-queue 1024] [--max-sessions 4096] [--max-body-mb 8] [--int8] [--threads N]
-                            [--workers N] [--nan-policy reject|propagate] [--idle-timeout-s 30] [--log-requests]
+                            [--workers N] [--nan-policy reject|propagate] [--idle-timeout-s 30]
+                            [--request-timeout-s 60] [--drain-timeout-s 30] [--api-key KEY] [--api-key-file PATH]
+                            [--check-weights] [--log-requests]
         """
 
     init(_ argv: [String]) throws {
@@ -73,6 +87,22 @@ struct Arguments {
             case "--threads": threads = try int("--threads", 1...512)
             case "--workers": workers = try int("--workers", 1...256)
             case "--idle-timeout-s": idleTimeout = try int("--idle-timeout-s", 1...86_400)
+            case "--request-timeout-s": requestTimeout = try int("--request-timeout-s", 1...86_400)
+            case "--drain-timeout-s": drainTimeout = try int("--drain-timeout-s", 0...86_400)
+            case "--check-weights": checkWeights = true
+            case "--api-key":
+                let key = try value()
+                guard !key.isEmpty, key.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
+                    throw CortexError.invalidArgument("--api-key must be non-empty printable ASCII without spaces")
+                }
+                engine.apiKeys.append(key)
+            case "--api-key-file":
+                let path = try value()
+                let text = String(decoding: try FileIO.read(path, limit: 1 << 20), as: UTF8.self)
+                let keys = text.split(whereSeparator: \.isNewline)
+                    .map { String($0.filter { !$0.isWhitespace }) }.filter { !$0.isEmpty }
+                guard !keys.isEmpty else { throw CortexError.invalidArgument("--api-key-file \(path) holds no key") }
+                engine.apiKeys += keys
             case "--log-requests": engine.logRequests = true
             case "--nan-policy":
                 switch try value() {
@@ -89,22 +119,29 @@ struct Arguments {
     }
 }
 
-/// Collects one request (head + body, bounded), hands it to the engine, writes the answer.
+/// Collects one request (head + body, bounded), hands it to the engine (large bodies
+/// off the event loop), writes the answer.
 final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     let engine: ServingEngine
+    let decoders: BodyDecoders
+    let connection: ConnectionState
+    let timer: RequestTimer
     var head: HTTPRequestHead?
     var body: ByteBuffer?
     var tooLarge = false
-    /// Requests handed to the engine and not yet answered, and whether the client has
-    /// half-closed (shutdown(SHUT_WR) after its request): it still gets every answer, then
-    /// the connection closes.
-    var unanswered = 0
+    /// The client has half-closed (shutdown(SHUT_WR) after its request), or its next
+    /// request timed out: it still gets every pending answer, then the connection closes.
     var inputClosed = false
 
-    init(engine: ServingEngine) { self.engine = engine }
+    init(engine: ServingEngine, decoders: BodyDecoders, connection: ConnectionState, timer: RequestTimer) {
+        self.engine = engine
+        self.decoders = decoders
+        self.connection = connection
+        self.timer = timer
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -123,9 +160,11 @@ final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
         case .end:
             guard let h = head else { return }
             head = nil
+            connection.unanswered += 1
+            timer.requestComplete()
             let keepAlive = h.isKeepAlive && !tooLarge
             if tooLarge {
-                write(context, ServingResponse(status: 413, body: Array("{\"error\":\"the body is larger than \(engine.options.maxBodyBytes) bytes\",\"status\":413}\n".utf8)), version: h.version, keepAlive: false)
+                answer(context, ServingResponse(status: 413, body: Array("{\"error\":\"the body is larger than \(engine.options.maxBodyBytes) bytes\",\"status\":413}\n".utf8)), version: h.version, keepAlive: false)
                 return
             }
             let bytes = body.map { Array($0.readableBytesView) } ?? []
@@ -136,19 +175,40 @@ final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
                                          headers: h.headers.map { ($0.name.lowercased(), $0.value) }, body: bytes)
             let loop = context.eventLoop
             let bound = NIOLoopBound(context, eventLoop: loop)
-            unanswered += 1
-            engine.handle(request) { [self] response in
-                loop.execute {
-                    self.unanswered -= 1
-                    self.write(bound.value, response, version: h.version, keepAlive: keepAlive && !self.inputClosed)
+            let handler = NIOLoopBound(self, eventLoop: loop)
+            let engine = engine
+            let work: @Sendable () -> Void = {
+                engine.handle(request) { response in
+                    loop.execute {
+                        let me = handler.value
+                        me.answer(bound.value, response, version: h.version, keepAlive: keepAlive && !me.inputClosed)
+                    }
                 }
             }
+            if bytes.count > BodyDecoders.inlineBytes { decoders.run(work) } else { work() }
         }
+    }
+
+    /// Write one request's answer and account for it.
+    func answer(_ context: ChannelHandlerContext, _ r: ServingResponse, version: HTTPVersion, keepAlive: Bool) {
+        connection.unanswered = max(0, connection.unanswered - 1)
+        connection.update()
+        write(context, r, version: version, keepAlive: keepAlive)
+    }
+
+    /// The request now arriving took longer than --request-timeout-s: count it; with
+    /// answers pending, close after the last (else `RequestTimer` answers 408).
+    func requestTimedOut() -> Bool {
+        engine.metrics.increment("cortex_request_timeouts_total")
+        head = nil
+        body = nil
+        if connection.unanswered > 0 { inputClosed = true; return true }
+        return false
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let e = event as? IdleStateHandler.IdleStateEvent, e == .read {
-            if unanswered == 0 {
+            if connection.unanswered == 0 {
                 engine.metrics.increment("cortex_idle_timeouts_total")
                 context.close(promise: nil)
             }
@@ -156,7 +216,7 @@ final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         if let e = event as? ChannelEvent, e == .inputClosed {
             inputClosed = true
-            if unanswered == 0 { context.close(promise: nil) }  // otherwise the last answer closes
+            if connection.unanswered == 0 { context.close(promise: nil) }  // otherwise the last answer closes
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -206,10 +266,12 @@ func serve() -> Int32 {
     options.scheduler.workers = args.workers ?? max(1, BLAS.threads / 4)
     let engine: ServingEngine
     do {
-        let model = try Model.load(directory: args.model, int8: args.int8)
+        let model = try Model.load(directory: args.model, int8: args.int8, checkWeights: args.checkWeights)
         engine = try ServingEngine(model: model, options: options, log: log)
         engine.metrics.declare("cortex_idle_timeouts_total", type: "counter",
                                help: "Connections closed after --idle-timeout-s without a byte.")
+        engine.metrics.declare("cortex_request_timeouts_total", type: "counter",
+                               help: "Requests that did not arrive whole within --request-timeout-s (408).")
         log.write("info", "model_loaded", [("model", .string(args.model)), ("architecture", .string(model.architecture)),
                                            ("parameters", .number(Double(model.module.parameterCount))), ("int8", .bool(model.int8))])
     } catch let e as CortexError {
@@ -218,6 +280,8 @@ func serve() -> Int32 {
     } catch { return 1 }
 
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let inFlight = InFlight()
+    let decoders = BodyDecoders(limit: max(1, BLAS.threads / 2))
     let bootstrap = ServerBootstrap(group: group)
         .serverChannelOption(ChannelOptions.backlog, value: 256)
         .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -226,9 +290,14 @@ func serve() -> Int32 {
         .childChannelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
                 let sync = channel.pipeline.syncOperations
+                let connection = ConnectionState(inFlight: inFlight)
+                let timer = RequestTimer(limit: .seconds(Int64(args.requestTimeout)), connection: connection)
+                let http = HTTPHandler(engine: engine, decoders: decoders, connection: connection, timer: timer)
+                timer.onExpiry = { [weak http] in http?.requestTimedOut() ?? false }
                 try sync.addHandler(IdleStateHandler(readTimeout: .seconds(Int64(args.idleTimeout))))
+                try sync.addHandler(timer)
                 try sync.configureHTTPServerPipeline(withErrorHandling: false)
-                try sync.addHandler(HTTPHandler(engine: engine))
+                try sync.addHandler(http)
             }
         }
     let channel: Channel
@@ -257,7 +326,13 @@ func serve() -> Int32 {
     done.wait()
     log.write("info", "draining", [("queued", .number(Double(engine.metrics.value("cortex_queue_depth"))))])
     try? channel.close().wait()          // no new connections
-    engine.drain()                       // every queued request answered
+    engine.drain()                       // every queued request answered; new model work gets 503
+    // Requests still arriving (an upload in progress) are answered too, within the drain timeout.
+    let deadline = monotonicSeconds() + Double(args.drainTimeout)
+    while inFlight.value > 0, monotonicSeconds() < deadline { usleep(10_000) }
+    if inFlight.value > 0 {
+        log.write("warning", "drain_timeout", [("connections", .number(Double(inFlight.value)))])
+    }
     usleep(200_000)                      // let the last responses flush
     try? group.syncShutdownGracefully()
     log.write("info", "stopped")

@@ -198,6 +198,24 @@ final class ServingTests: XCTestCase {
         XCTAssertEqual(r.headers.first { $0.0 == "retry-after" }?.1, "1")
     }
 
+    /// With API keys, every route but the health probes needs a listed bearer token.
+    func testBearerTokensGuardEveryRouteButHealth() throws {
+        var options = ServingEngine.Options()
+        options.apiKeys = ["k1", "key-two"]
+        let e = try ServingEngine(model: try Golden("lstm_stack").model, options: options, log: ServingLog(enabled: false))
+        defer { e.drain() }
+        XCTAssertEqual(call(e, "GET", "/healthz").0, 200)
+        XCTAssertEqual(call(e, "GET", "/readyz").0, 200)
+        XCTAssertEqual(call(e, "GET", "/v1/model").0, 401)
+        XCTAssertEqual(call(e, "GET", "/nope").0, 401)  // unknown routes too: nothing is revealed
+        for wrong in ["Bearer k", "Bearer k12", "Bearer key-twO", "Token k1", "Bearer", "Bearer  k1"] {
+            XCTAssertEqual(call(e, "GET", "/v1/model", headers: [("authorization", wrong)]).0, 401, wrong)
+        }
+        XCTAssertEqual(call(e, "GET", "/v1/model", headers: [("authorization", "Bearer k1")]).0, 200)
+        XCTAssertEqual(call(e, "GET", "/metrics", headers: [("authorization", "bearer key-two")]).0, 200)
+        XCTAssertEqual(e.metrics.value("cortex_rejected_total", [("reason", "unauthorized")]), 8)
+    }
+
     /// Non-finite inputs are refused (422, naming the value) by default, so a session is
     /// never poisoned; with `.propagate` they pass.
     func testNonFiniteInputsAreRefusedByDefault() throws {

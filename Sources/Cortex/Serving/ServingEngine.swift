@@ -65,6 +65,9 @@ public final class ServingEngine: @unchecked Sendable {
         /// sidecar requests: refused with 422 naming the value (`.reject`, the default: one
         /// NaN would poison the session's state for every later step), or passed on.
         public var nanPolicy: Model.NaNPolicy = .reject
+        /// Bearer tokens: when any is set, every route but the health probes (`/healthz`,
+        /// `/readyz`) needs `Authorization: Bearer <one of them>`, else 401.
+        public var apiKeys: [String] = []
         public init() {}
     }
 
@@ -118,7 +121,7 @@ public final class ServingEngine: @unchecked Sendable {
                         buckets: ServingEngine.latencyBuckets)
         metrics.declare("cortex_queue_depth", type: "gauge", help: "Requests waiting for a batch.")
         metrics.declare("cortex_deadline_misses_total", type: "counter", help: "Requests answered after their deadline.")
-        metrics.declare("cortex_rejected_total", type: "counter", help: "Requests refused before queueing (queue_full, draining).")
+        metrics.declare("cortex_rejected_total", type: "counter", help: "Requests refused before queueing (queue_full, draining, unauthorized).")
         metrics.declare("cortex_sessions", type: "gauge", help: "Live streams and recurrent sessions.")
         scheduler = try BatchScheduler<Job>(options: options.scheduler) { [unowned self] key, jobs in self.run(key, jobs) }
         scheduler.onBatch = { [metrics] key, size, seconds, _ in
@@ -152,6 +155,10 @@ public final class ServingEngine: @unchecked Sendable {
             }
             respond(r)
         }
+        guard authorized(request, route: route) else {
+            metrics.increment("cortex_rejected_total", [("reason", "unauthorized")])
+            return finish(.error(401, "this server needs an Authorization: Bearer token", headers: [("www-authenticate", "Bearer")]))
+        }
         do {
             if let r = try dispatch(request, route: route, finish: finish) { finish(r) }
         } catch let BatchScheduler<Job>.Refusal.overloaded(n) {
@@ -163,6 +170,24 @@ public final class ServingEngine: @unchecked Sendable {
         } catch {
             finish(ServingEngine.response(for: error))
         }
+    }
+
+    /// Whether the request may use `route`: always without keys and for the health
+    /// probes; else its bearer token must equal a key (compared in constant time, so
+    /// response times do not reveal a key's prefix).
+    func authorized(_ r: ServingRequest, route: String) -> Bool {
+        if options.apiKeys.isEmpty || route == "/healthz" || route == "/readyz" { return true }
+        guard let value = r.header("authorization"), value.count > 7,
+              value.prefix(7).lowercased() == "bearer " else { return false }
+        let token = Array(value.utf8.dropFirst(7))
+        var match = false
+        for key in options.apiKeys {
+            let k = Array(key.utf8)
+            var diff: UInt8 = k.count == token.count ? 0 : 1
+            for i in 0..<k.count { diff |= k[i] ^ (i < token.count ? token[i] : 0) }
+            match = match || diff == 0
+        }
+        return match
     }
 
     /// The answer to a failed request (before queueing or in its batch).

@@ -500,3 +500,145 @@ def test_sidecar_sessions_equal_the_binding():
         assert s.request("DELETE", "/v1/sessions/conv")[0] == 204
     finally:
         assert s.stop() == 0
+
+
+def test_http_abuse_leaves_the_server_up_and_healthz_fast():
+    """Against the real server, side by side: four 7.9 MB uploads, a half-closed client, a
+    body shorter than its Content-Length, a client trickling its head byte by byte,
+    non-finite inputs (JSON and binary), retried steps, route edges, then SIGTERM in the
+    middle of an upload. Meanwhile /healthz is probed every 5 ms on a kept-alive
+    connection: the server must stay up, and every probe must answer within 50 ms (large
+    bodies are parsed off the event loop; they stalled /healthz for up to 1.7 s)."""
+    srv = Server(EXAMPLE_MODEL, "--idle-timeout-s", "2", "--request-timeout-s", "3", "--drain-timeout-s", "10")
+    d = cx.load(EXAMPLE_MODEL).d_in
+    big = json.dumps({"x": [0.123456789] * 600_000}).encode()          # ~7.9 MB, wrong length: 422 once parsed
+    assert 7_000_000 < len(big) < 8 << 20
+    latencies, stop, failures = [], threading.Event(), []
+
+    def probe():
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                c.request("GET", "/healthz")
+                r = c.getresponse()
+                r.read()
+                if r.status != 200:
+                    failures.append(r.status)
+            except Exception as e:  # noqa: BLE001 - a failed probe is a failure of the test
+                failures.append(repr(e))
+                c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+            latencies.append(time.perf_counter() - t0)
+            time.sleep(0.005)
+
+    def raw(data, *, shutdown=False, until_close=False, timeout=20):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=timeout) as sock:
+            sock.sendall(data)
+            if shutdown:
+                sock.shutdown(socket.SHUT_WR)
+            return read_reply(sock, until_close=until_close or shutdown)
+
+    def post(path, payload, ctype="application/json"):
+        return b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
+            path.encode(), ctype.encode(), len(payload)) + payload
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        uploads = {}
+
+        def upload(i):
+            uploads[i] = srv.request("POST", f"/v1/sessions/big{i}/step", big, timeout=60)[:2]
+
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(4)]
+        for th in threads:
+            th.start()
+        # Half-close after a whole request: answered.
+        x = json.dumps({"x": [0.5] * d}).encode()
+        assert raw(post("/v1/sessions/half/step", x), shutdown=True).startswith(b"HTTP/1.1 200")
+        # A body shorter than its Content-Length: closed by the idle timeout, no answer.
+        t0 = time.time()
+        assert raw(b"POST /v1/sessions/a/step HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"x\": [") == b""
+        assert 1.5 < time.time() - t0 < 6
+        # A head trickled a byte every 0.4 s (never idle 2 s): 408 at the 3 s request timeout.
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as slow:
+            t0, reply = time.time(), b""
+            for ch in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 30:
+                try:
+                    slow.send(bytes([ch]))
+                except OSError:
+                    break
+                time.sleep(0.4)
+                if time.time() - t0 > 4:
+                    break
+            reply = read_reply(slow, until_close=True)
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+        assert 2.5 < time.time() - t0 < 6
+        # Non-finite inputs: 422 naming the value, and the session is not poisoned.
+        status, out, _ = srv.request("POST", "/v1/sessions/nan/step", {"x": [1e308] * d})
+        assert status == 422 and "x[0]" in out["error"], out
+        nan_body = body(x=np.full(d, np.nan, np.float32))
+        status, out, _ = srv.request("POST", "/v1/sessions/nan/step", nan_body, {"Content-Type": "application/x-cortex-tensors"})
+        assert status == 422, out
+        status, out, _ = srv.request("POST", "/v1/sessions/nan/step", {"x": [0.5] * d})
+        assert status == 200 and all(np.isfinite(out["y"]))
+        # Retried steps: the same index answers from memory, a gap is 409 naming the index.
+        first = srv.request("POST", "/v1/sessions/retry/step", {"x": [0.25] * d, "step": 0})[1]
+        again = srv.request("POST", "/v1/sessions/retry/step", {"x": [0.25] * d, "step": 0})[1]
+        assert again["repeated"] is True and again["y"] == first["y"]
+        status, out, _ = srv.request("POST", "/v1/sessions/retry/step", {"x": [0.25] * d, "step": 5})
+        assert status == 409 and "1" in out["error"], out
+        # Route edges: a longer path deletes nothing.
+        assert srv.request("POST", "/v1/sessions/victim/step", {"x": [0.5] * d})[0] == 200
+        assert srv.request("DELETE", "/v1/sessions/victim/a/b")[0] == 404
+        assert srv.request("DELETE", "/v1//sessions/victim")[0] == 404
+        assert srv.request("DELETE", "/v1/sessions/victim")[0] == 204
+        for th in threads:
+            th.join()
+        assert all(r[0] == 422 and "expected" in r[1]["error"] for r in uploads.values()), uploads
+        stop.set()
+        prober.join()
+        # SIGTERM in the middle of an upload: the rest arrives 0.5 s later and is answered 503.
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=20) as late:
+            request = post("/v1/sessions/late/step", x)
+            late.sendall(request[:-5])
+            time.sleep(0.2)
+            srv.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            late.sendall(request[-5:])
+            reply = read_reply(late, until_close=False)
+        assert reply.startswith(b"HTTP/1.1 503"), reply[:200]
+    finally:
+        stop.set()
+        prober.join()
+        code = srv.stop()
+    worst = max(latencies)
+    print(f"[serve abuse] {len(latencies)} /healthz probes: median {1e3 * float(np.median(latencies)):.2f} ms, "
+          f"max {1e3 * worst:.2f} ms")
+    assert code == 0 and failures == []
+    assert worst < 0.050, f"/healthz took {1e3 * worst:.1f} ms"
+
+
+def test_bearer_token_authentication(tmp_path):
+    """--api-key / --api-key-file: every route but the health probes needs a listed
+    bearer token; a missing or wrong one gets 401 with WWW-Authenticate, counted."""
+    keys = tmp_path / "keys"
+    keys.write_text("first-key\n\nsecond-key\n")
+    srv = Server(EXAMPLE_MODEL, "--api-key-file", str(keys), "--api-key", "third-key")
+    try:
+        assert srv.request("GET", "/healthz")[0] == 200 and srv.request("GET", "/readyz")[0] == 200
+        status, out, headers = srv.request("GET", "/v1/model")
+        assert status == 401 and headers["www-authenticate"] == "Bearer" and "Bearer" in out["error"]
+        for wrong in ("Bearer first-ke", "Bearer first-key2", "Basic Zmlyc3Qta2V5", "bearer", "Bearer "):
+            assert srv.request("GET", "/v1/model", headers={"Authorization": wrong})[0] == 401, wrong
+        assert srv.request("POST", "/v1/sessions/s/step", {"x": [0.0]})[0] == 401
+        assert srv.request("DELETE", "/v1/sessions/s")[0] == 401
+        for key in ("first-key", "second-key", "third-key"):
+            assert srv.request("GET", "/v1/model", headers={"Authorization": f"Bearer {key}"})[0] == 200
+        status, text, _ = srv.request("GET", "/metrics", headers={"Authorization": "bearer second-key"})
+        assert status == 200 and 'cortex_rejected_total{reason="unauthorized"} 8' in text.decode()
+    finally:
+        assert srv.stop() == 0
+    bad = subprocess.run([serve_binary(), "--model", EXAMPLE_MODEL, "--api-key-file", str(tmp_path / "none")],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2
