@@ -46,6 +46,9 @@ execute_process(COMMAND "${CMAKE_COMMAND}" -E copy_if_different "${built}" "${DE
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "cannot copy ${built} to ${DEST}")
 endif()
+# DEST is named by the SONAME (libcortex.so.<ABI>); libcortex.so is the link-time name.
+get_filename_component(dest_name "${DEST}" NAME)
+file(CREATE_LINK "${dest_name}" "${dest_dir}/libcortex.so" SYMBOLIC)
 
 set(needs_openblas TRUE) # without readelf, assume the linked build
 if(READELF)

@@ -28,7 +28,8 @@ if(NOT cmd)
 endif()
 
 file(MAKE_DIRECTORY "${WORK}")
-execute_process(COMMAND "${OBJCOPY}" --strip-debug "${LIB}" "${WORK}/libcortex.so" RESULT_VARIABLE rc)
+get_filename_component(lib_name "${LIB}" NAME)  # the SONAME, as the programs record it
+execute_process(COMMAND "${OBJCOPY}" --strip-debug "${LIB}" "${WORK}/${lib_name}" RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "objcopy --strip-debug ${LIB} failed")
 endif()

@@ -55,7 +55,7 @@ enum cx_status_code {
   CX_STATUS_DEVICE_MISMATCH = 5,  /* tensor not on the CPU */
   CX_STATUS_IO_ERROR = 6,         /* file cannot be read or written */
   CX_STATUS_PARSE_ERROR = 7,      /* malformed JSON, safetensors or state bytes */
-  CX_STATUS_UNSUPPORTED = 8,      /* unknown architecture, block or cell type, option */
+  CX_STATUS_UNSUPPORTED = 8,      /* unknown architecture, block or cell type, option, or a value out of range */
   CX_STATUS_MISSING_TENSOR = 9,   /* a weight the config needs is absent or mis-shaped */
   CX_STATUS_STATE_MISMATCH = 10,  /* state belongs to another model, batch or format */
   CX_STATUS_BUFFER_TOO_SMALL = 11,/* the needed size was written to the size out-param */

@@ -2,6 +2,8 @@
 """Check that include/cortex.h and the Swift @_cdecl exports agree.
 
     python3 scripts/check_abi.py GENERATED_HEADER
+    python3 scripts/check_abi.py --exports libcortex.so     # nm -D lists exactly the header's functions
+    python3 scripts/check_abi.py --version-script ABI       # print the linker version script
 
 GENERATED_HEADER is what swiftc writes for the CortexABI module with
 -emit-clang-header-path (scripts/test.sh makes it). Opaque handles appear there as
@@ -9,8 +11,12 @@ GENERATED_HEADER is what swiftc writes for the CortexABI module with
 function's return type and parameter types. Functions implemented in C
 (Sources/CCortex) are exempt. Exit 1 on any drift.
 """
+import os
 import re
+import subprocess
 import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 C_IMPLEMENTED = {"cx_last_error", "cx_status_name"}
 PROTO = re.compile(r"(?:SWIFT_EXTERN\s+)?([A-Za-z_][\w\s\*]*?)\s*\b(cx_\w+)\s*\(([^;{]*?)\)\s*(?:SWIFT_\w+\s*)*;", re.S)
@@ -46,8 +52,41 @@ def protos(text: str):
     return found
 
 
+def header_functions():
+    return protos(open(os.path.join(ROOT, "include", "cortex.h")).read())
+
+
+def version_script(abi: str) -> str:
+    """Export the header's functions as CORTEX_<abi>; everything else is local."""
+    names = "".join(f"    {n};\n" for n in sorted(header_functions()))
+    return f"CORTEX_{abi} {{\n  global:\n{names}  local:\n    *;\n}};\n"
+
+
+def check_exports(lib: str) -> int:
+    """The library's dynamic symbol table holds exactly the header's functions."""
+    out = subprocess.run(["nm", "-D", "--defined-only", lib], check=True, capture_output=True, text=True).stdout
+    # Global symbols only: a lowercase type letter is a local (unlinkable) entry.
+    rows = [line.split() for line in out.splitlines() if line.strip()]
+    exported = {r[-1].split("@")[0] for r in rows if len(r) >= 2 and r[-2].isupper()}
+    exported.discard("CORTEX_" + open(os.path.join(ROOT, "include", "cortex.h")).read().split("#define CX_ABI_VERSION ")[1].split()[0])
+    header = set(header_functions())
+    extra, missing = sorted(exported - header), sorted(header - exported)
+    for n in extra[:20]:
+        print("exported but not in cortex.h:", n)
+    for n in missing:
+        print("in cortex.h but not exported:", n)
+    print(f"check_abi --exports: {len(exported)} dynamic symbols, {len(header)} header functions, "
+          f"{len(extra)} extra, {len(missing)} missing")
+    return 1 if extra or missing else 0
+
+
 def main():
-    header = protos(open("include/cortex.h").read())
+    if sys.argv[1] == "--version-script":
+        sys.stdout.write(version_script(sys.argv[2]))
+        return 0
+    if sys.argv[1] == "--exports":
+        return check_exports(sys.argv[2])
+    header = header_functions()
     gen = protos(open(sys.argv[1]).read())
     bad = []
     for name, sig in sorted(header.items()):

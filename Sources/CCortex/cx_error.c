@@ -9,7 +9,7 @@
 
 static _Thread_local char cx_error_buffer[CX_ERROR_CAPACITY];
 
-void cx_internal_set_error(const char *message, size_t length) {
+void cxk_internal_set_error(const char *message, size_t length) {
   if (message == NULL) {
     cx_error_buffer[0] = '\0';
     return;
@@ -21,7 +21,7 @@ void cx_internal_set_error(const char *message, size_t length) {
   cx_error_buffer[length] = '\0';
 }
 
-void cx_internal_clear_error(void) { cx_error_buffer[0] = '\0'; }
+void cxk_internal_clear_error(void) { cx_error_buffer[0] = '\0'; }
 
 const char *cx_last_error(void) { return cx_error_buffer; }
 

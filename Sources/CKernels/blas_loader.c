@@ -63,30 +63,30 @@ static void load(void) {
   load_error = NULL;
 }
 
-const char *cx_blas_load(void) {
+const char *cxk_blas_load(void) {
   pthread_once(&once, load);
   return load_error;
 }
 
-void cx_blas_sgemm_nt(int m, int n, int k, float alpha, const float *a, int lda, const float *w, int ldw,
+void cxk_blas_sgemm_nt(int m, int n, int k, float alpha, const float *a, int lda, const float *w, int ldw,
                       float beta, float *c, int ldc) {
   p_sgemm(101, 111, 112, m, n, k, alpha, a, lda, w, ldw, beta, c, ldc);
 }
 
-void cx_blas_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+void cxk_blas_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                    const float *b, int ldb, float beta, float *c, int ldc) {
   p_sgemm(101, trans_a ? 112 : 111, trans_b ? 112 : 111, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-void cx_blas_sgemv_n(int n, int k, float alpha, const float *w, int ldw, const float *x, float beta, float *y) {
+void cxk_blas_sgemv_n(int n, int k, float alpha, const float *w, int ldw, const float *x, float beta, float *y) {
   p_sgemv(101, 111, n, k, alpha, w, ldw, x, 1, beta, y, 1);
 }
 
-void cx_blas_sgemv_t(int n, int k, float alpha, const float *w, int ldw, const float *x, float beta, float *y) {
+void cxk_blas_sgemv_t(int n, int k, float alpha, const float *w, int ldw, const float *x, float beta, float *y) {
   p_sgemv(101, 112, n, k, alpha, w, ldw, x, 1, beta, y, 1);
 }
 
-const char *cx_blas_corename(void) {
+const char *cxk_blas_corename(void) {
   if (p_corename == NULL) return "";
   const char *s = p_corename();
   return s ? s : "";

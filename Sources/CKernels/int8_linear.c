@@ -4,7 +4,7 @@
  * (int8 -> float inside the dot product: a quarter of the fp32 memory traffic); more
  * rows dequantise tiles of weight rows (1 MB at most) into a per-thread scratch and
  * multiply each through SGEMM. Whole tiles of output columns are split over Cortex's threads
- * (cx_parallel_run). */
+ * (cxk_parallel_run). */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -175,14 +175,14 @@ static void int8_part(void *ctx, int part, int parts) {
       float *f = tile + (size_t)t * j->k;
       for (int i = 0; i < j->k; ++i) f[i] = (float)q[i] * s;
     }
-    cx_blas_sgemm_nt(j->m, rows, j->k, 1.0f, j->a, j->lda, tile, j->k, j->beta, j->c + o0, j->ldc);
+    cxk_blas_sgemm_nt(j->m, rows, j->k, 1.0f, j->a, j->lda, tile, j->k, j->beta, j->c + o0, j->ldc);
   }
 }
 
-void cx_int8_linear(int m, int n, int k, const float *a, int lda, const int8_t *q, const float *scales, float *c,
+void cxk_int8_linear(int m, int n, int k, const float *a, int lda, const int8_t *q, const float *scales, float *c,
                     int ldc, float beta) {
   if (m <= 0 || n <= 0) return;
   int8_job j = {m, n, k, lda, ldc, a, scales, q, c, beta};
   const int tile_rows = m <= FEW_ROWS ? 16 : tile_rows_for(k);
-  cx_parallel_run(int8_part, &j, cx_parallel_parts((long)m * n * k, 32768, (n + tile_rows - 1) / tile_rows));
+  cxk_parallel_run(int8_part, &j, cxk_parallel_parts((long)m * n * k, 32768, (n + tile_rows - 1) / tile_rows));
 }

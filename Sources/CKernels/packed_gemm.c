@@ -39,9 +39,9 @@
 #define BIG_M 6
 #define PB_MAX 8
 
-size_t cx_packed_size(int n, int k) { return (size_t)((n + PANEL - 1) / PANEL) * (size_t)k * PANEL; }
+size_t cxk_packed_size(int n, int k) { return (size_t)((n + PANEL - 1) / PANEL) * (size_t)k * PANEL; }
 
-void cx_pack_weights(const float *w, int n, int k, float *packed) {
+void cxk_pack_weights(const float *w, int n, int k, float *packed) {
   const int panels = (n + PANEL - 1) / PANEL;
   for (int j = 0; j < panels; j++)
     for (int kk = 0; kk < k; kk++)
@@ -249,9 +249,9 @@ static int detected_level(void) {
 
 static int forced_level = -1;
 
-int cx_packed_level(void) { return forced_level >= 0 ? forced_level : detected_level(); }
+int cxk_packed_level(void) { return forced_level >= 0 ? forced_level : detected_level(); }
 
-int cx_packed_force_level(int level) {
+int cxk_packed_force_level(int level) {
   if (level < 0) {
     forced_level = -1;
     return 1;
@@ -261,7 +261,7 @@ int cx_packed_force_level(int level) {
   return 1;
 }
 
-void cx_packed_gemm(int m, int n, int k, const float *a, int lda, const float *packed, float *c, int ldc,
+void cxk_packed_gemm(int m, int n, int k, const float *a, int lda, const float *packed, float *c, int ldc,
                     int accumulate) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
@@ -269,7 +269,7 @@ void cx_packed_gemm(int m, int n, int k, const float *a, int lda, const float *p
       for (int i = 0; i < m; i++) memset(c + (size_t)i * ldc, 0, (size_t)n * sizeof(float));
     return;
   }
-  switch (cx_packed_level()) {
+  switch (cxk_packed_level()) {
 #ifdef CX_X86
     case 2: gemm_avx512(m, n, k, a, lda, packed, c, ldc, accumulate); return;
     case 1: gemm_avx2(m, n, k, a, lda, packed, c, ldc, accumulate); return;

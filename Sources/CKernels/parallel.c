@@ -4,7 +4,7 @@
  * step, and step mode runs several small products per call. Waking threads per call, as
  * a BLAS call does, costs more than that arithmetic.
  *
- * The model (cx_parallel_run):
+ * The model (cxk_parallel_run):
  * - A caller asks for `parts`. It claims idle workers (compare-and-swap on each worker's
  *   `busy` flag), posts part i to the i-th one it claimed and runs part 0 itself. It
  *   never waits for a busy worker: with none free it runs every part alone (parts = 1).
@@ -17,7 +17,7 @@
  * - So nested calls (a part that calls a parallel product) take only idle workers and
  *   never deadlock or run more threads than the pool has, and several callers at once
  *   share the workers: each takes at most its share, threads / (callers running now).
- * - Tasks with barriers (cx_parallel_run_together) need every part running at once:
+ * - Tasks with barriers (cxk_parallel_run_together) need every part running at once:
  *   the caller gives the posted workers up to GATHER_NS to start, takes back the
  *   others, and fixes the part count before any part runs.
  *
@@ -28,7 +28,7 @@
  * processes share the cores (a pure spin there ran 1000x slower).
  *
  * The thread count defaults to the CPUs this process may use (its affinity mask and its
- * cgroup's CPU quota), CORTEX_NUM_THREADS overrides it, cx_blas_set_threads changes it.
+ * cgroup's CPU quota), CORTEX_NUM_THREADS overrides it, cxk_blas_set_threads changes it.
  * A forked child runs every task alone (workers do not survive fork). */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -90,7 +90,7 @@ static uint64_t stats[ST_COUNT];
 #define COUNT(k, n) __atomic_add_fetch(&stats[k], (uint64_t)(n), __ATOMIC_RELAXED)
 
 static void print_stats(void) {
-  fprintf(stderr, "{\"cortex_pool\": {\"threads\": %d", cx_blas_get_threads());
+  fprintf(stderr, "{\"cortex_pool\": {\"threads\": %d", cxk_blas_get_threads());
   for (int k = 0; k < ST_COUNT; k++) fprintf(stderr, ", \"%s\": %llu", stat_names[k], (unsigned long long)stats[k]);
   fprintf(stderr, "}}\n");
 }
@@ -123,13 +123,13 @@ static void wake_all(uint32_t *word, uint32_t *sleepers) {
 /* One task: what the caller posted, with its barrier. Lives on the caller's stack
  * until every part that a worker started is done. */
 typedef struct {
-  cx_task_fn fn;
+  cxk_task_fn fn;
   void *ctx;
   int parts;      /* fixed before any part runs */
   int together;   /* parts meet at barriers: all of them must run at once */
   uint32_t go;    /* together: 1 once the parts are counted (futex word) */
   uint32_t go_sleepers;
-  cx_barrier barrier;
+  cxk_barrier barrier;
 } task_t;
 
 /* A worker's slot holds (ticket << 2) | state. The caller that claimed the worker (busy
@@ -158,7 +158,7 @@ static worker_t *workers[MAX_THREADS]; /* workers[i] runs part >= 1; started on 
 static int started;                    /* workers running (grows, never shrinks; atomic) */
 static pthread_mutex_t grow_lock = PTHREAD_MUTEX_INITIALIZER;
 static int configured;     /* threads per call, 1..MAX_THREADS; 0 = not yet decided (atomic) */
-static int callers;        /* calls of cx_parallel_run in progress (atomic) */
+static int callers;        /* calls of cxk_parallel_run in progress (atomic) */
 static int forked_child;   /* set in a fork()ed child: no workers there */
 static __thread task_t *current_task; /* the task whose part this thread is running */
 
@@ -306,8 +306,8 @@ static void run_together(task_t *t, worker_t **claimed, int k) {
   }
 }
 
-static int run(cx_task_fn fn, void *ctx, int parts, int together) {
-  const int threads = cx_blas_get_threads();
+static int run(cxk_task_fn fn, void *ctx, int parts, int together) {
+  const int threads = cxk_blas_get_threads();
   if (parts > threads) parts = threads;
   if (parts < 2 || forked_child) {
     fn(ctx, 0, 1);
@@ -343,11 +343,11 @@ static int run(cx_task_fn fn, void *ctx, int parts, int together) {
   return k == 0 ? 1 : t.parts;
 }
 
-int cx_parallel_run(cx_task_fn fn, void *ctx, int parts) { return run(fn, ctx, parts, 0); }
+int cxk_parallel_run(cxk_task_fn fn, void *ctx, int parts) { return run(fn, ctx, parts, 0); }
 
-int cx_parallel_run_together(cx_task_fn fn, void *ctx, int parts) { return run(fn, ctx, parts, 1); }
+int cxk_parallel_run_together(cxk_task_fn fn, void *ctx, int parts) { return run(fn, ctx, parts, 1); }
 
-void cx_barrier_wait(cx_barrier *b, int parties) {
+void cxk_barrier_wait(cxk_barrier *b, int parties) {
   if (parties < 2) return;
   const uint32_t gen = LOAD(&b->gen);
   if (__atomic_add_fetch(&b->count, 1, __ATOMIC_SEQ_CST) == (uint32_t)parties) {
@@ -359,10 +359,10 @@ void cx_barrier_wait(cx_barrier *b, int parties) {
   }
 }
 
-void cx_parallel_barrier(int parts) {
+void cxk_parallel_barrier(int parts) {
   task_t *t = current_task;
   if (parts < 2 || t == NULL || !t->together) return;
-  cx_barrier_wait(&t->barrier, t->parts);
+  cxk_barrier_wait(&t->barrier, t->parts);
 }
 
 /* ---- the thread count ------------------------------------------------------ */
@@ -395,7 +395,7 @@ static int cgroup_cpus(void) {
   return cpus > MAX_THREADS ? MAX_THREADS : (int)cpus;
 }
 
-int cx_default_threads(void) {
+int cxk_default_threads(void) {
   const char *env = getenv("CORTEX_NUM_THREADS");
   if (env != NULL && *env != '\0') {
     char *end = NULL;
@@ -413,17 +413,17 @@ int cx_default_threads(void) {
   return n > MAX_THREADS ? MAX_THREADS : n;
 }
 
-void cx_blas_set_threads(int n) {
-  (void)cx_blas_load();
-  if (n <= 0) n = cx_default_threads();
+void cxk_blas_set_threads(int n) {
+  (void)cxk_blas_load();
+  if (n <= 0) n = cxk_default_threads();
   STORE(&configured, n > MAX_THREADS ? MAX_THREADS : n);
 }
 
-int cx_blas_get_threads(void) {
+int cxk_blas_get_threads(void) {
   int n = LOAD(&configured);
   if (n == 0) {
     int expected = 0;
-    __atomic_compare_exchange_n(&configured, &expected, cx_default_threads(), 0, __ATOMIC_SEQ_CST,
+    __atomic_compare_exchange_n(&configured, &expected, cxk_default_threads(), 0, __ATOMIC_SEQ_CST,
                                 __ATOMIC_SEQ_CST);
     n = LOAD(&configured);
   }
@@ -432,12 +432,12 @@ int cx_blas_get_threads(void) {
 
 static int split_everything; /* tests: ignore the grain (atomic) */
 
-void cx_parallel_force_split(int on) { STORE(&split_everything, on != 0); }
+void cxk_parallel_force_split(int on) { STORE(&split_everything, on != 0); }
 
-int cx_parallel_parts(long work, long grain, long items) {
+int cxk_parallel_parts(long work, long grain, long items) {
   long parts = LOAD(&split_everything) ? items : grain > 0 ? work / grain : 1;
   if (items < parts) parts = items;
-  const int threads = cx_blas_get_threads();
+  const int threads = cxk_blas_get_threads();
   if (parts > threads) parts = threads;
   return parts < 1 ? 1 : (int)parts;
 }
@@ -467,15 +467,15 @@ static void packed_part(void *ctx, int part, int parts) {
   const int m0 = (int)((long)j->m * ri / rc), m1 = (int)((long)j->m * (ri + 1) / rc);
   if (p1 <= p0 || m1 <= m0) return;
   const int n0 = p0 * 16, n1 = p1 * 16 < j->n ? p1 * 16 : j->n;
-  cx_packed_gemm(m1 - m0, n1 - n0, j->k, j->a + (size_t)m0 * j->lda, j->lda, j->packed + (size_t)p0 * j->k * 16,
+  cxk_packed_gemm(m1 - m0, n1 - n0, j->k, j->a + (size_t)m0 * j->lda, j->lda, j->packed + (size_t)p0 * j->k * 16,
                  j->c + (size_t)m0 * j->ldc + n0, j->ldc, j->acc);
 }
 
-void cx_parallel_packed_gemm(int m, int n, int k, const float *a, int lda, const float *packed, float *c, int ldc,
+void cxk_parallel_packed_gemm(int m, int n, int k, const float *a, int lda, const float *packed, float *c, int ldc,
                              int accumulate) {
   packed_job j = {m, n, k, lda, ldc, accumulate, a, packed, c};
   const long panels = (n + 15) / 16;
   /* Rows join the split only in blocks of at least 6 (the kernel's row block). */
   const long cells = panels * (m >= 12 ? m / 6 : 1);
-  cx_parallel_run(packed_part, &j, cx_parallel_parts((long)m * n * k, PRODUCT_GRAIN, cells));
+  cxk_parallel_run(packed_part, &j, cxk_parallel_parts((long)m * n * k, PRODUCT_GRAIN, cells));
 }

@@ -3,7 +3,7 @@
  *
  * Written once as plain loops (rowwise_body.h) and compiled three times (AVX-512F,
  * AVX2+FMA, baseline x86-64); each call takes the copy for the level packed_gemm.c
- * detected (cx_packed_level), so the library still runs on any x86-64. Not ifunc /
+ * detected (cxk_packed_level), so the library still runs on any x86-64. Not ifunc /
  * target_clones: those resolvers run before the sanitizers' runtimes start and crash
  * TSan and ASan builds. The Swift module itself is built for the baseline (SSE2),
  * where its 8-lane SIMD code runs as pairs of 4-lane instructions; these loops run 16
@@ -55,7 +55,7 @@ __attribute__((always_inline)) static inline float dot(const float *a, const flo
 /* exp(x) for float32: x = n·ln2 + r, a degree-6 polynomial in r, 2^n through the
  * exponent bits. Clamped to [-87.3, 88.3]; NaN stays NaN. Branch-free, so the loops
  * that call it vectorise. */
-__attribute__((always_inline)) static inline float cx_exp(float x) {
+__attribute__((always_inline)) static inline float cxk_exp(float x) {
   const float magic = 12582912.0f; /* 1.5·2^23: rounds x·log2(e) in the mantissa */
   float v = x > 88.3f ? 88.3f : x;
   v = v < -87.3f ? -87.3f : v;
@@ -82,9 +82,9 @@ __attribute__((always_inline)) static inline float cx_exp(float x) {
 
 /* tanh(x) as Kernels.tanh (Swift): the Cephes odd polynomial for |x| < 0.625 (keeps
  * relative accuracy near 0), 1 - 2/(e^{2|x|} + 1) elsewhere; NaN stays NaN. */
-__attribute__((always_inline)) static inline float cx_tanh(float x) {
+__attribute__((always_inline)) static inline float cxk_tanh(float x) {
   const float a = x < 0 ? -x : x;
-  const float large = 1.0f - 2.0f / (cx_exp(2.0f * a) + 1.0f);
+  const float large = 1.0f - 2.0f / (cxk_exp(2.0f * a) + 1.0f);
   const float z = x * x;
   float p = -5.70498872745e-3f;
   p = p * z + 2.06390887954e-2f;
@@ -126,11 +126,11 @@ typedef struct {
 #pragma clang attribute pop
 #endif
 
-/* The level cx_packed_level() reports (tests can force a lower one). */
+/* The level cxk_packed_level() reports (tests can force a lower one). */
 #ifdef CX_HAVE_ISA_COPIES
 #define DISPATCH(name, ...)                               \
   do {                                                    \
-    switch (cx_packed_level()) {                          \
+    switch (cxk_packed_level()) {                          \
       case 2: name##_avx512(__VA_ARGS__); break;          \
       case 1: name##_avx2(__VA_ARGS__); break;            \
       default: name##_base(__VA_ARGS__); break;           \
@@ -140,9 +140,9 @@ typedef struct {
 #define DISPATCH(name, ...) name##_base(__VA_ARGS__)
 #endif
 
-void cx_softmax_rows(float *p, int rows, int n, int ld, float scale) { DISPATCH(softmax_rows, p, rows, n, ld, scale); }
+void cxk_softmax_rows(float *p, int rows, int n, int ld, float scale) { DISPATCH(softmax_rows, p, rows, n, ld, scale); }
 
-void cx_lstm_cell(const float *gates, const float *xg, const float *bias, int H, int j0, int j1, float *c, float *h,
+void cxk_lstm_cell(const float *gates, const float *xg, const float *bias, int H, int j0, int j1, float *c, float *h,
                   float *y, int reset) {
   DISPATCH(lstm_cell, gates, xg, bias, H, j0, j1, c, h, y, reset);
 }
@@ -167,10 +167,10 @@ static void silu_part(void *ctx, int part, int parts) {
   if (i1 > i0) DISPATCH(silu_mul, j->g + i0, j->u + i0, i1 - i0);
 }
 
-void cx_silu_mul(float *g, const float *u, long n) {
+void cxk_silu_mul(float *g, const float *u, long n) {
   if (n <= 0) return;
   silu_job j = {g, u, n};
-  cx_parallel_run(silu_part, &j, cx_parallel_parts(n, SPLIT_ELEMENTS, (n + 15) / 16));
+  cxk_parallel_run(silu_part, &j, cxk_parallel_parts(n, SPLIT_ELEMENTS, (n + 15) / 16));
 }
 
 /* ---- row kernels split by rows: RMSNorm and the OpenMythos loop's steps ---- */
@@ -179,7 +179,7 @@ void cx_silu_mul(float *g, const float *u, long n) {
  *   kind 0: dst = RMSNorm((h + emb on the first l channels) + e)·w      (the loop input)
  *   kind 1: h = (a ⊙ h + b ⊙ e) + o                                    (LTI injection)
  *   kind 2: out += coef[r] · h, or out += h without coef                (ACT's sum; a residual)
- *   kind 3: h += o when o is given, then dst = RMSNorm(h)·w             (cx_add_rmsnorm)
+ *   kind 3: h += o when o is given, then dst = RMSNorm(h)·w             (cxk_add_rmsnorm)
  * in the reference's order of operations. */
 
 static void loop_part(void *ctx, int part, int parts) {
@@ -190,28 +190,28 @@ static void loop_part(void *ctx, int part, int parts) {
 
 static void run_loop_job(loop_job *j) {
   if (j->rows <= 0 || j->n <= 0) return;
-  cx_parallel_run(loop_part, j, cx_parallel_parts((long)j->rows * j->n, SPLIT_ELEMENTS, j->rows));
+  cxk_parallel_run(loop_part, j, cxk_parallel_parts((long)j->rows * j->n, SPLIT_ELEMENTS, j->rows));
 }
 
-void cx_mythos_loop_input(float *dst, const float *h, const float *e, const float *emb, int l, int rows, int n,
+void cxk_mythos_loop_input(float *dst, const float *h, const float *e, const float *emb, int l, int rows, int n,
                           const float *w, float eps) {
   loop_job j = {0, rows, n, l, dst, (float *)h, e, NULL, emb, w, NULL, NULL, NULL, eps};
   run_loop_job(&j);
 }
 
-void cx_mythos_inject(float *h, const float *e, const float *o, const float *a, const float *b, int rows, int n) {
+void cxk_mythos_inject(float *h, const float *e, const float *o, const float *a, const float *b, int rows, int n) {
   loop_job j = {1, rows, n, 0, NULL, h, e, o, NULL, NULL, a, b, NULL, 0.0f};
   run_loop_job(&j);
 }
 
-void cx_rows_axpy(float *out, const float *coef, const float *h, int rows, int n) {
+void cxk_rows_axpy(float *out, const float *coef, const float *h, int rows, int n) {
   loop_job j = {2, rows, n, 0, out, (float *)h, h, NULL, NULL, NULL, NULL, NULL, coef, 0.0f};
   run_loop_job(&j);
 }
 
-void cx_add_rmsnorm(float *x, const float *add, float *dst, int rows, int n, const float *w, float eps) {
+void cxk_add_rmsnorm(float *x, const float *add, float *dst, int rows, int n, const float *w, float eps) {
   loop_job j = {3, rows, n, 0, dst, x, NULL, add, NULL, w, NULL, NULL, NULL, eps};
   run_loop_job(&j);
 }
 
-void cx_rmsnorm(float *p, int rows, int n, const float *w, float eps) { cx_add_rmsnorm(p, NULL, p, rows, n, w, eps); }
+void cxk_rmsnorm(float *p, int rows, int n, const float *w, float eps) { cxk_add_rmsnorm(p, NULL, p, rows, n, w, eps); }

@@ -43,7 +43,7 @@ static void CX_ISA_FN(softmax_rows)(float *p, int rows, int n, int ld, float sca
     for (int l = 1; l < LANES; l++) m = mx[l] > m ? mx[l] : m;
     for (; i < n; i++) m = row[i] > m ? row[i] : m;
     /* exp as a plain loop (the vectoriser handles it), then the sum in 16 lanes. */
-    for (i = 0; i < n; i++) row[i] = cx_exp((row[i] - m) * scale);
+    for (i = 0; i < n; i++) row[i] = cxk_exp((row[i] - m) * scale);
     v16 acc = {0};
     for (i = 0; i + LANES <= n; i += LANES) acc += LOAD16(row + i);
     float tail = 0.0f;
@@ -58,7 +58,7 @@ static void CX_ISA_FN(softmax_rows)(float *p, int rows, int n, int ld, float sca
 static void CX_ISA_FN(silu_mul)(float *g, const float *u, long n) {
   for (long i = 0; i < n; i++) {
     const float x = g[i];
-    g[i] = x * (1.0f / (1.0f + cx_exp(-x))) * u[i];
+    g[i] = x * (1.0f / (1.0f + cxk_exp(-x))) * u[i];
   }
 }
 
@@ -133,10 +133,10 @@ static void CX_ISA_FN(lstm_cell)(const float *gates, const float *xg, const floa
     }
     float cn[LANES], hn[LANES];
     for (int l = 0; l < LANES; l++) {
-      const float i = 1.0f / (1.0f + cx_exp(-(ri[l] + xi[l]))), f = 1.0f / (1.0f + cx_exp(-(rf[l] + xf[l])));
-      const float o = 1.0f / (1.0f + cx_exp(-(ro[l] + xo[l])));
-      cn[l] = f * cp[l] + i * cx_tanh(rg[l] + xc[l]);
-      hn[l] = o * cx_tanh(cn[l]);
+      const float i = 1.0f / (1.0f + cxk_exp(-(ri[l] + xi[l]))), f = 1.0f / (1.0f + cxk_exp(-(rf[l] + xf[l])));
+      const float o = 1.0f / (1.0f + cxk_exp(-(ro[l] + xo[l])));
+      cn[l] = f * cp[l] + i * cxk_tanh(rg[l] + xc[l]);
+      hn[l] = o * cxk_tanh(cn[l]);
     }
     memcpy(c + u0, cn, bytes);
     memcpy(h + u0, hn, bytes);

@@ -9,7 +9,7 @@ import Cortex
 func entry(_ function: StaticString, _ body: () throws -> Void) -> Int32 {
     do {
         try body()
-        cx_internal_clear_error()
+        cxk_internal_clear_error()
         return 0
     } catch let e as CortexError {
         setError("[\(function)] \(e.message)")
@@ -23,7 +23,7 @@ func entry(_ function: StaticString, _ body: () throws -> Void) -> Int32 {
 func setError(_ message: String) {
     var m = message
     m.withUTF8 { buf in
-        buf.withMemoryRebound(to: CChar.self) { cx_internal_set_error($0.baseAddress, $0.count) }
+        buf.withMemoryRebound(to: CChar.self) { cxk_internal_set_error($0.baseAddress, $0.count) }
     }
 }
 

@@ -51,9 +51,9 @@ final class ConcurrencyTests: XCTestCase {
         let model = g.model
         BLAS.setThreads(1)
         let want = try model.forward(x, state: try g.makeState(batch: 3)).toArray()
-        cx_parallel_force_split(1)
+        cxk_parallel_force_split(1)
         BLAS.setThreads(4)
-        defer { cx_parallel_force_split(0); BLAS.setThreads(0) }
+        defer { cxk_parallel_force_split(0); BLAS.setThreads(0) }
         let results = reproduces(threads: 6, times: 30, equal: want) { try model.forward(x, state: try g.makeState(batch: 3)) }
         XCTAssertEqual(results, [Bool](repeating: true, count: 6), "every caller reproduces one thread's output")
     }
@@ -115,8 +115,8 @@ final class ThreadCountTests: XCTestCase {
 
     /// `run()` at every thread count, forced splitting; each result equals one thread's.
     func assertSameBits(_ what: String, _ run: () throws -> [Float]) throws {
-        cx_parallel_force_split(1)
-        defer { cx_parallel_force_split(0); BLAS.setThreads(0) }
+        cxk_parallel_force_split(1)
+        defer { cxk_parallel_force_split(0); BLAS.setThreads(0) }
         var first: [Float] = []
         for n in Self.counts {
             BLAS.setThreads(n)

@@ -2,7 +2,7 @@
 import CKernels
 import XCTest
 
-/// INT8 weights: the quantisation rule, the `cx_int8_linear` kernel against a float32
+/// INT8 weights: the quantisation rule, the `cxk_int8_linear` kernel against a float32
 /// product with the dequantised weight (every path: few rows, tiles, strides, beta), and
 /// whole models loaded with `int8: true` against the same model whose nn.Linear weights
 /// are replaced by their dequantised values (so the only difference is arithmetic order),

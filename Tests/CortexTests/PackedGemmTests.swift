@@ -9,20 +9,20 @@ import XCTest
 final class PackedGemmTests: XCTestCase {
     func testAgainstFloat64Reference() throws {
         var rng = SystemRandomNumberGenerator()
-        let top = cx_packed_level()
-        defer { _ = cx_packed_force_level(-1) }
+        let top = cxk_packed_level()
+        defer { _ = cxk_packed_force_level(-1) }
         for level in 0...Int(top) {
-            XCTAssertEqual(cx_packed_force_level(Int32(level)), 1)
+            XCTAssertEqual(cxk_packed_force_level(Int32(level)), 1)
             var worst: Double = 0
             for (m, n, k) in [(1, 1, 1), (1, 17, 5), (3, 33, 7), (4, 64, 16), (5, 70, 31), (9, 16, 64), (1, 1024, 256), (32, 100, 3), (13, 200, 37), (128, 80, 256)] {
                 let a = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &rng) }
                 let w = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &rng) }
                 let c0 = (0..<(m * n)).map { _ in Float.random(in: -1...1, using: &rng) }
-                let packed = try FloatBuffer(count: cx_packed_size(Int32(n), Int32(k)))
-                cx_pack_weights(w, Int32(n), Int32(k), packed.pointer)
+                let packed = try FloatBuffer(count: cxk_packed_size(Int32(n), Int32(k)))
+                cxk_pack_weights(w, Int32(n), Int32(k), packed.pointer)
                 for accumulate in [false, true] {
                     var c = c0
-                    cx_packed_gemm(Int32(m), Int32(n), Int32(k), a, Int32(k), packed.pointer, &c, Int32(n), accumulate ? 1 : 0)
+                    cxk_packed_gemm(Int32(m), Int32(n), Int32(k), a, Int32(k), packed.pointer, &c, Int32(n), accumulate ? 1 : 0)
                     for i in 0..<m {
                         for j in 0..<n {
                             var s = accumulate ? Double(c0[i * n + j]) : 0
@@ -45,25 +45,25 @@ final class PackedGemmTests: XCTestCase {
         let (n, k) = (200, 96)
         let a = (0..<(40 * k)).map { _ in Float.random(in: -1...1, using: &rng) }
         let w = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &rng) }
-        let packed = try FloatBuffer(count: cx_packed_size(Int32(n), Int32(k)))
-        cx_pack_weights(w, Int32(n), Int32(k), packed.pointer)
-        defer { _ = cx_packed_force_level(-1); BLAS.setThreads(0) }
+        let packed = try FloatBuffer(count: cxk_packed_size(Int32(n), Int32(k)))
+        cxk_pack_weights(w, Int32(n), Int32(k), packed.pointer)
+        defer { _ = cxk_packed_force_level(-1); BLAS.setThreads(0) }
         var byLevel: [[Float]] = []
-        let top = Int(cx_packed_level())
+        let top = Int(cxk_packed_level())
         for level in 1...max(1, top) where level <= top {
-            XCTAssertEqual(cx_packed_force_level(Int32(level)), 1)
+            XCTAssertEqual(cxk_packed_force_level(Int32(level)), 1)
             var whole = [Float](repeating: 0, count: 40 * n)
             BLAS.setThreads(2)
-            cx_parallel_packed_gemm(40, Int32(n), Int32(k), a, Int32(k), packed.pointer, &whole, Int32(n), 0)
+            cxk_parallel_packed_gemm(40, Int32(n), Int32(k), a, Int32(k), packed.pointer, &whole, Int32(n), 0)
             for threads in [1, 2] {
                 BLAS.setThreads(threads)
                 var part = [Float](repeating: 0, count: 13 * n)
-                cx_parallel_packed_gemm(13, Int32(n), Int32(k), a, Int32(k), packed.pointer, &part, Int32(n), 0)
+                cxk_parallel_packed_gemm(13, Int32(n), Int32(k), a, Int32(k), packed.pointer, &part, Int32(n), 0)
                 XCTAssertEqual(Array(whole[0..<(13 * n)]), part, "13 rows vs 40, \(threads) threads, level \(level)")
                 for r in [0, 7, 39] {
                     var one = [Float](repeating: 0, count: n)
                     a.withUnsafeBufferPointer { ap in
-                        cx_parallel_packed_gemm(1, Int32(n), Int32(k), ap.baseAddress! + r * k, Int32(k), packed.pointer, &one,
+                        cxk_parallel_packed_gemm(1, Int32(n), Int32(k), ap.baseAddress! + r * k, Int32(k), packed.pointer, &one,
                                                 Int32(n), 0)
                     }
                     XCTAssertEqual(Array(whole[(r * n)..<((r + 1) * n)]), one, "row \(r) alone, level \(level)")
@@ -79,10 +79,10 @@ final class PackedGemmTests: XCTestCase {
     /// row lengths with 16-lane tails, enough rows to split over the threads, and NaN /
     /// -inf inputs.
     func testRowwiseKernels() throws {
-        let top = Int(cx_packed_level())
-        defer { _ = cx_packed_force_level(-1) }
+        let top = Int(cxk_packed_level())
+        defer { _ = cxk_packed_force_level(-1) }
         for level in 0...top {
-            XCTAssertEqual(cx_packed_force_level(Int32(level)), 1)
+            XCTAssertEqual(cxk_packed_force_level(Int32(level)), 1)
             var rng = SystemRandomNumberGenerator()
             for n in [1, 5, 16, 37, 256] {
                 let rows = 130
@@ -111,7 +111,7 @@ final class PackedGemmTests: XCTestCase {
             let g = (0..<count).map { _ in Float.random(in: -20...20, using: &rng) }
             let u = (0..<count).map { _ in Float.random(in: -2...2, using: &rng) }
             var out = g
-            cx_silu_mul(&out, u, count)
+            cxk_silu_mul(&out, u, count)
             var worst: Double = 0
             for i in 0..<count {
                 let x = Double(g[i]), ref = x / (1 + Foundation.exp(-x)) * Double(u[i])

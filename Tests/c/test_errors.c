@@ -149,7 +149,7 @@ static void test_null_arguments(void) {
   EXPECT_STATUS(cx_model_load(golden_model_dir, &o, &m), CX_STATUS_INVALID_ARGUMENT);
   EXPECT_MESSAGE_HAS("nan_policy");
   o = cx_load_default_options();
-  o.flags = 2; /* no such flag */
+  o.flags = 1u << 7; /* no such flag */
   EXPECT_STATUS(cx_model_load(golden_model_dir, &o, &m), CX_STATUS_INVALID_ARGUMENT);
   EXPECT_MESSAGE_HAS("flags");
   CHECK(m == SENTINEL_MODEL, "a failed load wrote its out-param");

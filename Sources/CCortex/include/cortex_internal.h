@@ -4,7 +4,7 @@
 #include <stddef.h>
 
 /* Store the thread-local message returned by cx_last_error (truncated to fit). */
-void cx_internal_set_error(const char *message, size_t length);
-void cx_internal_clear_error(void);
+void cxk_internal_set_error(const char *message, size_t length);
+void cxk_internal_clear_error(void);
 
 #endif

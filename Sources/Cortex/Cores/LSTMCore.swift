@@ -59,11 +59,11 @@ public struct LSTMCore: RecurrentModule {
         // The recurrence, its rows and hidden units split over the threads (ParallelRecurrence.swift).
         let parts = Parallel.parts(work: batch * G * H, grain: 1 << 16, items: recurrent.blockCount * batch)
         // One barrier per row group, on 64-byte lines of their own (sequences only).
-        var barriers: UnsafeMutablePointer<cx_barrier>? = nil
+        var barriers: UnsafeMutablePointer<cxk_barrier>? = nil
         if time > 1 && parts > 1 {
             let raw = UnsafeMutableRawPointer(try arena.take(16 * min(parts, batch)))
             raw.initializeMemory(as: UInt8.self, repeating: 0, count: 64 * min(parts, batch))
-            barriers = raw.bindMemory(to: cx_barrier.self, capacity: min(parts, batch))
+            barriers = raw.bindMemory(to: cxk_barrier.self, capacity: min(parts, batch))
         }
         let job = RecurrenceJob(
             weight: recurrent, xg: xg, bias: bias.map { UnsafePointer($0.data) }, y: y, c: c, hA: h,

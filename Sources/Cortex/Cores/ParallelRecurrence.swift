@@ -58,7 +58,7 @@ struct RecurrenceJob {
     let hA: UnsafeMutablePointer<Float> // [B, H]: h before step 0 (the state's h)
     let hB: UnsafeMutablePointer<Float> // [B, H]: the other h buffer
     let gates: UnsafeMutablePointer<Float> // [B, 4H]: W_hh h, block-ordered
-    let barriers: UnsafeMutablePointer<cx_barrier>? // one per row group (T > 1)
+    let barriers: UnsafeMutablePointer<cxk_barrier>? // one per row group (T > 1)
     let resets: UnsafePointer<UInt8>?   // [B, T]
     let batch: Int
     let time: Int
@@ -94,16 +94,16 @@ struct RecurrenceJob {
         for t in 0..<T {
             if j1 > j0 && m > 0 {
                 // W_hh h for these rows and units (block order), then the cell with the input
-                // projection added, fused in one C pass (cx_lstm_cell).
-                cx_packed_gemm(Int32(m), Int32(4 * (j1 - j0)), Int32(H), cur + b0 * H, Int32(H), packed,
+                // projection added, fused in one C pass (cxk_lstm_cell).
+                cxk_packed_gemm(Int32(m), Int32(4 * (j1 - j0)), Int32(H), cur + b0 * H, Int32(H), packed,
                                gates + b0 * G + 4 * j0, Int32(G), 0)
                 for b in rows {
                     let reset: Int32 = (resets.map { $0[b * T + t] != 0 } ?? false) ? 1 : 0
-                    cx_lstm_cell(gates + b * G, xg + (b * T + t) * G, bias, Int32(H), Int32(j0), Int32(j1), c + b * H,
+                    cxk_lstm_cell(gates + b * G, xg + (b * T + t) * G, bias, Int32(H), Int32(j0), Int32(j1), c + b * H,
                                  next + b * H, y + (b * T + t) * H, reset)
                 }
             }
-            if t + 1 < T, ug > 1, let barriers { cx_barrier_wait(barriers + r, Int32(ug)) }
+            if t + 1 < T, ug > 1, let barriers { cxk_barrier_wait(barriers + r, Int32(ug)) }
             let done = next
             next = UnsafeMutablePointer(mutating: cur)
             cur = UnsafePointer(done)
@@ -114,14 +114,14 @@ struct RecurrenceJob {
     /// Without barriers (one step, or row groups only) the parts need not run at once (a
     /// part no worker has started is run by the caller); otherwise they run together.
     func runParallel(parts: Int) {
-        let body: cx_task_fn = { ctx, part, parts in
+        let body: cxk_task_fn = { ctx, part, parts in
             guard let ctx else { return }
             ctx.assumingMemoryBound(to: RecurrenceJob.self).pointee.run(part: Int(part), parts: Int(parts))
         }
         let together = time > 1 && Self.grid(parts: parts, batch: batch, weight: weight).units > 1
         withUnsafePointer(to: self) { job in
             let ctx = UnsafeMutableRawPointer(mutating: job)
-            _ = together ? cx_parallel_run_together(body, ctx, Int32(parts)) : cx_parallel_run(body, ctx, Int32(parts))
+            _ = together ? cxk_parallel_run_together(body, ctx, Int32(parts)) : cxk_parallel_run(body, ctx, Int32(parts))
         }
         if time % 2 == 1 { hA.update(from: hB, count: batch * weight.hidden) }
     }

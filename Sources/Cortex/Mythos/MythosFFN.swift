@@ -20,7 +20,7 @@ struct SwiGLU: Sendable {
         let g = try arena.take(rows * I), u = try arena.take(rows * I)
         gate.apply(x, rows: rows, into: g)
         up.apply(x, rows: rows, into: u)
-        cx_silu_mul(g, u, rows * I)
+        cxk_silu_mul(g, u, rows * I)
         down.apply(g, rows: rows, into: y)
     }
 }

@@ -30,12 +30,12 @@ struct MythosBlock: Sendable {
                layer: KVLayer?, arena: Arena) throws {
         let N = batch * time, D = attnNorm.count
         let h = try arena.take(N * D), o = try arena.take(N * D)
-        cx_add_rmsnorm(x, nil, h, Int32(N), Int32(D), attnNorm.data, 1e-6)  // h = norm(x)
+        cxk_add_rmsnorm(x, nil, h, Int32(N), Int32(D), attnNorm.data, 1e-6)  // h = norm(x)
         try attention.forward(h, batch: batch, time: time, start: start, rope: rope, layer: layer, into: o, arena: arena)
-        cx_add_rmsnorm(x, o, h, Int32(N), Int32(D), ffnNorm.data, 1e-6)     // x += o; h = norm(x)
+        cxk_add_rmsnorm(x, o, h, Int32(N), Int32(D), ffnNorm.data, 1e-6)     // x += o; h = norm(x)
         if let m = moe { try m.apply(h, rows: N, into: o, arena: arena) }
         if let f = dense { try f.apply(h, rows: N, into: o, arena: arena) }
-        cx_rows_axpy(x, nil, o, Int32(N), Int32(D))                          // x += o
+        cxk_rows_axpy(x, nil, o, Int32(N), Int32(D))                          // x += o
     }
 }
 
@@ -161,7 +161,7 @@ public final class MythosModel: Sendable {
                 if k < L { emb[k] = sinf(angle) }
                 if half + k < L { emb[half + k] = cosf(angle) }
             }
-            cx_mythos_loop_input(o, h, e, emb, Int32(L), Int32(N), Int32(D), loopNorm.data, 1e-6)
+            cxk_mythos_loop_input(o, h, e, emb, Int32(L), Int32(N), Int32(D), loopNorm.data, 1e-6)
             try block.apply(o, batch: B, time: T, start: start, rope: rope,
                             layer: try cache?.layer(.loop(t), block: block), arena: arena)
             // o += (down(o) ⊙ scale[min(t, max−1)]) · B
@@ -170,7 +170,7 @@ public final class MythosModel: Sendable {
             for n in 0..<N { for k in 0..<R { down[n * R + k] *= s[k] } }
             BLAS.gemm(m: N, n: D, k: R, a: down, lda: R, b: loraB.data, ldb: D, c: o, ldc: D, beta: 1)
             // LTI injection, then ACT.
-            ltiA.withUnsafeBufferPointer { A in cx_mythos_inject(h, e, o, A.baseAddress, ltiB.data, Int32(N), Int32(D)) }
+            ltiA.withUnsafeBufferPointer { A in cxk_mythos_inject(h, e, o, A.baseAddress, ltiB.data, Int32(N), Int32(D)) }
             halt.apply(h, rows: N, into: p)
             Kernels.sigmoid(p, N)
             var all = true
@@ -181,7 +181,7 @@ public final class MythosModel: Sendable {
                 if cum[n] >= threshold { halted[n] = 1 }
                 if halted[n] == 0 { all = false }
             }
-            cx_rows_axpy(out, weights, h, Int32(N), Int32(D))  // h_out += w·h
+            cxk_rows_axpy(out, weights, h, Int32(N), Int32(D))  // h_out += w·h
             if all && cache == nil { break }
         }
         return out

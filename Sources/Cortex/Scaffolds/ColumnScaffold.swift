@@ -201,7 +201,7 @@ public struct ColumnScaffold: RecurrentModule {
         var job = ExpertJob(column: self, u: u, outs: outs, batch: batch, time: time, state: state,
                             resets: resets, arena: arena)
         withUnsafeMutablePointer(to: &job) { p in
-            _ = cx_parallel_run({ ctx, part, parts in
+            _ = cxk_parallel_run({ ctx, part, parts in
                 ctx?.assumingMemoryBound(to: ExpertJob.self).pointee.run(part: Int(part), parts: Int(parts))
             }, p, Int32(parts))
         }

@@ -138,7 +138,8 @@ enum StackSchema {
 
     /// Check a stack config against the schema. Returns the paths of unknown fields
     /// (ignored, as the reference ignores them); throws on the first mistyped,
-    /// out-of-range, null-where-not-nullable or missing required field.
+    /// null-where-not-nullable or missing required field (`.parse`) or value outside
+    /// the reference's bounds (`.unsupported`, as for every value Cortex cannot run).
     static func check(_ json: JSON) throws -> [String] {
         var ignored: [String] = []
         try checkObject(json, fields: stack, path: "", ignored: &ignored)
@@ -183,12 +184,14 @@ enum StackSchema {
                 if let d = value.double { throw CortexError.parse("\(path) must be an integer, got \(d)") }
                 throw wrongType()
             }
-            if let lo, i < lo { throw CortexError.parse("\(path) is \(i), must be >= \(lo)") }
-            if let hi, i > hi { throw CortexError.parse("\(path) is \(i), must be <= \(hi)") }
+            if let lo, i < lo { throw CortexError.unsupported("\(path) is \(i), must be >= \(lo)") }
+            if let hi, i > hi { throw CortexError.unsupported("\(path) is \(i), must be <= \(hi)") }
         case .number(let lo, let open, let hi):
             guard let d = value.double else { throw wrongType() }
-            if let lo, open ? !(d > lo) : !(d >= lo) { throw CortexError.parse("\(path) is \(d), must be \(open ? ">" : ">=") \(lo)") }
-            if let hi, d > hi { throw CortexError.parse("\(path) is \(d), must be <= \(hi)") }
+            if let lo, open ? !(d > lo) : !(d >= lo) {
+                throw CortexError.unsupported("\(path) is \(d), must be \(open ? ">" : ">=") \(lo)")
+            }
+            if let hi, d > hi { throw CortexError.unsupported("\(path) is \(d), must be <= \(hi)") }
         case .bool:
             guard value.bool != nil else { throw wrongType() }
         case .string:

@@ -6,7 +6,7 @@ import CKernels
 public enum BLAS {
     /// Load OpenBLAS if needed; throws when it is not installed.
     public static func ensureLoaded() throws {
-        if let message = cx_blas_load() { throw CortexError.unsupported(String(cString: message)) }
+        if let message = cxk_blas_load() { throw CortexError.unsupported(String(cString: message)) }
     }
 
     /// Row-major `C[m, n] = alpha·op(A)·op(B) + beta·C` on the calling thread (small products
@@ -18,7 +18,7 @@ public enum BLAS {
         c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float = 0, alpha: Float = 1
     ) {
         if m == 0 || n == 0 { return }
-        cx_blas_sgemm(transA ? 1 : 0, transB ? 1 : 0, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb),
+        cxk_blas_sgemm(transA ? 1 : 0, transB ? 1 : 0, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb),
                       beta, c, Int32(ldc))
     }
 
@@ -26,15 +26,15 @@ public enum BLAS {
     /// default: CORTEX_NUM_THREADS, else the CPUs this process may use (affinity mask and
     /// cgroup quota). Safe at any time; calls already running keep their split.
     public static func setThreads(_ n: Int) {
-        cx_blas_set_threads(n <= 0 ? Int32(0) : Int32(clamping: n))
+        cxk_blas_set_threads(n <= 0 ? Int32(0) : Int32(clamping: n))
     }
 
-    public static var threads: Int { Int(cx_blas_get_threads()) }
+    public static var threads: Int { Int(cxk_blas_get_threads()) }
 
     /// The ISA Cortex's own kernels run (packed products, row-wise kernels): "AVX-512",
     /// "AVX2+FMA" or "portable C".
     public static var kernelISA: String {
-        switch cx_packed_level() {
+        switch cxk_packed_level() {
         case 2: return "AVX-512"
         case 1: return "AVX2+FMA"
         default: return "portable C"
@@ -42,7 +42,7 @@ public enum BLAS {
     }
 
     /// The kernel family OpenBLAS runs ("SkylakeX", "Haswell", ...).
-    public static var coreName: String { String(cString: cx_blas_corename()) }
+    public static var coreName: String { String(cString: cxk_blas_corename()) }
 
     /// A small matrix product: SGEMM for sequences; for one query row (step mode) SGEMV,
     /// because OpenBLAS allocates inside single-row SGEMMs and a step must not allocate.
@@ -57,9 +57,9 @@ public enum BLAS {
         if n == 0 { return }
         if k == 0 { if beta == 0 { c.update(repeating: 0, count: n) } else { for j in 0..<n { c[j] *= beta } }; return }
         if transB {  // c = B[n, k]·a
-            cx_blas_sgemv_n(Int32(n), Int32(k), 1, b, Int32(ldb), a, beta, c)
+            cxk_blas_sgemv_n(Int32(n), Int32(k), 1, b, Int32(ldb), a, beta, c)
         } else {     // c = B[k, n]ᵀ·a
-            cx_blas_sgemv_t(Int32(k), Int32(n), 1, b, Int32(ldb), a, beta, c)
+            cxk_blas_sgemv_t(Int32(k), Int32(n), 1, b, Int32(ldb), a, beta, c)
         }
     }
 }

@@ -3,7 +3,7 @@ import CKernels
 /// An nn.Linear weight `[out, in]` quantised to INT8 per output channel (symmetric):
 /// `scale_o = max(max_i |W_oi| / 127, 1e-8)`, `Q_oi = clamp(round(W_oi / scale_o), ±127)`,
 /// rounding half to even in float32, as torch does (so a PyTorch-side quantisation of the
-/// same weight gives the same bytes). Products read Q directly (`cx_int8_linear`); the
+/// same weight gives the same bytes). Products read Q directly (`cxk_int8_linear`); the
 /// fp32 weight is never rebuilt.
 public struct Int8Matrix: @unchecked Sendable {
     public let rows: Int, cols: Int
@@ -48,7 +48,7 @@ public struct Int8Matrix: @unchecked Sendable {
     public func apply(m: Int, a: UnsafePointer<Float>, lda: Int, c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float) {
         values.withUnsafeBufferPointer { q in
             scales.withUnsafeBufferPointer { s in
-                cx_int8_linear(Int32(m), Int32(rows), Int32(cols), a, Int32(lda), q.baseAddress, s.baseAddress, c,
+                cxk_int8_linear(Int32(m), Int32(rows), Int32(cols), a, Int32(lda), q.baseAddress, s.baseAddress, c,
                                Int32(ldc), beta)
             }
         }

@@ -122,7 +122,7 @@ public enum Kernels {
     /// normalised — one pass fewer than scaling first (C, 16 lanes where the CPU has them).
     public static func softmax(_ p: UnsafeMutablePointer<Float>, rows: Int, n: Int, scale: Float) {
         guard n > 0, rows > 0 else { return }
-        cx_softmax_rows(p, Int32(rows), Int32(n), Int32(n), scale)
+        cxk_softmax_rows(p, Int32(rows), Int32(n), Int32(n), scale)
     }
 
     /// LayerNorm over the last dimension (biased variance, like torch), in place.
@@ -166,6 +166,6 @@ public enum Kernels {
         weight: UnsafePointer<Float>?, eps: Float
     ) {
         guard n > 0, rows > 0 else { return }
-        cx_rmsnorm(p, Int32(rows), Int32(n), weight, eps)
+        cxk_rmsnorm(p, Int32(rows), Int32(n), weight, eps)
     }
 }

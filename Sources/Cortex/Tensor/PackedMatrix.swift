@@ -1,7 +1,7 @@
 import CKernels
 
 /// A float32 weight `W [rows, cols]` (nn.Linear layout) held packed for
-/// `cx_packed_gemm`: panels of 16 rows, `P[rows/16][cols][16]`, zero-padded. Packed once
+/// `cxk_packed_gemm`: panels of 16 rows, `P[rows/16][cols][16]`, zero-padded. Packed once
 /// at load, so no product repacks it (OpenBLAS packs its operands on every call, which
 /// cost a third of a small layer's product). The packed form is the only copy: a row
 /// is read back with `copyRow` (an embedding lookup) and the whole matrix with
@@ -27,8 +27,8 @@ public struct PackedMatrix: @unchecked Sendable {
         }
         rows = r
         cols = c
-        buffer = try FloatBuffer(count: cx_packed_size(Int32(r), Int32(c)), zeroed: false)
-        if r > 0 && c > 0 { withExtendedLifetime(w) { cx_pack_weights(w.data, Int32(r), Int32(c), buffer.pointer) } }
+        buffer = try FloatBuffer(count: cxk_packed_size(Int32(r), Int32(c)), zeroed: false)
+        if r > 0 && c > 0 { withExtendedLifetime(w) { cxk_pack_weights(w.data, Int32(r), Int32(c), buffer.pointer) } }
     }
 
     /// `y[i] (+)= x[i]·Wᵀ` for `m` rows of `x` (row stride `ldx`) into `y` (row stride
@@ -37,7 +37,7 @@ public struct PackedMatrix: @unchecked Sendable {
     public func apply(m: Int, _ x: UnsafePointer<Float>, ldx: Int, into y: UnsafeMutablePointer<Float>, ldy: Int,
                       accumulate: Bool = false) {
         guard m > 0, rows > 0 else { return }
-        cx_parallel_packed_gemm(Int32(m), Int32(rows), Int32(cols), x, Int32(ldx), buffer.pointer, y, Int32(ldy),
+        cxk_parallel_packed_gemm(Int32(m), Int32(rows), Int32(cols), x, Int32(ldx), buffer.pointer, y, Int32(ldy),
                                 accumulate ? 1 : 0)
     }
 

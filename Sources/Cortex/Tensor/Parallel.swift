@@ -1,7 +1,7 @@
 import CKernels
 
 /// Split work over Cortex's threads (the caller plus idle workers of Cortex's pool, see
-/// `cx_parallel_run`): `body(part, parts)` runs once per part, all parts at once. Parts
+/// `cxk_parallel_run`): `body(part, parts)` runs once per part, all parts at once. Parts
 /// must split work, never change it, so results do not depend on the thread count.
 /// `parts` passed to the body may be fewer than asked (the pool is shared).
 public enum Parallel {
@@ -9,7 +9,7 @@ public enum Parallel {
     /// microseconds of work: below that, waking a worker costs more than it saves), at
     /// most `items` (the pieces the work divides into) and the thread count; at least 1.
     public static func parts(work: Int, grain: Int, items: Int) -> Int {
-        Int(cx_parallel_parts(work, grain, items))
+        Int(cxk_parallel_parts(work, grain, items))
     }
 
     /// Run `body` as up to `parts` parts (clamped to the configured thread count).
@@ -19,7 +19,7 @@ public enum Parallel {
         withoutActuallyEscaping(body) { escapable in
             var box = Box(body: escapable)
             withUnsafeMutablePointer(to: &box) { p in
-                _ = cx_parallel_run({ ctx, part, parts in
+                _ = cxk_parallel_run({ ctx, part, parts in
                     guard let ctx else { return }
                     ctx.assumingMemoryBound(to: Box.self).pointee.body(Int(part), Int(parts))
                 }, UnsafeMutableRawPointer(p), Int32(n))
