@@ -25,7 +25,31 @@
  *    dtypes are refused. Reset masks additionally accept bool, int8..int64 and
  *    uint8..uint64; any non-zero element means "reset this row".
  *
- * Names: cx_<object>_<action>; enum values are only ever appended.
+ * The grammar, everywhere:
+ *   names        cx_<object>_<action>: objects are model, state, cache, generator,
+ *                session, store, spike_stream, tensor; a model's calls name what they
+ *                run on (cx_model_forward: a state; cx_model_forward_tokens: a cache;
+ *                cx_model_forward_sidecar: a session; cx_model_decode: spike events).
+ *                Calls with no handle: cx_config_auto_stack, cx_task_evaluate and the
+ *                library calls below. Enum values are only ever appended.
+ *   lifetime     every handle is made by _create, _load, _from_bytes, _clone or _fork
+ *                and released by <object>_free, which accepts NULL.
+ *   getters      infallible library facts return their value (cx_abi_version); a
+ *                handle's properties come through out-pointers (cx_state_batch); text
+ *                and byte blobs use the size query (buf, cap, needed): *needed gets the
+ *                size, and cap too small gives CX_STATUS_BUFFER_TOO_SMALL, buf untouched.
+ *   NULL         handle out-pointers (**out) and the values a call exists to return
+ *                must not be NULL (CX_STATUS_INVALID_ARGUMENT); in calls returning
+ *                several properties (_info, cx_model_dims) any out-pointer may be NULL
+ *                and that property is skipped.
+ *   const        a const handle is not changed by the call.
+ *   options      every options struct starts with struct_size and ends with reserved
+ *                space (zero). A smaller struct (an older header) is accepted, its
+ *                missing fields taking the defaults; a larger one (a newer header) only
+ *                if the bytes this library does not know are zero. Get defaults from
+ *                cx_<what>_default_options.
+ *   status       every call may return CX_STATUS_INVALID_ARGUMENT, _INVALID_HANDLE,
+ *                _OUT_OF_MEMORY and _INTERNAL; other codes are named per call.
  */
 #ifndef CORTEX_H
 #define CORTEX_H
@@ -129,6 +153,7 @@ typedef struct cx_load_options {
   uint32_t struct_size; /* sizeof(cx_load_options), set by cx_load_default_options */
   int32_t nan_policy;   /* enum cx_nan_policy; default CX_NAN_PROPAGATE */
   uint32_t flags;       /* enum cx_load_flags bits; default 0; unknown bits are refused */
+  uint32_t reserved[5]; /* zero */
 } cx_load_options;
 
 /* Default options with struct_size filled in. */
@@ -153,7 +178,7 @@ cx_status cx_model_load_from_memory(const char *config_json, size_t config_len,
  * pattern, layers, custom_map, router, post_norm, compile_blocks, overrides; see the
  * README). The config equals cortexcore's own; load it with the PyTorch module's
  * weights through cx_model_load_from_memory. Size-query pattern as cx_model_info_json. */
-cx_status cx_auto_stack_config(const char *recipe_json, size_t recipe_len, char *buf, size_t cap, size_t *needed);
+cx_status cx_config_auto_stack(const char *recipe_json, size_t recipe_len, char *buf, size_t cap, size_t *needed);
 
 /* Score a trained task model directory (model/, head.safetensors, task.json,
  * testset.safetensors; see scripts/train_tasks.py) on the synthetic task it was trained
@@ -166,6 +191,18 @@ cx_status cx_task_evaluate(const char *dir, const char *options_json, char *buf,
 
 /* Release a model. Accepts NULL. States created from it keep it alive. */
 void cx_model_free(cx_model_t *model);
+
+/* What a model is. Each kind's calls are in its section below; a call for another kind
+ * is refused with CX_STATUS_UNSUPPORTED naming what the model runs on. */
+enum cx_kind {
+  CX_KIND_STACK = 1,          /* a memory stack: cx_model_forward / cx_model_step with a cx_state_t */
+  CX_KIND_LANGUAGE_MODEL = 2, /* OpenMythos: cx_model_forward_tokens, caches, generation */
+  CX_KIND_SIDECAR = 3,        /* a memory sidecar: cx_model_forward_sidecar with a cx_session_t */
+  CX_KIND_SPIKE_DECODER = 4   /* a spike decoder: cx_model_decode, spike streams */
+};
+
+/* The model's enum cx_kind. */
+cx_status cx_model_kind(const cx_model_t *model, int32_t *kind);
 
 /* Feature size of the model's input and output (d_hidden for a memory stack). */
 cx_status cx_model_dims(const cx_model_t *model, int64_t *d_in, int64_t *d_out);
@@ -273,7 +310,7 @@ cx_status cx_cache_create(const cx_model_t *model, int64_t batch, cx_cache_t **o
  * one thread at a time; the two may be used from different threads). Caller-owned:
  * cx_cache_free, in any order. *pages_shared (may be NULL) gets the number of pages the
  * fork shares with `cache`. */
-cx_status cx_cache_fork(cx_cache_t *cache, cx_cache_t **out, int64_t *pages_shared);
+cx_status cx_cache_fork(const cx_cache_t *cache, cx_cache_t **out, int64_t *pages_shared);
 
 /* Release a cache. Accepts NULL. */
 void cx_cache_free(cx_cache_t *cache);
@@ -294,7 +331,7 @@ cx_status cx_cache_from_bytes(const cx_model_t *model, const void *buf, size_t l
  * position of ids[:, 0], or -1 for the cache's position (0 without a cache);
  * start_pos + T must not exceed max_seq_len. Queries attend causally to the cache and
  * to the call's earlier tokens. On failure the cache is unchanged. */
-cx_status cx_lm_forward(const cx_model_t *model, const DLTensor *ids, int32_t n_loops, cx_cache_t *cache,
+cx_status cx_model_forward_tokens(const cx_model_t *model, const DLTensor *ids, int32_t n_loops, cx_cache_t *cache,
                         int64_t start_pos, cx_tensor_t **logits);
 
 typedef struct cx_generate_options {
@@ -304,6 +341,7 @@ typedef struct cx_generate_options {
   int32_t top_k;        /* keep logits >= the k-th largest (ties kept); 0: all */
   uint64_t seed;        /* SplitMix64 seed of the sampler */
   int64_t eos_token;    /* a sequence that emits it stops (then repeats it); -1: none */
+  uint64_t reserved[4]; /* zero */
 } cx_generate_options;
 
 /* Defaults: greedy, max_loop_iters, no top-k, seed 0, no EOS. */
@@ -332,7 +370,7 @@ typedef int32_t (*cx_token_callback)(void *user, int64_t step, const int64_t *to
  * eos_token or the callback asks). out (may be NULL with out_count 0): int64
  * [B, T + max_new_tokens], the prompt then the tokens, padded with eos_token (or 0)
  * after an early stop; *generated receives the number of steps run. */
-cx_status cx_generate(const cx_model_t *model, const DLTensor *prompt, int64_t max_new_tokens,
+cx_status cx_model_generate(const cx_model_t *model, const DLTensor *prompt, int64_t max_new_tokens,
                       const cx_generate_options *opts, cx_token_callback callback, void *user, int64_t *out,
                       int64_t out_count, int64_t *generated);
 
@@ -366,18 +404,18 @@ cx_status cx_session_id(const cx_session_t *session, char *buf, size_t cap, size
 cx_status cx_session_reset(cx_session_t *session, const DLTensor *mask);
 
 /* A deep copy named `id` (caller-owned); the original is unchanged. */
-cx_status cx_session_fork(cx_session_t *session, const char *id, cx_session_t **out);
+cx_status cx_session_fork(const cx_session_t *session, const char *id, cx_session_t **out);
 
 /* Serialize ("CXSESS01", version, sidecar fingerprint, batch, every state tensor,
  * signals, segments, checksum; size-query pattern) and rebuild (refused for another
  * sidecar or a damaged blob). id: NULL keeps the saved id. */
-cx_status cx_session_to_bytes(cx_session_t *session, void *buf, size_t cap, size_t *needed);
+cx_status cx_session_to_bytes(const cx_session_t *session, void *buf, size_t cap, size_t *needed);
 cx_status cx_session_from_bytes(const cx_model_t *model, const void *buf, size_t len, const char *id,
                                 cx_session_t **out);
 
 /* A copy of state tensor `name` of hooked layer `layer`, float32 [B, n] (caller-owned).
  * GDN: conv_q, conv_k, conv_v, S, win_k, win_v, win_n; fast weights: U, V. */
-cx_status cx_session_get_state(cx_session_t *session, int32_t layer, const char *name, cx_tensor_t **out);
+cx_status cx_session_get_state(const cx_session_t *session, int32_t layer, const char *name, cx_tensor_t **out);
 
 /* The sidecar output of host layer `layer` for its normalised hidden states h
  * (float32 [B, T, D] or, one decode step, [B, D]), advancing the session's memory of
@@ -386,11 +424,11 @@ cx_status cx_session_get_state(cx_session_t *session, int32_t layer, const char 
  * cx_session_observe set): the controller inputs [surprise, uncertainty, reward,
  * phase] as [B, T, 4] / [B, 4]. Errors (unhooked layer, wrong shape or dtype, a
  * session of another model) change nothing. */
-cx_status cx_sidecar_forward(const cx_model_t *model, int32_t layer, const DLTensor *h, cx_session_t *session,
+cx_status cx_model_forward_sidecar(const cx_model_t *model, int32_t layer, const DLTensor *h, cx_session_t *session,
                              const DLTensor *signals, cx_tensor_t **y);
 
 /* As above into a caller buffer: y must be a writable float32 CPU tensor of h's shape. */
-cx_status cx_sidecar_forward_into(const cx_model_t *model, int32_t layer, const DLTensor *h,
+cx_status cx_model_forward_sidecar_into(const cx_model_t *model, int32_t layer, const DLTensor *h,
                                   cx_session_t *session, const DLTensor *signals, DLTensor *y);
 
 /* Advance the plasticity signals of a fast-weight session by one token per stream
@@ -405,15 +443,15 @@ cx_status cx_session_observe(cx_session_t *session, const DLTensor *logits, cons
                              const DLTensor *losses, const DLTensor *rewards);
 
 /* The controller input of each stream's next tokens, float32 [B, 4] (caller-owned). */
-cx_status cx_session_signals(cx_session_t *session, cx_tensor_t **out);
+cx_status cx_session_signals(const cx_session_t *session, cx_tensor_t **out);
 
 /* Closed segments of stream `stream` (the latest 64 are kept), and segment `index`
  * (0 = oldest kept): its first and last token, the mean and variance of the hidden
  * states the hooked layers saw over it (float32 [L * D], layer-major), and the change
  * of every layer's U and V over it (float32, layers concatenated). Handles are
  * caller-owned. */
-cx_status cx_session_segment_count(cx_session_t *session, int64_t stream, int64_t *count);
-cx_status cx_session_segment(cx_session_t *session, int64_t stream, int64_t index, int64_t *start, int64_t *end,
+cx_status cx_session_segment_count(const cx_session_t *session, int64_t stream, int64_t *count);
+cx_status cx_session_segment(const cx_session_t *session, int64_t stream, int64_t index, int64_t *start, int64_t *end,
                              cx_tensor_t **h_mean, cx_tensor_t **h_var, cx_tensor_t **delta_u,
                              cx_tensor_t **delta_v);
 
@@ -422,6 +460,7 @@ typedef struct cx_store_options {
   uint32_t reserved;    /* 0 */
   double ttl_seconds;   /* a session not saved or loaded for this long expires; 0: never */
   int64_t max_bytes;    /* past this total, least recently used sessions are evicted; 0: no cap */
+  uint64_t reserved2[4]; /* zero */
 } cx_store_options;
 
 /* Defaults: no TTL, no size cap. */
@@ -429,10 +468,10 @@ cx_store_options cx_store_default_options(void);
 
 /* Open (or create) a session store: one SQLite database file in WAL mode. A save is
  * one transaction, so a process killed mid-save leaves the previous session intact.
- * Caller-owned: cx_store_close. Thread-safe (calls are serialised); several processes
+ * Caller-owned: cx_store_free. Thread-safe (calls are serialised); several processes
  * may share the file. opts may be NULL (defaults). */
-cx_status cx_store_open(const char *path, const cx_store_options *opts, cx_store_t **out);
-void cx_store_close(cx_store_t *store);
+cx_status cx_store_create(const char *path, const cx_store_options *opts, cx_store_t **out);
+void cx_store_free(cx_store_t *store);
 
 /* Save (insert or replace) a session under its id. */
 cx_status cx_store_save(cx_store_t *store, cx_session_t *session);
@@ -446,7 +485,7 @@ cx_status cx_store_delete(cx_store_t *store, const char *id, int32_t *existed);
 
 /* The live sessions as a JSON array of {"id", "bytes", "fingerprint", "updated",
  * "accessed"} (seconds since the epoch), most recently used first (size-query pattern). */
-cx_status cx_store_list_json(cx_store_t *store, char *buf, size_t cap, size_t *needed);
+cx_status cx_store_list_json(const cx_store_t *store, char *buf, size_t cap, size_t *needed);
 
 /* Delete expired sessions now; *removed (may be NULL) gets their number. */
 cx_status cx_store_purge_expired(cx_store_t *store, int64_t *removed);
@@ -462,14 +501,14 @@ cx_status cx_store_purge_expired(cx_store_t *store, int64_t *removed);
  * CX_STATUS_INVALID_ARGUMENT naming the event. A request with no events gets the
  * decoder's prediction from its latents alone. *velocity is float32 [B, behavior_dim]
  * (caller-owned). */
-cx_status cx_decode(const cx_model_t *model, const DLTensor *neuron_ids, const DLTensor *time_bins,
+cx_status cx_model_decode(const cx_model_t *model, const DLTensor *neuron_ids, const DLTensor *time_bins,
                     const DLTensor *values, const DLTensor *offsets, cx_tensor_t **velocity);
 
 /* Streaming: one stride of events at a time, the last window decoded after each.
  * A stream keeps its window's cross-attention keys/values in fixed-size pages (64
  * events each) from its own bounded pool: each stride computes them only for its new
  * events, and a page returns to the pool once all its events have left the window. The
- * result equals cx_decode on the window's events with time_bin = bin - window start
+ * result equals cx_model_decode on the window's events with time_bin = bin - window start
  * (the newest bin is window_bins - 1; before a full window has passed, the bins before
  * the stream began are empty), to float rounding. Memory is bounded by
  * max_window_events. One thread at a time (a concurrent call: CX_STATUS_BUSY). */
@@ -479,6 +518,7 @@ typedef struct cx_spike_stream_options {
   int64_t window_bins;       /* bins per window, <= max_time_bins (default 120: 600 ms of 5 ms bins) */
   int64_t stride_bins;       /* bins per step, <= window_bins (default 10: 50 ms) */
   int64_t max_window_events; /* events a window may hold; a step past it is refused (default 8192) */
+  uint64_t reserved2[4];     /* zero */
 } cx_spike_stream_options;
 
 /* Defaults: window 120 bins, stride 10 bins, at most 8192 events per window. */
@@ -487,7 +527,7 @@ cx_spike_stream_options cx_spike_stream_default_options(void);
 /* A new stream at bin 0 for a spike_decoder model (the
  * stream holds what it needs of it: freeing the model first is safe). opts may be NULL
  * (defaults). Caller-owned: cx_spike_stream_free. */
-cx_status cx_spike_stream_open(const cx_model_t *model, const cx_spike_stream_options *opts,
+cx_status cx_spike_stream_create(const cx_model_t *model, const cx_spike_stream_options *opts,
                                cx_spike_stream_t **out);
 void cx_spike_stream_free(cx_spike_stream_t *stream);
 
@@ -503,7 +543,7 @@ cx_status cx_spike_stream_reset(cx_spike_stream_t *stream);
 
 /* Bins seen so far, events in the current window, pages in use and the bytes the
  * stream's pages hold. Out-pointers may be NULL. */
-cx_status cx_spike_stream_info(cx_spike_stream_t *stream, int64_t *bins, int64_t *events, int64_t *pages,
+cx_status cx_spike_stream_info(const cx_spike_stream_t *stream, int64_t *bins, int64_t *events, int64_t *pages,
                                int64_t *page_bytes);
 
 /* -------------------------------------------------------------- tensor -- */

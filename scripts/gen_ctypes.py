@@ -78,6 +78,10 @@ def parse(texts):
             if fp:  # function pointer: void (*deleter)(struct X *self)
                 fields.append((fp.group(2), "ctypes.CFUNCTYPE(None, ctypes.c_void_p)"))
                 continue
+            arr = re.match(r"(.+?)(\w+)\s*\[\s*(\d+)\s*\]$", line)
+            if arr:  # fixed array: uint64_t reserved[4]
+                fields.append((arr.group(2), (arr.group(1).strip(), int(arr.group(3)))))
+                continue
             m = re.match(r"(.+?)(\w+)$", line)
             fields.append((m.group(2), m.group(1).strip()))
         structs[name] = fields
@@ -107,7 +111,10 @@ def render():
         out.append(f"\nclass {name}(ctypes.Structure):")
         out.append("    _fields_ = [")
         for fname, ftype in structs[name]:
-            t = ftype if ftype.startswith("ctypes.CFUNCTYPE") else ctype(ftype, structs, handles)
+            if isinstance(ftype, tuple):
+                t = f"{ctype(ftype[0], structs, handles)} * {ftype[1]}"
+            else:
+                t = ftype if ftype.startswith("ctypes.CFUNCTYPE") else ctype(ftype, structs, handles)
             out.append(f"        ({fname!r}, {t}),")
         out.append("    ]")
     for name, expr in CALLBACKS.items():

@@ -463,7 +463,7 @@ def routed_goldens():
     EXPLICIT_RESETS = False
 
 
-# Recipes for the auto-stack builder (Swift: AutoStack.config; C: cx_auto_stack_config),
+# Recipes for the auto-stack builder (Swift: AutoStack.config; C: cx_config_auto_stack),
 # each checked against cortexcore's own builder.
 AUTO_RECIPES = [
     {"d_hidden": 32},

@@ -45,9 +45,8 @@ public func cx_cache_info(_ cache: OpaquePointer?, _ batch: UnsafeMutablePointer
                           _ position: UnsafeMutablePointer<Int64>?) -> Int32 {
     entry("cx_cache_info") {
         let c = try resolve(cache, .cache, "cache", as: MythosCache.self)
-        let b = try requireOut(batch, "batch"), p = try requireOut(position, "position")
-        b.pointee = Int64(c.batch)
-        p.pointee = Int64(c.position)
+        batch?.pointee = Int64(c.batch)
+        position?.pointee = Int64(c.position)
     }
 }
 
@@ -71,10 +70,10 @@ public func cx_cache_from_bytes(_ model: OpaquePointer?, _ buf: UnsafeRawPointer
     }
 }
 
-@_cdecl("cx_lm_forward")
-public func cx_lm_forward(_ model: OpaquePointer?, _ ids: UnsafePointer<DLTensor>?, _ nLoops: Int32,
+@_cdecl("cx_model_forward_tokens")
+public func cx_model_forward_tokens(_ model: OpaquePointer?, _ ids: UnsafePointer<DLTensor>?, _ nLoops: Int32,
                           _ cache: OpaquePointer?, _ startPos: Int64, _ logits: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
-    entry("cx_lm_forward") {
+    entry("cx_model_forward_tokens") {
         let m = try resolve(model, .model, "model", as: Model.self)
         let c = cache == nil ? nil : try resolve(cache, .cache, "cache", as: MythosCache.self)
         let out = try requireOut(logits, "logits")
@@ -91,16 +90,13 @@ public func cx_lm_forward(_ model: OpaquePointer?, _ ids: UnsafePointer<DLTensor
 @_cdecl("cx_generate_default_options")
 public func cx_generate_default_options() -> cx_generate_options {
     cx_generate_options(struct_size: UInt32(MemoryLayout<cx_generate_options>.size), n_loops: 0, temperature: 0,
-                        top_k: 0, seed: 0, eos_token: -1)
+                        top_k: 0, seed: 0, eos_token: -1, reserved: (0, 0, 0, 0))
 }
 
 func readGenerateOptions(_ p: UnsafePointer<cx_generate_options>?) throws -> SamplingOptions {
     var o = SamplingOptions()
-    guard let p else { return o }
-    guard Int(p.pointee.struct_size) == MemoryLayout<cx_generate_options>.size else {
-        throw CortexError.invalidArgument("options.struct_size \(p.pointee.struct_size) is invalid (use cx_generate_default_options)")
-    }
-    let v = p.pointee
+    let v = try readOptionsStruct(p, defaults: cx_generate_default_options(), what: "generate")
+    try requireZero(v.reserved)
     guard v.n_loops >= 0 else { throw CortexError.invalidArgument("options.n_loops must be >= 0 (0: max_loop_iters)") }
     o.loops = v.n_loops == 0 ? nil : Int(v.n_loops)
     o.temperature = v.temperature
@@ -140,12 +136,12 @@ public func cx_generator_next(_ gen: OpaquePointer?, _ tokens: UnsafeMutablePoin
     }
 }
 
-@_cdecl("cx_generate")
-public func cx_generate(_ model: OpaquePointer?, _ prompt: UnsafePointer<DLTensor>?, _ maxNew: Int64,
+@_cdecl("cx_model_generate")
+public func cx_model_generate(_ model: OpaquePointer?, _ prompt: UnsafePointer<DLTensor>?, _ maxNew: Int64,
                         _ opts: UnsafePointer<cx_generate_options>?, _ callback: cx_token_callback?,
                         _ user: UnsafeMutableRawPointer?, _ out: UnsafeMutablePointer<Int64>?, _ outCount: Int64,
                         _ generated: UnsafeMutablePointer<Int64>?) -> Int32 {
-    entry("cx_generate") {
+    entry("cx_model_generate") {
         let m = try resolve(model, .model, "model", as: Model.self)
         _ = try m.requireMythos()
         let generated = try requireOut(generated, "generated")

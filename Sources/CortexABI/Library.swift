@@ -21,24 +21,48 @@ public func cx_get_num_threads() -> Int32 { Int32(clamping: BLAS.threads) }
 
 @_cdecl("cx_load_default_options")
 public func cx_load_default_options() -> cx_load_options {
-    cx_load_options(struct_size: UInt32(MemoryLayout<cx_load_options>.size), nan_policy: 0, flags: 0)
+    cx_load_options(struct_size: UInt32(MemoryLayout<cx_load_options>.size), nan_policy: 0, flags: 0,
+                    reserved: (0, 0, 0, 0, 0))
 }
 
-/// Read the caller's options, honouring struct_size (older, smaller structs are fine).
-func readOptions(_ p: UnsafePointer<cx_load_options>?) throws -> (policy: Model.NaNPolicy, int8: Bool, checkWeights: Bool) {
-    guard let p else { return (.propagate, false, false) }
-    let size = Int(p.pointee.struct_size)
-    guard size >= 8, size <= 4096 else {
-        throw CortexError.invalidArgument("options.struct_size \(size) is invalid (use cx_load_default_options)")
+/// An options struct as cortex.h's rule reads it: `struct_size` first; a smaller struct
+/// (an older header) takes the defaults for its missing fields; a larger one (a newer
+/// header) is accepted only when the bytes this library does not know are zero. NULL:
+/// the defaults. `what` names the struct in messages ("load" for cx_load_options).
+func readOptionsStruct<T>(_ p: UnsafePointer<T>?, defaults: T, what: String) throws -> T {
+    var out = defaults
+    guard let p else { return out }
+    let raw = UnsafeRawPointer(p)
+    let size = Int(raw.load(as: UInt32.self)), known = MemoryLayout<T>.size
+    guard size >= 4, size <= 4096 else {
+        throw CortexError.invalidArgument("options.struct_size \(size) is invalid (use cx_\(what)_default_options)")
     }
-    guard let policy = Model.NaNPolicy(rawValue: p.pointee.nan_policy) else {
-        throw CortexError.invalidArgument("options.nan_policy \(p.pointee.nan_policy) is not a cx_nan_policy")
-    }
-    let flags = size >= 12 ? p.pointee.flags : 0
-    let int8 = UInt32(CX_LOAD_INT8_WEIGHTS.rawValue), check = UInt32(CX_LOAD_CHECK_WEIGHTS.rawValue)
-    guard flags & ~(int8 | check) == 0 else {
+    if size > known, (known..<size).contains(where: { raw.load(fromByteOffset: $0, as: UInt8.self) != 0 }) {
         throw CortexError.invalidArgument(
-            "options.flags \(flags) has unknown bits (known: CX_LOAD_INT8_WEIGHTS = \(int8), CX_LOAD_CHECK_WEIGHTS = \(check))")
+            "options hold fields this library does not know (struct_size \(size), this library's is \(known)): update libcortex")
     }
-    return (policy, flags & int8 != 0, flags & check != 0)
+    withUnsafeMutableBytes(of: &out) { $0.copyMemory(from: UnsafeRawBufferPointer(start: raw, count: min(size, known))) }
+    return out
+}
+
+/// Reserved fields must be zero (they may mean something in a later version).
+func requireZero<T>(_ reserved: T) throws {
+    guard withUnsafeBytes(of: reserved, { $0.allSatisfy { $0 == 0 } }) else {
+        throw CortexError.invalidArgument("options.reserved must be zero")
+    }
+}
+
+/// The caller's load options.
+func readOptions(_ p: UnsafePointer<cx_load_options>?) throws -> (policy: Model.NaNPolicy, int8: Bool, checkWeights: Bool) {
+    let o = try readOptionsStruct(p, defaults: cx_load_default_options(), what: "load")
+    try requireZero(o.reserved)
+    guard let policy = Model.NaNPolicy(rawValue: o.nan_policy) else {
+        throw CortexError.invalidArgument("options.nan_policy \(o.nan_policy) is not a cx_nan_policy")
+    }
+    let int8 = UInt32(CX_LOAD_INT8_WEIGHTS.rawValue), check = UInt32(CX_LOAD_CHECK_WEIGHTS.rawValue)
+    guard o.flags & ~(int8 | check) == 0 else {
+        throw CortexError.invalidArgument(
+            "options.flags \(o.flags) has unknown bits (known: CX_LOAD_INT8_WEIGHTS = \(int8), CX_LOAD_CHECK_WEIGHTS = \(check))")
+    }
+    return (policy, o.flags & int8 != 0, o.flags & check != 0)
 }

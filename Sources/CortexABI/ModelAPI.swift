@@ -28,10 +28,10 @@ public func cx_model_load_from_memory(_ config: UnsafePointer<CChar>?, _ configL
     }
 }
 
-@_cdecl("cx_auto_stack_config")
-public func cx_auto_stack_config(_ recipe: UnsafePointer<CChar>?, _ recipeLen: Int, _ buf: UnsafeMutablePointer<CChar>?,
+@_cdecl("cx_config_auto_stack")
+public func cx_config_auto_stack(_ recipe: UnsafePointer<CChar>?, _ recipeLen: Int, _ buf: UnsafeMutablePointer<CChar>?,
                                  _ cap: Int, _ needed: UnsafeMutablePointer<Int>?) -> Int32 {
-    entry("cx_auto_stack_config") {
+    entry("cx_config_auto_stack") {
         guard let recipe, recipeLen >= 0 else { throw CortexError.invalidArgument("recipe_json is NULL") }
         guard recipeLen <= Model.maxConfigBytes else { throw CortexError.parse("recipe_json is larger than \(Model.maxConfigBytes) bytes") }
         let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(recipe).assumingMemoryBound(to: UInt8.self), count: recipeLen))
@@ -45,13 +45,26 @@ public func cx_auto_stack_config(_ recipe: UnsafePointer<CChar>?, _ recipeLen: I
 @_cdecl("cx_model_free")
 public func cx_model_free(_ model: OpaquePointer?) { retire(model, .model) }
 
+@_cdecl("cx_model_kind")
+public func cx_model_kind(_ model: OpaquePointer?, _ kind: UnsafeMutablePointer<Int32>?) -> Int32 {
+    entry("cx_model_kind") {
+        let m = try resolve(model, .model, "model", as: Model.self)
+        let out = try requireOut(kind, "kind")
+        let k: cx_kind
+        if m.mythos != nil { k = CX_KIND_LANGUAGE_MODEL }
+        else if m.sidecar != nil { k = CX_KIND_SIDECAR }
+        else if m.spikeDecoder != nil { k = CX_KIND_SPIKE_DECODER }
+        else { k = CX_KIND_STACK }
+        out.pointee = Int32(k.rawValue)
+    }
+}
+
 @_cdecl("cx_model_dims")
 public func cx_model_dims(_ model: OpaquePointer?, _ dIn: UnsafeMutablePointer<Int64>?, _ dOut: UnsafeMutablePointer<Int64>?) -> Int32 {
     entry("cx_model_dims") {
         let m = try resolve(model, .model, "model", as: Model.self)
-        let a = try requireOut(dIn, "d_in"), b = try requireOut(dOut, "d_out")
-        a.pointee = Int64(m.inputSize)
-        b.pointee = Int64(m.outputSize)
+        dIn?.pointee = Int64(m.inputSize)
+        dOut?.pointee = Int64(m.outputSize)
     }
 }
 

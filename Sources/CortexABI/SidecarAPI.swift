@@ -47,11 +47,10 @@ public func cx_session_info(_ session: OpaquePointer?, _ batch: UnsafeMutablePoi
                             _ tokens: UnsafeMutablePointer<Int64>?, _ bytes: UnsafeMutablePointer<Int64>?) -> Int32 {
     entry("cx_session_info") {
         let s = try resolve(session, .session, "session", as: SidecarSession.self)
-        let b = try requireOut(batch, "batch"), t = try requireOut(tokens, "tokens"), n = try requireOut(bytes, "bytes")
         let counts = try s.exclusive { s.tokens }
-        b.pointee = Int64(s.batch)
-        t.pointee = Int64(counts.max() ?? 0)
-        n.pointee = Int64(s.memoryBytes)
+        batch?.pointee = Int64(s.batch)
+        tokens?.pointee = Int64(counts.max() ?? 0)
+        bytes?.pointee = Int64(s.memoryBytes)
     }
 }
 
@@ -116,7 +115,7 @@ public func cx_session_get_state(_ session: OpaquePointer?, _ layer: Int32, _ na
     }
 }
 
-/// Shared body of cx_sidecar_forward(_into): validate everything, then run atomically.
+/// Shared body of cx_model_forward_sidecar(_into): validate everything, then run atomically.
 func sidecarForward(_ modelP: OpaquePointer?, _ layer: Int32, _ hP: UnsafePointer<DLTensor>?, _ sessionP: OpaquePointer?,
                     _ signalsP: UnsafePointer<DLTensor>?, output: OutputTarget) throws {
     let m = try resolve(modelP, .model, "model", as: Model.self)
@@ -173,18 +172,18 @@ func sidecarForward(_ modelP: OpaquePointer?, _ layer: Int32, _ hP: UnsafePointe
     if let allocOut { allocOut.pointee = publish(TensorHandle(buffer: y, shape: shape.array), .tensor) }
 }
 
-@_cdecl("cx_sidecar_forward")
-public func cx_sidecar_forward(_ model: OpaquePointer?, _ layer: Int32, _ h: UnsafePointer<DLTensor>?,
+@_cdecl("cx_model_forward_sidecar")
+public func cx_model_forward_sidecar(_ model: OpaquePointer?, _ layer: Int32, _ h: UnsafePointer<DLTensor>?,
                                _ session: OpaquePointer?, _ signals: UnsafePointer<DLTensor>?,
                                _ y: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
-    entry("cx_sidecar_forward") { try sidecarForward(model, layer, h, session, signals, output: .allocate(y)) }
+    entry("cx_model_forward_sidecar") { try sidecarForward(model, layer, h, session, signals, output: .allocate(y)) }
 }
 
-@_cdecl("cx_sidecar_forward_into")
-public func cx_sidecar_forward_into(_ model: OpaquePointer?, _ layer: Int32, _ h: UnsafePointer<DLTensor>?,
+@_cdecl("cx_model_forward_sidecar_into")
+public func cx_model_forward_sidecar_into(_ model: OpaquePointer?, _ layer: Int32, _ h: UnsafePointer<DLTensor>?,
                                     _ session: OpaquePointer?, _ signals: UnsafePointer<DLTensor>?,
                                     _ y: UnsafeMutablePointer<DLTensor>?) -> Int32 {
-    entry("cx_sidecar_forward_into") { try sidecarForward(model, layer, h, session, signals, output: .into(y)) }
+    entry("cx_model_forward_sidecar_into") { try sidecarForward(model, layer, h, session, signals, output: .into(y)) }
 }
 
 @_cdecl("cx_session_observe")
@@ -271,31 +270,28 @@ public func cx_session_segment(_ session: OpaquePointer?, _ stream: Int64, _ ind
 
 @_cdecl("cx_store_default_options")
 public func cx_store_default_options() -> cx_store_options {
-    cx_store_options(struct_size: UInt32(MemoryLayout<cx_store_options>.size), reserved: 0, ttl_seconds: 0, max_bytes: 0)
+    cx_store_options(struct_size: UInt32(MemoryLayout<cx_store_options>.size), reserved: 0, ttl_seconds: 0, max_bytes: 0,
+                     reserved2: (0, 0, 0, 0))
 }
 
-@_cdecl("cx_store_open")
-public func cx_store_open(_ path: UnsafePointer<CChar>?, _ opts: UnsafePointer<cx_store_options>?,
+@_cdecl("cx_store_create")
+public func cx_store_create(_ path: UnsafePointer<CChar>?, _ opts: UnsafePointer<cx_store_options>?,
                           _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
-    entry("cx_store_open") {
+    entry("cx_store_create") {
         let p = try string(path, "path")
         let out = try requireOut(out, "out")
-        var o = SessionStore.Options()
-        if let opts {
-            guard Int(opts.pointee.struct_size) == MemoryLayout<cx_store_options>.size, opts.pointee.reserved == 0 else {
-                throw CortexError.invalidArgument("options.struct_size/reserved are invalid (use cx_store_default_options)")
-            }
-            guard opts.pointee.ttl_seconds >= 0, opts.pointee.ttl_seconds.isFinite, opts.pointee.max_bytes >= 0 else {
-                throw CortexError.invalidArgument("options.ttl_seconds and options.max_bytes must be >= 0")
-            }
-            o = SessionStore.Options(ttl: opts.pointee.ttl_seconds, maxBytes: Int(opts.pointee.max_bytes))
+        let v = try readOptionsStruct(opts, defaults: cx_store_default_options(), what: "store")
+        try requireZero(v.reserved); try requireZero(v.reserved2)
+        guard v.ttl_seconds >= 0, v.ttl_seconds.isFinite, v.max_bytes >= 0 else {
+            throw CortexError.invalidArgument("options.ttl_seconds and options.max_bytes must be >= 0")
         }
+        let o = SessionStore.Options(ttl: v.ttl_seconds, maxBytes: Int(v.max_bytes))
         out.pointee = publish(try SessionStore(path: p, options: o), .store)
     }
 }
 
-@_cdecl("cx_store_close")
-public func cx_store_close(_ store: OpaquePointer?) { retire(store, .store) }
+@_cdecl("cx_store_free")
+public func cx_store_free(_ store: OpaquePointer?) { retire(store, .store) }
 
 @_cdecl("cx_store_save")
 public func cx_store_save(_ store: OpaquePointer?, _ session: OpaquePointer?) -> Int32 {

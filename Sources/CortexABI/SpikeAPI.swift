@@ -13,14 +13,14 @@ func readIntegerVector(_ p: UnsafePointer<DLTensor>?, _ name: StaticString) thro
     return v
 }
 
-@_cdecl("cx_decode")
-public func cx_decode(_ model: OpaquePointer?, _ neuronIDs: UnsafePointer<DLTensor>?, _ timeBins: UnsafePointer<DLTensor>?,
+@_cdecl("cx_model_decode")
+public func cx_model_decode(_ model: OpaquePointer?, _ neuronIDs: UnsafePointer<DLTensor>?, _ timeBins: UnsafePointer<DLTensor>?,
                       _ values: UnsafePointer<DLTensor>?, _ offsets: UnsafePointer<DLTensor>?,
                       _ velocity: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
-    entry("cx_decode") {
+    entry("cx_model_decode") {
         let m = try resolve(model, .model, "model", as: Model.self)
         let out = try requireOut(velocity, "velocity")
-        let dec = try m.requireSpikeDecoder(for: "cx_decode")
+        let dec = try m.requireSpikeDecoder(for: "cx_model_decode")
         let y = try dec.decode(neurons: try readIntegerVector(neuronIDs, "neuron_ids"),
                                timeBins: try readIntegerVector(timeBins, "time_bins"),
                                values: try readIntegerVector(values, "values"),
@@ -32,23 +32,18 @@ public func cx_decode(_ model: OpaquePointer?, _ neuronIDs: UnsafePointer<DLTens
 @_cdecl("cx_spike_stream_default_options")
 public func cx_spike_stream_default_options() -> cx_spike_stream_options {
     cx_spike_stream_options(struct_size: UInt32(MemoryLayout<cx_spike_stream_options>.size), reserved: 0,
-                            window_bins: 120, stride_bins: 10, max_window_events: 8192)
+                            window_bins: 120, stride_bins: 10, max_window_events: 8192, reserved2: (0, 0, 0, 0))
 }
 
-@_cdecl("cx_spike_stream_open")
-public func cx_spike_stream_open(_ model: OpaquePointer?, _ opts: UnsafePointer<cx_spike_stream_options>?,
+@_cdecl("cx_spike_stream_create")
+public func cx_spike_stream_create(_ model: OpaquePointer?, _ opts: UnsafePointer<cx_spike_stream_options>?,
                                  _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
-    entry("cx_spike_stream_open") {
+    entry("cx_spike_stream_create") {
         let m = try resolve(model, .model, "model", as: Model.self)
         let out = try requireOut(out, "out")
         let dec = try m.requireSpikeDecoder(for: "a spike stream")
-        var o = cx_spike_stream_default_options()
-        if let opts {
-            guard Int(opts.pointee.struct_size) == MemoryLayout<cx_spike_stream_options>.size, opts.pointee.reserved == 0 else {
-                throw CortexError.invalidArgument("options.struct_size/reserved are invalid (use cx_spike_stream_default_options)")
-            }
-            o = opts.pointee
-        }
+        let o = try readOptionsStruct(opts, defaults: cx_spike_stream_default_options(), what: "spike_stream")
+        try requireZero(o.reserved); try requireZero(o.reserved2)
         func small(_ v: Int64, _ name: String) throws -> Int {
             guard v >= 1, v <= 1 << 30 else { throw CortexError.invalidArgument("options.\(name) must be in [1, 2^30], got \(v)") }
             return Int(v)

@@ -100,6 +100,6 @@ final class SpikeDecoderTests: XCTestCase {
 
     func testStateAPIIsRefused() throws {
         let (g, _) = try load()
-        XCTAssertThrowsError(try g.model.makeState(batch: 1)) { XCTAssertTrue("\($0)".contains("cx_decode")) }
+        XCTAssertThrowsError(try g.model.makeState(batch: 1)) { XCTAssertTrue("\($0)".contains("decodes packed spike events")) }
     }
 }

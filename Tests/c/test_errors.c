@@ -144,6 +144,29 @@ static void test_null_arguments(void) {
   o = cx_load_default_options();
   o.struct_size = 0;
   EXPECT_STATUS(cx_model_load(golden_model_dir, &o, &m), CX_STATUS_INVALID_ARGUMENT);
+  {
+    /* The options rule: a smaller struct (an older header) takes the defaults past its
+     * struct_size; a larger one (a newer header) loads only if the bytes this library
+     * does not know are zero; reserved fields must be zero. */
+    unsigned char newer[sizeof(cx_load_options) + 16];
+    cx_load_options d = cx_load_default_options(), *p = (cx_load_options *)(void *)newer;
+    cx_model_t *q = NULL;
+    o = cx_load_default_options();
+    o.struct_size = 8;
+    o.flags = 1u << 20; /* past struct_size: not read */
+    if (EXPECT_OK(cx_model_load(golden_model_dir, &o, &q))) cx_model_free(q);
+    o = cx_load_default_options();
+    o.reserved[4] = 1;
+    EXPECT_STATUS(cx_model_load(golden_model_dir, &o, &m), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_MESSAGE_HAS("reserved");
+    memset(newer, 0, sizeof newer);
+    memcpy(newer, &d, sizeof d);
+    p->struct_size = (uint32_t)sizeof newer;
+    if (EXPECT_OK(cx_model_load(golden_model_dir, p, &q))) cx_model_free(q);
+    newer[sizeof newer - 1] = 1;
+    EXPECT_STATUS(cx_model_load(golden_model_dir, p, &m), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_MESSAGE_HAS("does not know");
+  }
   o = cx_load_default_options();
   o.nan_policy = 7;
   EXPECT_STATUS(cx_model_load(golden_model_dir, &o, &m), CX_STATUS_INVALID_ARGUMENT);
@@ -167,21 +190,24 @@ static void test_null_arguments(void) {
 
   /* model queries */
   EXPECT_STATUS(cx_model_dims(NULL, &a, &b), CX_STATUS_INVALID_HANDLE);
-  EXPECT_STATUS(cx_model_dims(gm, NULL, &b), CX_STATUS_INVALID_ARGUMENT);
-  EXPECT_STATUS(cx_model_dims(gm, &a, NULL), CX_STATUS_INVALID_ARGUMENT);
   CHECK(a == -7 && b == -7, "a failed cx_model_dims wrote an out-param (%lld, %lld)", (long long)a, (long long)b);
+  /* Properties are skipped where their out-pointer is NULL. */
+  EXPECT_STATUS(cx_model_dims(gm, NULL, &b), CX_STATUS_OK);
+  EXPECT_STATUS(cx_model_dims(gm, &a, NULL), CX_STATUS_OK);
+  CHECK(a == b && a > 0, "cx_model_dims with one NULL out-pointer still writes the other");
+  a = b = -7;
   {
     /* The auto-stack builder: NULL recipe, malformed JSON, a bad token, a size query. */
     static const char good[] = "{\"d_hidden\": 8, \"pattern\": \"LC\"}";
     static const char bad_token[] = "{\"d_hidden\": 8, \"pattern\": \"AZ\"}";
     size_t need = 0;
-    EXPECT_STATUS(cx_auto_stack_config(NULL, 3, buf, sizeof buf, &needed), CX_STATUS_INVALID_ARGUMENT);
-    EXPECT_STATUS(cx_auto_stack_config("{", 1, buf, sizeof buf, &needed), CX_STATUS_PARSE_ERROR);
-    EXPECT_STATUS(cx_auto_stack_config(bad_token, sizeof bad_token - 1, buf, sizeof buf, &needed), CX_STATUS_PARSE_ERROR);
+    EXPECT_STATUS(cx_config_auto_stack(NULL, 3, buf, sizeof buf, &needed), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(cx_config_auto_stack("{", 1, buf, sizeof buf, &needed), CX_STATUS_PARSE_ERROR);
+    EXPECT_STATUS(cx_config_auto_stack(bad_token, sizeof bad_token - 1, buf, sizeof buf, &needed), CX_STATUS_PARSE_ERROR);
     CHECK(strstr(cx_last_error(), "unknown token") != NULL, "bad token message: %s", cx_last_error());
-    EXPECT_STATUS(cx_auto_stack_config(good, sizeof good - 1, NULL, 0, &need), CX_STATUS_BUFFER_TOO_SMALL);
+    EXPECT_STATUS(cx_config_auto_stack(good, sizeof good - 1, NULL, 0, &need), CX_STATUS_BUFFER_TOO_SMALL);
     CHECK(need > 100, "auto stack config size %zu", need);
-    EXPECT_STATUS(cx_auto_stack_config(good, sizeof good - 1, buf, sizeof buf, NULL), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(cx_config_auto_stack(good, sizeof good - 1, buf, sizeof buf, NULL), CX_STATUS_INVALID_ARGUMENT);
   }
   /* The task evaluator: NULL or missing directory, malformed options. */
   EXPECT_STATUS(cx_task_evaluate(NULL, NULL, buf, sizeof buf, &needed), CX_STATUS_INVALID_ARGUMENT);

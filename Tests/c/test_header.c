@@ -48,7 +48,13 @@ STATIC_ASSERT(CX_STATUS_OUT_OF_MEMORY == 12 && CX_STATUS_NAN_INPUT == 13 && CX_S
                   CX_STATUS_INTERNAL == 15 && CX_STATUS_NOT_FOUND == 16, status_e);
 STATIC_ASSERT(CX_NAN_PROPAGATE == 0 && CX_NAN_REJECT == 1, nan_policy);
 STATIC_ASSERT(kDLCPU == 1 && kDLCUDA == 2 && kDLFloat == 2 && kDLBfloat == 4 && CX_DLPACK_CODE_BOOL == 6, dl_enums);
-STATIC_ASSERT(sizeof(cx_load_options) == 12 && offsetof(cx_load_options, nan_policy) == 4, load_options);
+/* Options structs: struct_size first, reserved space last, no padding holes. */
+STATIC_ASSERT(sizeof(cx_load_options) == 32 && offsetof(cx_load_options, nan_policy) == 4 &&
+              offsetof(cx_load_options, reserved) == 12, load_options);
+STATIC_ASSERT(sizeof(cx_generate_options) == 64 && offsetof(cx_generate_options, reserved) == 32, generate_options);
+STATIC_ASSERT(sizeof(cx_store_options) == 56 && offsetof(cx_store_options, reserved2) == 24, store_options);
+STATIC_ASSERT(sizeof(cx_spike_stream_options) == 64 && offsetof(cx_spike_stream_options, reserved2) == 32,
+              spike_stream_options);
 STATIC_ASSERT(CX_DLPACK_MAJOR_VERSION == 1, dlpack_major);
 STATIC_ASSERT(sizeof(cx_status) == 4, status_size);
 

@@ -1,7 +1,7 @@
 /*
  * test_mythos.c — an open_mythos golden (Tests/goldens/mythos/<name>) through the C ABI:
  * full-sequence logits, prefill + token-by-token decode through a cx_cache_t, greedy
- * generation (cx_generate and the cx_generator_t stream), cache bytes round trip, and
+ * generation (cx_model_generate and the cx_generator_t stream), cache bytes round trip, and
  * the error contract (bad ids, positions past max_seq_len, wrong batch, wrong handle
  * kinds, damaged bytes; the cache unchanged after each failure).
  * Tolerance on logits: 1e-4 * max(1, max|ref|).
@@ -53,7 +53,7 @@ static DLTensor slice(int64_t *buf, int64_t t0, int64_t t1, int64_t *shape) {
 
 static cx_tensor_t *forward(const DLTensor *x, int32_t loops, cx_cache_t *cache, int64_t start) {
   cx_tensor_t *y = NULL;
-  REQUIRE_OK(cx_lm_forward(model, x, loops, cache, start, &y));
+  REQUIRE_OK(cx_model_forward_tokens(model, x, loops, cache, start, &y));
   return y;
 }
 
@@ -177,24 +177,24 @@ int main(int argc, char **argv) {
     blob = tu_xmalloc(need);
     REQUIRE_OK(cx_cache_to_bytes(cache, blob, need, &len));
     one[0] = V;  /* out of the vocabulary */
-    EXPECT_STATUS(cx_lm_forward(model, &x, 0, cache, -1, &y), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(cx_model_forward_tokens(model, &x, 0, cache, -1, &y), CX_STATUS_INVALID_ARGUMENT);
     EXPECT_MESSAGE_HAS("vocabulary");
     one[0] = 0;
-    EXPECT_STATUS(cx_lm_forward(model, &x, -2, cache, -1, &y), CX_STATUS_INVALID_ARGUMENT);
-    EXPECT_STATUS(cx_lm_forward(model, &x, 0, cache, 1 << 30, &y), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(cx_model_forward_tokens(model, &x, -2, cache, -1, &y), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(cx_model_forward_tokens(model, &x, 0, cache, 1 << 30, &y), CX_STATUS_INVALID_ARGUMENT);
     EXPECT_MESSAGE_HAS("max_seq_len");
     s1[0] = B + 1;
-    EXPECT_STATUS(cx_lm_forward(model, &x, 0, cache, -1, &y), CX_STATUS_STATE_MISMATCH);
+    EXPECT_STATUS(cx_model_forward_tokens(model, &x, 0, cache, -1, &y), CX_STATUS_STATE_MISMATCH);
     s1[0] = B;
-    EXPECT_STATUS(cx_lm_forward(model, &x, 0, (cx_cache_t *)model, -1, &y), CX_STATUS_INVALID_HANDLE);
-    EXPECT_STATUS(cx_lm_forward(NULL, &x, 0, cache, -1, &y), CX_STATUS_INVALID_HANDLE);
-    EXPECT_STATUS(cx_lm_forward(model, NULL, 0, cache, -1, &y), CX_STATUS_INVALID_ARGUMENT);
-    EXPECT_STATUS(cx_lm_forward(model, &x, 0, cache, -1, NULL), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(cx_model_forward_tokens(model, &x, 0, (cx_cache_t *)model, -1, &y), CX_STATUS_INVALID_HANDLE);
+    EXPECT_STATUS(cx_model_forward_tokens(NULL, &x, 0, cache, -1, &y), CX_STATUS_INVALID_HANDLE);
+    EXPECT_STATUS(cx_model_forward_tokens(model, NULL, 0, cache, -1, &y), CX_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(cx_model_forward_tokens(model, &x, 0, cache, -1, NULL), CX_STATUS_INVALID_ARGUMENT);
     {
       float fl[64];
       DLTensor xf = tu_dl_f32(fl, 2, s1);
       memset(fl, 0, sizeof fl);
-      EXPECT_STATUS(cx_lm_forward(model, &xf, 0, cache, -1, &y), CX_STATUS_DTYPE_MISMATCH);
+      EXPECT_STATUS(cx_model_forward_tokens(model, &xf, 0, cache, -1, &y), CX_STATUS_DTYPE_MISMATCH);
     }
     blob2 = tu_xmalloc(need + 64);
     REQUIRE_OK(cx_cache_to_bytes(cache, blob2, need + 64, &need));
@@ -215,7 +215,7 @@ int main(int argc, char **argv) {
     EXPECT_MESSAGE_HAS("cache");
   }
 
-  /* Greedy generation: cx_generate, then the generator one token at a time. */
+  /* Greedy generation: cx_model_generate, then the generator one token at a time. */
   {
     const tu_st_entry *pe, *te;
     float *pf = tu_st_f32(&cases, "greedy/prompt", &pe), *tf = tu_st_f32(&cases, "greedy/tokens", &te);
@@ -245,11 +245,11 @@ int main(int argc, char **argv) {
     ps[1] = P;
     pt = tu_dl(prompt, kDLInt, 64, 2, ps, NULL);
     o.n_loops = (int32_t)loops;
-    REQUIRE_OK(cx_generate(model, &pt, newt, &o, NULL, NULL, out, B * total, &generated));
+    REQUIRE_OK(cx_model_generate(model, &pt, newt, &o, NULL, NULL, out, B * total, &generated));
     CHECK(generated == newt, "generated %lld steps", (long long)generated);
     for (i = 0; i < B * total; ++i) mismatches += out[i] != (int64_t)tf[i];
     CHECK(mismatches == 0, "greedy tokens: %d differ from the reference", mismatches);
-    EXPECT_STATUS(cx_generate(model, &pt, newt, &o, NULL, NULL, out, B * total - 1, &generated), CX_STATUS_SHAPE_MISMATCH);
+    EXPECT_STATUS(cx_model_generate(model, &pt, newt, &o, NULL, NULL, out, B * total - 1, &generated), CX_STATUS_SHAPE_MISMATCH);
     REQUIRE_OK(cx_generator_create(model, &pt, &o, &gen));
     mismatches = 0;
     for (t = 0; t < newt; ++t) {

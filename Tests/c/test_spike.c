@@ -1,6 +1,6 @@
 /*
  * test_spike.c — seed 003's spike decoder ("architecture": "spike_decoder") through the
- * C ABI (cx_decode), against the PyTorch reference goldens Tests/goldens/spike/decoder_small:
+ * C ABI (cx_model_decode), against the PyTorch reference goldens Tests/goldens/spike/decoder_small:
  *
  * - the cases "batch" (5 requests, an empty one in the middle), "empty" and "long" (300
  *   events), as int64 tensors, within 1e-5 * max(1, max|ref|);
@@ -11,7 +11,7 @@
  *   values, bad offsets, float ids, 2-D ids, a non-CPU tensor — each refused with its
  *   status and a message naming the field, *velocity untouched; then the decoder still
  *   answers the golden;
- * - a spike stream (cx_spike_stream_*, 120-bin window, 10-bin stride) equals cx_decode
+ * - a spike stream (cx_spike_stream_*, 120-bin window, 10-bin stride) equals cx_model_decode
  *   on each window's events (<= 1e-5 relative) over 30 strides with a silent stretch;
  *   refused steps leave it unchanged (cx_spike_stream_info); it outlives its model handle.
  *
@@ -70,7 +70,7 @@ static void case_free(case_t *c) {
 
 static cx_tensor_t *decode(const DLTensor *n, const DLTensor *t, const DLTensor *v, const DLTensor *o) {
   cx_tensor_t *y = NULL;
-  REQUIRE_OK(cx_decode(model, n, t, v, o, &y));
+  REQUIRE_OK(cx_model_decode(model, n, t, v, o, &y));
   return y;
 }
 
@@ -157,55 +157,55 @@ static void check_bad_input(const char *stack_dir) {
   DLTensor bad;
   case_load("batch", &c);
 
-  EXPECT_STATUS(cx_decode(NULL, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_HANDLE);
-  EXPECT_STATUS(cx_decode(model, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], NULL), CX_STATUS_INVALID_ARGUMENT);
-  EXPECT_STATUS(cx_decode(model, NULL, &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_ARGUMENT);
+  EXPECT_STATUS(cx_model_decode(NULL, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_HANDLE);
+  EXPECT_STATUS(cx_model_decode(model, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], NULL), CX_STATUS_INVALID_ARGUMENT);
+  EXPECT_STATUS(cx_model_decode(model, NULL, &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_ARGUMENT);
   EXPECT_MESSAGE_HAS("neuron_ids");
   REQUIRE_OK(cx_model_load(stack_dir, NULL, &stack));
-  EXPECT_STATUS(cx_decode(stack, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_UNSUPPORTED);
+  EXPECT_STATUS(cx_model_decode(stack, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_UNSUPPORTED);
   EXPECT_MESSAGE_HAS("spike_decoder");
   cx_model_free(stack);
 
   saved = c.col[0][3];
   c.col[0][3] = 40; /* max_neurons is 40 */
-  EXPECT_STATUS(cx_decode(model, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_ARGUMENT);
+  EXPECT_STATUS(cx_model_decode(model, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_ARGUMENT);
   EXPECT_MESSAGE_HAS("max_neurons");
   c.col[0][3] = saved;
   saved = c.col[1][0];
   c.col[1][0] = 120;
-  EXPECT_STATUS(cx_decode(model, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_ARGUMENT);
+  EXPECT_STATUS(cx_model_decode(model, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_ARGUMENT);
   EXPECT_MESSAGE_HAS("max_time_bins");
   c.col[1][0] = saved;
   saved = c.col[2][5];
   c.col[2][5] = -1;
-  EXPECT_STATUS(cx_decode(model, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_ARGUMENT);
+  EXPECT_STATUS(cx_model_decode(model, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_ARGUMENT);
   EXPECT_MESSAGE_HAS("value -1");
   c.col[2][5] = saved;
   saved = c.col[3][2];
   c.col[3][2] = c.col[3][1] - 1; /* decreasing offsets */
-  EXPECT_STATUS(cx_decode(model, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_ARGUMENT);
+  EXPECT_STATUS(cx_model_decode(model, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_ARGUMENT);
   EXPECT_MESSAGE_HAS("decrease");
   c.col[3][2] = saved;
   c.dl[3].shape = &two; /* offsets [0, 7]: does not end at E */
-  EXPECT_STATUS(cx_decode(model, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_ARGUMENT);
+  EXPECT_STATUS(cx_model_decode(model, &c.dl[0], &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_INVALID_ARGUMENT);
   EXPECT_MESSAGE_HAS("event count");
   c.dl[3].shape = &c.len[3];
 
   fids = tu_xmalloc((size_t)c.len[0] * sizeof(float));
   for (i = 0; i < c.len[0]; ++i) fids[i] = (float)c.col[0][i];
   bad = tu_dl_f32(fids, 1, &c.len[0]);
-  EXPECT_STATUS(cx_decode(model, &bad, &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_DTYPE_MISMATCH);
+  EXPECT_STATUS(cx_model_decode(model, &bad, &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_DTYPE_MISMATCH);
   EXPECT_MESSAGE_HAS("integer");
   free(fids);
   shape2[0] = 1;
   shape2[1] = c.len[0];
   bad = tu_dl(c.col[0], kDLInt, 64, 2, shape2, NULL);
-  EXPECT_STATUS(cx_decode(model, &bad, &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_SHAPE_MISMATCH);
+  EXPECT_STATUS(cx_model_decode(model, &bad, &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_SHAPE_MISMATCH);
   EXPECT_MESSAGE_HAS("1-D");
   bad = c.dl[0];
   bad.device.device_type = kDLCUDA;
-  EXPECT_STATUS(cx_decode(model, &bad, &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_DEVICE_MISMATCH);
-  CHECK(y == SENTINEL, "a refused cx_decode wrote *velocity");
+  EXPECT_STATUS(cx_model_decode(model, &bad, &c.dl[1], &c.dl[2], &c.dl[3], &y), CX_STATUS_DEVICE_MISMATCH);
+  CHECK(y == SENTINEL, "a refused cx_model_decode wrote *velocity");
   case_free(&c);
   check_golden("batch"); /* still answers */
 }
@@ -236,7 +236,7 @@ static void check_stream(const char *stack_dir) {
 
   CHECK(opts.window_bins == 120 && opts.stride_bins == 10 && opts.max_window_events == 8192, "default stream options");
   opts.max_window_events = 2000;
-  REQUIRE_OK(cx_spike_stream_open(model, &opts, &s));
+  REQUIRE_OK(cx_spike_stream_create(model, &opts, &s));
   for (k = 0; k < STRIDES; ++k) {
     int64_t E = (k >= 12 && k < 25) ? 0 : 10 + rnd(MAXE - 10), W = 0, start = 10 * (k + 1) - 120, off[2], two = 2;
     DLTensor a, b, c, d;
@@ -268,7 +268,7 @@ static void check_stream(const char *stack_dir) {
     cx_tensor_free(ys);
     cx_tensor_free(yr);
   }
-  printf("[spike stream] C: %d strides vs cx_decode per window: max rel error %.3g\n", STRIDES, worst);
+  printf("[spike stream] C: %d strides vs cx_model_decode per window: max rel error %.3g\n", STRIDES, worst);
   CHECK(worst <= 1e-5, "stream vs decode: %g", worst);
 
   /* Refused steps change nothing. */
@@ -300,13 +300,13 @@ static void check_stream(const char *stack_dir) {
   /* Options and models are checked. */
   opts = cx_spike_stream_default_options();
   opts.window_bins = 121; /* max_time_bins is 120 */
-  EXPECT_STATUS(cx_spike_stream_open(model, &opts, &bad_s), CX_STATUS_INVALID_ARGUMENT);
+  EXPECT_STATUS(cx_spike_stream_create(model, &opts, &bad_s), CX_STATUS_INVALID_ARGUMENT);
   EXPECT_MESSAGE_HAS("window_bins");
   opts = cx_spike_stream_default_options();
   opts.struct_size = 3;
-  EXPECT_STATUS(cx_spike_stream_open(model, &opts, &bad_s), CX_STATUS_INVALID_ARGUMENT);
+  EXPECT_STATUS(cx_spike_stream_create(model, &opts, &bad_s), CX_STATUS_INVALID_ARGUMENT);
   REQUIRE_OK(cx_model_load(stack_dir, NULL, &stack));
-  EXPECT_STATUS(cx_spike_stream_open(stack, NULL, &bad_s), CX_STATUS_UNSUPPORTED);
+  EXPECT_STATUS(cx_spike_stream_create(stack, NULL, &bad_s), CX_STATUS_UNSUPPORTED);
   cx_model_free(stack);
   CHECK(bad_s == NULL, "a refused open wrote *out");
 
@@ -319,7 +319,7 @@ static void check_stream(const char *stack_dir) {
     DLTensor c = tu_dl(v1, kDLInt, 64, 1, &one, NULL);
     char *dir = tu_path(model_dir_for_stream, "model");
     REQUIRE_OK(cx_model_load(dir, NULL, &m2));
-    REQUIRE_OK(cx_spike_stream_open(m2, NULL, &s2));
+    REQUIRE_OK(cx_spike_stream_create(m2, NULL, &s2));
     cx_model_free(m2);
     REQUIRE_OK(cx_spike_stream_step(s2, &a, &b, &c, &y));
     cx_tensor_free(y);

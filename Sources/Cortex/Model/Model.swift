@@ -128,12 +128,12 @@ public final class Model: @unchecked Sendable {
             let m = try SidecarModel(config: cfg, weights: weights)
             sc = m
             module = NonRecurrentStub(dIn: cfg.dModel, dOut: cfg.dModel, parameters: m.parameterCount,
-                                      runsOn: "a cortex_sidecar model runs per host layer with a session (cx_sidecar_forward)")
+                                      runsOn: "a cortex_sidecar model runs per host layer with a sidecar session")
         case .spike(let cfg):
             let m = try SpikeDecoder(config: cfg, weights: weights)
             dec = m
             module = NonRecurrentStub(dIn: cfg.hiddenDim, dOut: cfg.behaviorDim, parameters: m.parameterCount,
-                                      runsOn: "a spike_decoder model is stateless and runs on packed events (cx_decode)")
+                                      runsOn: "a spike_decoder model is stateless and decodes packed spike events")
         }
         (routedAdapter, mythos, sidecar, spikeDecoder) = (routed, lm, sc, dec)
         let unused = weights.unused

@@ -29,13 +29,13 @@ public final class RecurrentState: @unchecked Sendable {
 
     init(model: Model, batch: Int) throws {
         guard model.mythos == nil else {
-            throw CortexError.unsupported("an open_mythos model has no recurrent state: create a KV cache (cx_cache_create) and pass token ids")
+            throw CortexError.unsupported("an open_mythos model has no recurrent state: it runs on token ids with a KV cache")
         }
         guard model.sidecar == nil else {
-            throw CortexError.unsupported("a cortex_sidecar model has no recurrent state: create a session (cx_session_create) and call cx_sidecar_forward")
+            throw CortexError.unsupported("a cortex_sidecar model has no recurrent state: it runs per host layer with a sidecar session")
         }
         guard model.spikeDecoder == nil else {
-            throw CortexError.unsupported("a spike_decoder model is stateless: pass packed events to cx_decode")
+            throw CortexError.unsupported("a spike_decoder model is stateless: it decodes packed spike events")
         }
         guard batch >= 1, batch <= RecurrentState.maxBatch else {
             throw CortexError.invalidArgument("batch must be in [1, \(RecurrentState.maxBatch)], got \(batch)")
@@ -110,7 +110,7 @@ public final class RecurrentState: @unchecked Sendable {
         // copy would otherwise dominate a step).
         if let spec = model.routedAdapter, spec.requireRouteIDs, !hasRouteIDs {
             throw CortexError.invalidArgument(
-                "routed adapters are enabled (require_route_ids): give route ids [B] first (cx_state_set_route_ids, or route_ids= in Python)")
+                "routed adapters are enabled (require_route_ids): give route ids [B] first (a state's route ids)")
         }
         let shape = time &* 2 &+ (resets == nil ? 0 : 1)
         if provenShapes.contains(shape) {

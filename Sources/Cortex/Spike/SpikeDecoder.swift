@@ -260,7 +260,7 @@ final class GrowableBuffer {
 
 extension Model {
     /// The spike decoder of a "spike_decoder" model; `use` completes the error for any
-    /// other model ("cx_decode needs ...", "a spike stream needs ...").
+    /// other model ("cx_model_decode needs ...", "a spike stream needs ...").
     public func requireSpikeDecoder(for use: String) throws -> SpikeDecoder {
         guard let spikeDecoder else {
             throw CortexError.unsupported("this is a '\(architecture)' model; \(use) needs a spike_decoder model")

@@ -5,6 +5,10 @@ CX_ABI_VERSION = 1
 CX_DLPACK_CODE_BOOL = 6
 CX_DLPACK_MAJOR_VERSION = 1
 CX_DLPACK_MINOR_VERSION = 1
+CX_KIND_LANGUAGE_MODEL = 2
+CX_KIND_SIDECAR = 3
+CX_KIND_SPIKE_DECODER = 4
+CX_KIND_STACK = 1
 CX_LOAD_CHECK_WEIGHTS = 2
 CX_LOAD_INT8_WEIGHTS = 1
 CX_NAN_PROPAGATE = 0
@@ -102,6 +106,7 @@ class cx_load_options(ctypes.Structure):
         ('struct_size', ctypes.c_uint32),
         ('nan_policy', ctypes.c_int32),
         ('flags', ctypes.c_uint32),
+        ('reserved', ctypes.c_uint32 * 5),
     ]
 
 class cx_generate_options(ctypes.Structure):
@@ -112,6 +117,7 @@ class cx_generate_options(ctypes.Structure):
         ('top_k', ctypes.c_int32),
         ('seed', ctypes.c_uint64),
         ('eos_token', ctypes.c_int64),
+        ('reserved', ctypes.c_uint64 * 4),
     ]
 
 class cx_store_options(ctypes.Structure):
@@ -120,6 +126,7 @@ class cx_store_options(ctypes.Structure):
         ('reserved', ctypes.c_uint32),
         ('ttl_seconds', ctypes.c_double),
         ('max_bytes', ctypes.c_int64),
+        ('reserved2', ctypes.c_uint64 * 4),
     ]
 
 class cx_spike_stream_options(ctypes.Structure):
@@ -129,6 +136,7 @@ class cx_spike_stream_options(ctypes.Structure):
         ('window_bins', ctypes.c_int64),
         ('stride_bins', ctypes.c_int64),
         ('max_window_events', ctypes.c_int64),
+        ('reserved2', ctypes.c_uint64 * 4),
     ]
 
 cx_token_callback = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64)
@@ -144,9 +152,10 @@ FUNCTIONS = {
     'cx_load_default_options': (cx_load_options, []),
     'cx_model_load': (ctypes.c_int32, [ctypes.c_char_p, ctypes.POINTER(cx_load_options), ctypes.POINTER(ctypes.c_void_p)]),
     'cx_model_load_from_memory': (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(cx_load_options), ctypes.POINTER(ctypes.c_void_p)]),
-    'cx_auto_stack_config': (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
+    'cx_config_auto_stack': (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
     'cx_task_evaluate': (ctypes.c_int32, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
     'cx_model_free': (None, [ctypes.c_void_p]),
+    'cx_model_kind': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int32)]),
     'cx_model_dims': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64)]),
     'cx_model_info_json': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
     'cx_state_create': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_void_p)]),
@@ -172,12 +181,12 @@ FUNCTIONS = {
     'cx_cache_info': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64)]),
     'cx_cache_to_bytes': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
     'cx_cache_from_bytes': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]),
-    'cx_lm_forward': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_model_forward_tokens': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_void_p)]),
     'cx_generate_default_options': (cx_generate_options, []),
     'cx_generator_create': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(cx_generate_options), ctypes.POINTER(ctypes.c_void_p)]),
     'cx_generator_free': (None, [ctypes.c_void_p]),
     'cx_generator_next': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64, ctypes.POINTER(ctypes.c_int32)]),
-    'cx_generate': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.c_int64, ctypes.POINTER(cx_generate_options), cx_token_callback, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)]),
+    'cx_model_generate': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.c_int64, ctypes.POINTER(cx_generate_options), cx_token_callback, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)]),
     'cx_session_create': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_void_p)]),
     'cx_session_free': (None, [ctypes.c_void_p]),
     'cx_session_info': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64)]),
@@ -187,23 +196,23 @@ FUNCTIONS = {
     'cx_session_to_bytes': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
     'cx_session_from_bytes': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]),
     'cx_session_get_state': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int32, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]),
-    'cx_sidecar_forward': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int32, ctypes.POINTER(DLTensor), ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(ctypes.c_void_p)]),
-    'cx_sidecar_forward_into': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int32, ctypes.POINTER(DLTensor), ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor)]),
+    'cx_model_forward_sidecar': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int32, ctypes.POINTER(DLTensor), ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_model_forward_sidecar_into': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int32, ctypes.POINTER(DLTensor), ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor)]),
     'cx_session_observe': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor)]),
     'cx_session_signals': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]),
     'cx_session_segment_count': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)]),
     'cx_session_segment': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p)]),
     'cx_store_default_options': (cx_store_options, []),
-    'cx_store_open': (ctypes.c_int32, [ctypes.c_char_p, ctypes.POINTER(cx_store_options), ctypes.POINTER(ctypes.c_void_p)]),
-    'cx_store_close': (None, [ctypes.c_void_p]),
+    'cx_store_create': (ctypes.c_int32, [ctypes.c_char_p, ctypes.POINTER(cx_store_options), ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_store_free': (None, [ctypes.c_void_p]),
     'cx_store_save': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p]),
     'cx_store_load': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]),
     'cx_store_delete': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int32)]),
     'cx_store_list_json': (ctypes.c_int32, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
     'cx_store_purge_expired': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)]),
-    'cx_decode': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_model_decode': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(ctypes.c_void_p)]),
     'cx_spike_stream_default_options': (cx_spike_stream_options, []),
-    'cx_spike_stream_open': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(cx_spike_stream_options), ctypes.POINTER(ctypes.c_void_p)]),
+    'cx_spike_stream_create': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(cx_spike_stream_options), ctypes.POINTER(ctypes.c_void_p)]),
     'cx_spike_stream_free': (None, [ctypes.c_void_p]),
     'cx_spike_stream_step': (ctypes.c_int32, [ctypes.c_void_p, ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(DLTensor), ctypes.POINTER(ctypes.c_void_p)]),
     'cx_spike_stream_reset': (ctypes.c_int32, [ctypes.c_void_p]),

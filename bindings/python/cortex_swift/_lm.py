@@ -92,7 +92,7 @@ class LanguageModel(Model):
             raise TypeError(f"cache must be a cortex_swift.Cache or None, not {type(cache).__name__}")
         with Input(ids, mask=True) as x:
             y = ctypes.c_void_p()
-            check(lib.cx_lm_forward(self.handle, x.view, 0 if n_loops is None else int(n_loops),
+            check(lib.cx_model_forward_tokens(self.handle, x.view, 0 if n_loops is None else int(n_loops),
                                     cache.handle if cache is not None else None,
                                     -1 if start_pos is None else int(start_pos), ctypes.byref(y)))
         return Tensor(y)
@@ -118,7 +118,7 @@ class LanguageModel(Model):
             out = (ctypes.c_int64 * (B * (T + int(max_new_tokens))))()
             done = ctypes.c_int64()
             opts = _options(n_loops, temperature, top_k, seed, eos_token)
-            check(lib.cx_generate(self.handle, x.view, int(max_new_tokens), ctypes.byref(opts),
+            check(lib.cx_model_generate(self.handle, x.view, int(max_new_tokens), ctypes.byref(opts),
                                   _ffi.cx_token_callback(), None, out, len(out), ctypes.byref(done)))
         return np.frombuffer(out, dtype=np.int64).reshape(B, T + int(max_new_tokens)).copy()
 

@@ -193,7 +193,7 @@ def auto_stack_config(recipe: dict | None = None, **fields) -> dict:
     `cx.auto_stack_config(d_hidden=64, pattern="AXMS", overrides=[{"cell_type": "xl", "mem_len": 64}])`.
     Its "config" equals cortexcore's model_dump for the same recipe."""
     text = json.dumps({**(recipe or {}), **fields}).encode()
-    return json.loads(size_query(lib.cx_auto_stack_config, text, len(text)).rstrip(b"\0"))
+    return json.loads(size_query(lib.cx_config_auto_stack, text, len(text)).rstrip(b"\0"))
 
 
 def _load_options(nan_policy: str, weight_format: str, check_weights: bool = False):
@@ -248,20 +248,19 @@ def load(path, *, nan_policy: str = "propagate", weight_format: str = "float32",
 
 
 def _wrap(handle) -> Model:
-    """A Model, a LanguageModel ("open_mythos"), a Sidecar ("cortex_sidecar") or a
-    SpikeDecoder ("spike_decoder")."""
-    m = Model(handle)
-    arch = m.info["architecture"]
-    if arch == "open_mythos":
-        from ._lm import LanguageModel
-
-        m.__class__ = LanguageModel
-    elif arch == "cortex_sidecar":
-        from ._sidecar import Sidecar
-
-        m.__class__ = Sidecar
-    elif arch == "spike_decoder":
-        from ._spike import SpikeDecoder
-
-        m.__class__ = SpikeDecoder
-    return m
+    """The class of the model's kind (cx_model_kind): Model (a memory stack),
+    LanguageModel (OpenMythos), Sidecar or SpikeDecoder."""
+    kind = ctypes.c_int32()
+    status = lib.cx_model_kind(handle, ctypes.byref(kind))
+    if status != 0:
+        lib.cx_model_free(handle)
+        check(status)
+    if kind.value == _ffi.CX_KIND_LANGUAGE_MODEL:
+        from ._lm import LanguageModel as cls
+    elif kind.value == _ffi.CX_KIND_SIDECAR:
+        from ._sidecar import Sidecar as cls
+    elif kind.value == _ffi.CX_KIND_SPIKE_DECODER:
+        from ._spike import SpikeDecoder as cls
+    else:
+        cls = Model
+    return cls(handle)

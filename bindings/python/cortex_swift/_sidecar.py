@@ -147,10 +147,10 @@ class Sidecar(Model):
         with Input(h) as x, _opt(signals) as s:
             if out is not None:
                 with Input(out) as y:
-                    check(lib.cx_sidecar_forward_into(self.handle, int(layer), x.view, session.handle, s.view, y.view))
+                    check(lib.cx_model_forward_sidecar_into(self.handle, int(layer), x.view, session.handle, s.view, y.view))
                 return out
             res = ctypes.c_void_p()
-            check(lib.cx_sidecar_forward(self.handle, int(layer), x.view, session.handle, s.view, ctypes.byref(res)))
+            check(lib.cx_model_forward_sidecar(self.handle, int(layer), x.view, session.handle, s.view, ctypes.byref(res)))
         return Tensor(res)
 
     def step(self, *args, **kwargs):
@@ -169,14 +169,14 @@ class SessionStore(Handle):
         store.save(session); session = store.load("chat_001", sidecar)
     """
 
-    _free = "cx_store_close"
+    _free = "cx_store_free"
 
     def __init__(self, path, *, ttl: float = 0.0, max_bytes: int = 0):
         opts = lib.cx_store_default_options()
         opts.ttl_seconds = float(ttl)
         opts.max_bytes = int(max_bytes)
         out = ctypes.c_void_p()
-        check(lib.cx_store_open(os.fsencode(path), ctypes.byref(opts), ctypes.byref(out)))
+        check(lib.cx_store_create(os.fsencode(path), ctypes.byref(opts), ctypes.byref(out)))
         super().__init__(out)
         self.path = os.fspath(path)
 

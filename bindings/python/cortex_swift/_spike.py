@@ -34,7 +34,7 @@ class SpikeDecoder(Model):
             views = [stack.enter_context(Input(_ints(a), mask=True)).view
                      for a in (neuron_ids, time_bins, values, offsets)]
             y = ctypes.c_void_p()
-            check(lib.cx_decode(self.handle, *views, ctypes.byref(y)))
+            check(lib.cx_model_decode(self.handle, *views, ctypes.byref(y)))
         return Tensor(y)
 
     __call__ = decode
@@ -81,7 +81,7 @@ class SpikeStream(Handle):
         opts = lib.cx_spike_stream_default_options()
         opts.window_bins, opts.stride_bins, opts.max_window_events = int(window_bins), int(stride_bins), int(max_window_events)
         out = ctypes.c_void_p()
-        check(lib.cx_spike_stream_open(decoder.handle, ctypes.byref(opts), ctypes.byref(out)))
+        check(lib.cx_spike_stream_create(decoder.handle, ctypes.byref(opts), ctypes.byref(out)))
         super().__init__(out)
         self.decoder = decoder
         self.window_bins, self.stride_bins, self.max_window_events = int(window_bins), int(stride_bins), int(max_window_events)
