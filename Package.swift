@@ -8,7 +8,9 @@ let package = Package(
         .library(name: "cortex", type: .dynamic, targets: ["CortexABI"]),
         // The pure-Swift API for Swift apps.
         .library(name: "Cortex", targets: ["Cortex"]),
-        // The HTTP serving engine.
+        // The serving engine (batching, sessions, metrics) for Swift servers.
+        .library(name: "CortexServing", targets: ["CortexServing"]),
+        // The HTTP server.
         .executable(name: "cortex-serve", targets: ["cortex-serve"]),
     ],
     dependencies: [
@@ -27,19 +29,21 @@ let package = Package(
             dependencies: ["CKernels", "CSQLite"],
             path: "Sources/Cortex"
         ),
+        // Batching, sessions, metrics and routing behind cortex-serve; not in libcortex.so.
+        .target(name: "CortexServing", dependencies: ["Cortex"], path: "Sources/CortexServing"),
         // Only the @_cdecl exports of cortex.h.
         .target(name: "CortexABI", dependencies: ["Cortex", "CCortex"], path: "Sources/CortexABI"),
         // cortex-serve: HTTP/1.1 (SwiftNIO) in front of Cortex's ServingEngine.
         .executableTarget(
             name: "cortex-serve",
-            dependencies: ["Cortex", .product(name: "NIOCore", package: "swift-nio"),
+            dependencies: ["Cortex", "CortexServing", .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio")],
             path: "Sources/cortex-serve",
             swiftSettings: [.swiftLanguageMode(.v5)]
         ),
         .testTarget(
             name: "CortexTests",
-            dependencies: ["Cortex", "CortexABI", "CCortex"],
+            dependencies: ["Cortex", "CortexServing", "CortexABI", "CCortex"],
             path: "Tests/CortexTests"
         ),
     ]

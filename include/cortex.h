@@ -65,6 +65,9 @@ extern "C" {
 
 /* ABI version of this header. Bumped on any incompatible change. */
 #define CX_ABI_VERSION 1
+/* The library's version: the project's one version source (CMake, the Python package
+ * and cx_version_string read it from here). */
+#define CX_VERSION "0.1.0"
 
 /* ---------------------------------------------------------------- status -- */
 
@@ -102,7 +105,7 @@ const char *cx_status_name(cx_status status);
 /* The CX_ABI_VERSION the library was built with. Wrappers refuse a mismatch. */
 uint32_t cx_abi_version(void);
 
-/* Library version, e.g. "0.1.0". Static string, never NULL. */
+/* CX_VERSION of the library as built. Static string, never NULL. */
 const char *cx_version_string(void);
 
 /* Threads Cortex splits work over. n >= 1 sets the count (at most 512; larger n is
@@ -377,7 +380,7 @@ cx_status cx_model_generate(const cx_model_t *model, const DLTensor *prompt, int
 /* ------------------------------------------------ memory sidecars (cortex_sidecar) -- */
 
 /* An "architecture": "cortex_sidecar" model holds the sidecars of the hooked layers of
- * a host transformer (seed 001's Gated-DeltaNet hybrid or seed 002's low-rank fast
+ * a host transformer (a Gated-DeltaNet hybrid or a low-rank fast
  * weights). The host adds the sidecar's output to its layer: h <- h + Attn(LN1 h) +
  * Sidecar(LN1 h), then the MLP. cx_model_dims reports (d_model, d_model); it has no
  * recurrent state (cx_state_create refuses it): its memory lives in sessions. */
@@ -432,7 +435,7 @@ cx_status cx_model_forward_sidecar_into(const cx_model_t *model, int32_t layer, 
                                   cx_session_t *session, const DLTensor *signals, DLTensor *y);
 
 /* Advance the plasticity signals of a fast-weight session by one token per stream
- * (seed 002, inference-time surprise): loss = losses[b], or -log softmax(logits[b])
+ * (inference-time surprise): loss = losses[b], or -log softmax(logits[b])
  * [tokens[b]] (logits: float32 [B, V]; tokens: integers [B], the tokens that followed);
  * uncertainty = entropy of softmax(logits[b]) in nats (0 without logits); rewards: [B]
  * or NULL (0). Then ema = d*ema + (1-d)*loss (starting at the first loss), surprise =
@@ -492,7 +495,7 @@ cx_status cx_store_purge_expired(cx_store_t *store, int64_t *removed);
 
 /* ----------------------------------------- spike decoders (spike_decoder) -- */
 
-/* Hand velocity for B requests of spike events (seed 003's Perceiver decoder; stateless,
+/* Hand velocity for B requests of spike events (the Perceiver decoder; stateless,
  * safe to call from several threads on one model). Events are packed without padding:
  * neuron_ids, time_bins, values are 1-D [E] of any integer dtype (strides honoured),
  * offsets is 1-D [B + 1] (request b owns events offsets[b] .. offsets[b+1]-1; it starts

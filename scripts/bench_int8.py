@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark INT8 weights (issue 7) against float32, in Cortex and against PyTorch on the
+"""Benchmark INT8 weights against float32, in Cortex and against PyTorch on the
 same machine and threads: step latency at batch 1 (and 8) for memory-bound models, weight
 bytes, and the output error INT8 costs.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the memory sidecars (issue 6) at D = 1024, 16 heads (head dim 64; r = 16 for
+"""Benchmark the memory sidecars at D = 1024, 16 heads (head dim 64; r = 16 for
 fast weights), one hooked layer, batch 1, against PyTorch on the same machine and threads.
 
     CORTEX_LIBRARY=<libcortex.so> .venv-ref/bin/python scripts/bench_sidecars.py [--threads 2] [--tokens 100000]

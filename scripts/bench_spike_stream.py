@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark streaming decoding (issue 7): per 50 ms stride, the paged stream
+"""Benchmark streaming decoding: per 50 ms stride, the paged stream
 (`SpikeDecoder.stream().step`, keys/values computed only for the stride's new events)
 against decoding the whole 600 ms window from scratch, in Cortex and in PyTorch
 (cortex_swift.torch_spike, the same weights), on the same machine and threads.

@@ -18,7 +18,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-C_IMPLEMENTED = {"cx_last_error", "cx_status_name"}
+C_IMPLEMENTED = {"cx_last_error", "cx_status_name", "cx_version_string"}
 PROTO = re.compile(r"(?:SWIFT_EXTERN\s+)?([A-Za-z_][\w\s\*]*?)\s*\b(cx_\w+)\s*\(([^;{]*?)\)\s*(?:SWIFT_\w+\s*)*;", re.S)
 
 

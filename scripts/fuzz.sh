@@ -22,7 +22,7 @@ for c in Sources/CKernels/*.c; do
 done
 swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Cortex \
   -I "$out/cmod" -I Sources/CSQLite -lsqlite3 "${objs[@]}" \
-  $(find Sources/Cortex -name '*.swift' | sort) Tests/Fuzz/FuzzLoaders.swift \
+  $(find Sources/Cortex Sources/CortexServing -name '*.swift' | sort) Tests/Fuzz/FuzzLoaders.swift \
   -o "$out/fuzz-loaders" 2>&1 | { grep -v "Cannot export local symbol" || true; }
 # Seeds: the golden weights and configs, one per target byte.
 python3 - "$out/corpus" <<'PY'

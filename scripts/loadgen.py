@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Load generator for cortex-serve (issue 7): closed-loop clients on loopback, each on
+"""Load generator for cortex-serve: closed-loop clients on loopback, each on
 one keep-alive HTTP/1.1 connection (asyncio, no third-party client), sending spike
 windows to /v1/decode (or one stride per request to /v1/streams/{client}/step).
 

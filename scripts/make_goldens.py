@@ -43,13 +43,13 @@ four-expert stack, cortexcore's auto builder with "AXMS", at 2 layers); paramete
 or near zero (adapter up/gate, router, mixer, alphas) are perturbed so they matter.
 auto_configs.json: recipes and the config cortexcore's build_cortex_auto_config returns.
 
-SRHT: cortexcore's CPU `_fwht_` computes [a+b, a] instead of [a+b, a-b] (REFERENCE_NOTES
-bug 1). Every golden except axon_srht_cpu is made with `_fwht_` patched to the true
+SRHT: cortexcore's CPU `_fwht_` computes [a+b, a] instead of [a+b, a-b] (it writes
+through aliased views). Every golden except axon_srht_cpu is made with `_fwht_` patched to the true
 Walsh-Hadamard butterfly below (what the CUDA kernel computes, and Cortex's default).
 
 For the CausalConv1d models every sequence call passes an
 explicit [B, T] reset mask (zeros where none is wanted): cortexcore's fast path drops
-the carried window otherwise (REFERENCE_NOTES bug 2); Cortex always honours it.
+the carried window otherwise; Cortex always honours it.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ import os
 import sys
 
 # AGaLiTe's discounted sum is always torch.compile'd; eager mode gives identical output
-# without a ~17 s compile (REFERENCE_NOTES).
+# without a ~17 s compile.
 os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 
 import torch  # noqa: E402
@@ -78,7 +78,7 @@ def _load(name, path):
 
 
 cx_export = _load("cx_export", "bindings/python/cortex_swift/export.py")
-# The sidecars' PyTorch reference (seeds 001/002; no package implements them).
+# The sidecars' PyTorch reference (no package implements them).
 torch_sidecars = _load("torch_sidecars", "bindings/python/cortex_swift/torch_sidecars.py")
 GDNSidecarLayer, FastWeightSidecarLayer = torch_sidecars.GDNSidecarLayer, torch_sidecars.FastWeightSidecarLayer
 
@@ -111,8 +111,8 @@ def build_stack(d_hidden: int, cells: list, seed: int):
 
 
 # Set per model: pass explicit all-zero [B, T] resets in sequence calls, because some
-# reference cells (CausalConv1d) ignore the carried state on their fast path otherwise
-# (REFERENCE_NOTES, bug 2); with a mask they take the exact per-step path.
+# reference cells (CausalConv1d) ignore the carried state on their fast path otherwise;
+# with a mask they take the exact per-step path.
 EXPLICIT_RESETS = False
 
 
@@ -296,7 +296,7 @@ def axon_goldens():
     ], seed=41)
     write_golden("axon", stack, 16, seed=42)
 
-    EXPLICIT_RESETS = True  # the sLSTM and mLSTM convs (REFERENCE_NOTES bug 2)
+    EXPLICIT_RESETS = True  # the sLSTM and mLSTM convs
     stack = build_stack(16, [
         sLSTMCellConfig(num_heads=2, conv1d_kernel_size=4, use_axon_layer=True),
         sLSTMCellConfig(num_heads=4, conv1d_kernel_size=0, use_axon_layer=True,
@@ -353,7 +353,7 @@ def scaffold_goldens():
                                XLCellConfig, mLSTMCellConfig, sLSTMCellConfig)
 
     use_true_fwht(True)
-    EXPLICIT_RESETS = True  # convs inside (REFERENCE_NOTES bug 2)
+    EXPLICIT_RESETS = True  # convs inside
     # PreUp around an LSTM (activated input) and an mLSTM (raw input, the reference's
     # rule); PreUpGated around an sLSTM without input activation; PostUp around a conv;
     # PostUpGated around AGaLiTe.
@@ -821,7 +821,7 @@ def sidecar_model_goldens():
 
 
 def gdn_kernel_goldens():
-    """The gated delta rule kernel of the GDN sidecar (issue 6), against the canonical
+    """The gated delta rule kernel of the GDN sidecar, against the canonical
     reference: flash-linear-attention's `fla/ops/gated_delta_rule/naive.py`
     (`naive_recurrent_gated_delta_rule`, `naive_chunk_gated_delta_rule`, chunk 64), on
     L2-normalised q/k, β = σ(·), g = logσ(·) (≤ 0), a non-zero initial state, T = 150
@@ -856,7 +856,7 @@ def gdn_kernel_goldens():
 
 
 def spike_goldens():
-    """Seed 003's Perceiver spike decoder (issue 7): cortex_swift.torch_spike.SpikeDecoder
+    """The Perceiver spike decoder: cortex_swift.torch_spike.SpikeDecoder
     (plain torch, the published model's architecture and state_dict keys; no package
     implements it). A small config with every head count and width different
     (hidden 24 / latent 32, 4 self-attention heads, 2 cross-attention heads, mlp_ratio

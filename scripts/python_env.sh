@@ -9,4 +9,4 @@ cd "$root"
 .venv/bin/python -c "import ray, psycopg" 2>/dev/null || .venv/bin/pip install -q "ray==2.*" "psycopg[binary]==3.*"
 log="$(mktemp)"
 lib="$(scripts/build_lib.sh 2>"$log")" || { cat "$log"; exit 1; }
-CORTEX_PREBUILT_LIB="$lib" .venv/bin/pip install -q --force-reinstall --no-deps ./bindings/python
+CORTEX_LIBRARY="$lib" .venv/bin/pip install -q --force-reinstall --no-deps ./bindings/python

@@ -1,5 +1,5 @@
-"""Train a Gated-DeltaNet sidecar on seed 002's key-value retrieval task, export it, and
-measure its reach (issue 6, section 4). Not run in CI: needs torch and transformers
+"""Train a Gated-DeltaNet sidecar on a key-value retrieval task, export it, and
+measure its reach. Not run in CI: needs torch and transformers
 (the reference venv); ~20 minutes on 2 cores.
 
 The host is a tiny Qwen2 decoder (built from a config, nothing downloaded) whose

@@ -1,5 +1,5 @@
-"""Train seed 003's spike decoder (XS) on synthetic reaches, export it, and score it
-(issue 7, "Data"). Not run in CI: needs torch (the reference venv); ~15 minutes on 2 cores.
+"""Train the Perceiver spike decoder (XS) on synthetic reaches, export it, and score it
+Not run in CI: needs torch (the reference venv); ~15 minutes on 2 cores.
 
 Data: `cortex_swift.spike_data` — 256 Poisson neurons cosine-tuned to a 2D hand velocity
 (center-out reaches), 5 ms bins, 600 ms windows sliding by 50 ms, target = the velocity

@@ -25,6 +25,8 @@ void cxk_internal_clear_error(void) { cx_error_buffer[0] = '\0'; }
 
 const char *cx_last_error(void) { return cx_error_buffer; }
 
+const char *cx_version_string(void) { return CX_VERSION; }
+
 const char *cx_status_name(cx_status status) {
   switch (status) {
     case CX_STATUS_OK: return "CX_STATUS_OK";

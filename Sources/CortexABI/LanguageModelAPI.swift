@@ -64,9 +64,8 @@ public func cx_cache_from_bytes(_ model: OpaquePointer?, _ buf: UnsafeRawPointer
                                 _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     entry("cx_cache_from_bytes") {
         let m = try resolve(model, .model, "model", as: Model.self)
-        guard let buf, len >= 0 else { throw CortexError.invalidArgument("buf is NULL") }
         let out = try requireOut(out, "out")
-        out.pointee = publish(try MythosCacheCodec.decode(Array(UnsafeRawBufferPointer(start: buf, count: len)), model: m), .cache)
+        out.pointee = publish(try MythosCacheCodec.decode(try inputBytes(buf, len), model: m), .cache)
     }
 }
 

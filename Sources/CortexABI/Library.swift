@@ -4,13 +4,6 @@ import Cortex
 @_cdecl("cx_abi_version")
 public func cx_abi_version() -> UInt32 { UInt32(CX_ABI_VERSION) }
 
-let versionString: StaticString = "0.1.0"
-
-@_cdecl("cx_version_string")
-public func cx_version_string() -> UnsafePointer<CChar> {
-    UnsafeRawPointer(versionString.utf8Start).assumingMemoryBound(to: CChar.self)
-}
-
 @_cdecl("cx_set_num_threads")
 public func cx_set_num_threads(_ n: Int32) -> Int32 {
     entry("cx_set_num_threads") { BLAS.setThreads(n <= 0 ? 0 : Int(n)) }

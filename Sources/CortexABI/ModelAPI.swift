@@ -68,6 +68,12 @@ public func cx_model_dims(_ model: OpaquePointer?, _ dIn: UnsafeMutablePointer<I
     }
 }
 
+/// A caller's byte blob (the from_bytes calls): `buf` must not be NULL, `len` >= 0.
+func inputBytes(_ buf: UnsafeRawPointer?, _ len: Int) throws -> [UInt8] {
+    guard let buf, len >= 0 else { throw CortexError.invalidArgument("buf is NULL") }
+    return Array(UnsafeRawBufferPointer(start: buf, count: len))
+}
+
 /// The size-query/copy pattern for bytes: `*needed` always gets the size; copied only
 /// when `cap` suffices (else CX_STATUS_BUFFER_TOO_SMALL).
 func copyOut(bytes: [UInt8], _ buf: UnsafeMutableRawPointer?, _ cap: Int, _ needed: UnsafeMutablePointer<Int>) throws {
@@ -97,7 +103,7 @@ public func cx_model_info_json(_ model: OpaquePointer?, _ buf: UnsafeMutablePoin
         let m = try resolve(model, .model, "model", as: Model.self)
         var info = m.info
         if case .object(var pairs) = info {
-            pairs.insert(("version", .string(String(describing: versionString))), at: 0)
+            pairs.insert(("version", .string(CX_VERSION)), at: 0)
             info = .object(pairs)
         }
         try copyOut(info.serialized, buf, cap, needed)

@@ -96,10 +96,9 @@ public func cx_session_from_bytes(_ model: OpaquePointer?, _ buf: UnsafeRawPoint
                                   _ id: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     entry("cx_session_from_bytes") {
         let m = try resolve(model, .model, "model", as: Model.self)
-        guard let buf, len >= 0 else { throw CortexError.invalidArgument("buf is NULL") }
         let newID = id == nil ? nil : try string(id, "id")
         let out = try requireOut(out, "out")
-        let bytes = Array(UnsafeRawBufferPointer(start: buf, count: len))
+        let bytes = try inputBytes(buf, len)
         out.pointee = publish(try SessionCodec.decode(bytes, model: m, id: newID), .session)
     }
 }

@@ -1,7 +1,7 @@
 import CCortex
 import Cortex
 
-// Seed 003's spike decoder through the C ABI.
+// The Perceiver spike decoder through the C ABI.
 
 /// A 1-D integer vector (any integer dtype, strides honoured) from a DLTensor.
 func readIntegerVector(_ p: UnsafePointer<DLTensor>?, _ name: StaticString) throws -> [Int] {

@@ -120,9 +120,8 @@ public func cx_state_from_bytes(_ model: OpaquePointer?, _ buf: UnsafeRawPointer
                                 _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     entry("cx_state_from_bytes") {
         let m = try resolve(model, .model, "model", as: Model.self)
-        guard let buf, len >= 0 else { throw CortexError.invalidArgument("buf is NULL") }
         let out = try requireOut(out, "out")
-        let bytes = Array(UnsafeRawBufferPointer(start: buf, count: len))
+        let bytes = try inputBytes(buf, len)
         out.pointee = publish(try StateCodec.decode(bytes, model: m), .state)
     }
 }

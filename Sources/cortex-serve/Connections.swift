@@ -1,6 +1,7 @@
 // What cortex-serve tracks around the engine so that a slow, large or late request
 // cannot stall the event loop or be dropped at shutdown.
 import Cortex
+import CortexServing
 import Dispatch
 import NIOCore
 

@@ -25,9 +25,10 @@
 // the pool.
 //
 // The HTTP layer only frames requests: routing, batching, sessions and metrics are
-// Cortex's ServingEngine (Sources/Cortex/Serving). SIGTERM/SIGINT drain: the listener
+// Cortex's ServingEngine (Sources/CortexServing). SIGTERM/SIGINT drain: the listener
 // closes, /readyz turns 503, every queued request is answered, then the process exits 0.
 import Cortex
+import CortexServing
 import Dispatch
 import NIOCore
 import NIOHTTP1

@@ -1,7 +1,7 @@
 import Cortex
 import XCTest
 
-/// The fast-weight sidecar layer against the PyTorch reference (cortex_swift.torch_sidecars) of seed 002
+/// The fast-weight sidecar layer against the PyTorch reference (cortex_swift.torch_sidecars)
 /// (Tests/goldens/sidecars/fast_weights), gate and two-way mixing: a sequence from the
 /// seeded initial U (controller signals trip the uncertainty guard on some tokens), a
 /// carried second call, batch 2, and an exactly-zero output at init.

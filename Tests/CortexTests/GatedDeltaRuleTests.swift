@@ -1,7 +1,7 @@
 import Cortex
 import XCTest
 
-/// The gated delta rule kernel (the GDN sidecar's core, issue 6) against
+/// The gated delta rule kernel (the GDN sidecar's core) against
 /// flash-linear-attention's naive reference (Tests/goldens/sidecars/gdn_kernel): the
 /// recurrent and the chunkwise (chunk 64, UT transform) forms, from a non-zero state, over
 /// a length that is not a multiple of the chunk, one step at a time, and across two calls.

@@ -1,4 +1,5 @@
 @testable import Cortex
+@testable import CortexServing
 import Dispatch
 import XCTest
 

@@ -1,7 +1,7 @@
 @testable import Cortex
 import XCTest
 
-/// Seed 003's Perceiver spike decoder ("architecture": "spike_decoder") against the
+/// The Perceiver spike decoder ("architecture": "spike_decoder") against the
 /// PyTorch reference goldens Tests/goldens/spike/decoder_small (cortex_swift.torch_spike,
 /// within 1e-5 · max(1, max |reference|)): a batch with an empty request in the middle,
 /// an empty request alone, a 300-event request; and the properties a server relies on:

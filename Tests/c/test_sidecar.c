@@ -89,36 +89,6 @@ static void ref_free(ref_t *r) {
 }
 
 /* The golden tolerance; prints the error. Returns the error. */
-static double compare(const char *what, const float *got, const float *ref, size_t n) {
-  double err = tu_max_abs_diff(got, ref, n), scale = tu_max_abs(ref, n);
-  double tol = 1e-5 * (scale > 1 ? scale : 1);
-  printf("  %-40s max|err| %.3e (tolerance %.3e)\n", what, err, tol);
-  CHECK(err <= tol, "%s: max |err| %.3e > tolerance %.3e", what, err, tol);
-  return err;
-}
-
-static unsigned char *session_bytes(cx_session_t *s, size_t *len) {
-  size_t needed = 0;
-  unsigned char *buf;
-  cx_status st = cx_session_to_bytes(s, NULL, 0, &needed);
-  if (st != CX_STATUS_BUFFER_TOO_SMALL || needed == 0) {
-    fprintf(stderr, "FATAL: cx_session_to_bytes size query returned %s: %s\n", cx_status_name(st), cx_last_error());
-    exit(1);
-  }
-  buf = tu_xmalloc(needed);
-  REQUIRE_OK(cx_session_to_bytes(s, buf, needed, len));
-  CHECK(*len == needed, "to_bytes wrote %zu bytes, the size query said %zu", *len, needed);
-  return buf;
-}
-
-static int session_equals(cx_session_t *s, const unsigned char *bytes, size_t len) {
-  size_t n = 0;
-  unsigned char *now = session_bytes(s, &n);
-  int same = n == len && memcmp(now, bytes, len) == 0;
-  free(now);
-  return same;
-}
-
 static cx_session_t *new_session(const golden_t *g, const char *id, int64_t batch) {
   cx_session_t *s = NULL;
   REQUIRE_OK(cx_session_create(g->model, id, batch, &s));
@@ -162,7 +132,7 @@ static void run_calls(golden_t *g, cx_session_t *s, int from, int to, int check,
         snprintf(key, sizeof key, "%s/%d/y", CALLS[c], (int)LAYERS[l]);
         ref_need(g, key, &yref);
         snprintf(what, sizeof what, "%s %s layer %d y", g->kind, CALLS[c], (int)LAYERS[l]);
-        err = compare(what, yf, yref.data, (size_t)yref.numel);
+        err = tu_check_close(what, yf, yref.data, (size_t)yref.numel);
         if (err > g->worst_y) g->worst_y = err;
         ref_free(&yref);
       }
@@ -189,7 +159,7 @@ static void run_calls(golden_t *g, cx_session_t *s, int from, int to, int check,
         sf = tu_tensor_floats(sig, &n);
         CHECK(n == after.numel, "signals: %lld values", (long long)n);
         snprintf(what, sizeof what, "%s %s signals after observe", g->kind, CALLS[c]);
-        err = compare(what, sf, after.data, (size_t)after.numel);
+        err = tu_check_close(what, sf, after.data, (size_t)after.numel);
         if (err > g->worst_signals) g->worst_signals = err;
         cx_tensor_free(sig);
         ref_free(&after);
@@ -255,7 +225,7 @@ static void test_golden(golden_t *g) {
             "state %s of layer %d: [B, n] with n = %lld", names[i], (int)LAYERS[l], (long long)(want.numel / B));
       tf = tu_tensor_floats(t, &n);
       snprintf(what, sizeof what, "%s final layer %d %s", g->kind, (int)LAYERS[l], names[i]);
-      err = n == want.numel ? compare(what, tf, want.data, (size_t)n) : 1e9;
+      err = n == want.numel ? tu_check_close(what, tf, want.data, (size_t)n) : 1e9;
       if (err > g->worst_state) g->worst_state = err;
       cx_tensor_free(t);
       ref_free(&want);
@@ -430,13 +400,13 @@ static void test_segments(golden_t *g) {
       /* Save and restore while the segment is open: the copy must close it identically. */
       REQUIRE_OK(cx_session_segment_count(s, 0, &count));
       CHECK(count == 0, "the segment is still open at t = 6");
-      blob = session_bytes(s, &len);
+      blob = tu_session_bytes(s, &len);
       REQUIRE_OK(cx_session_from_bytes(g->model, blob, len, NULL, &mid));
       free(blob);
     }
   }
-  blob = session_bytes(s, &len);
-  CHECK(session_equals(mid, blob, len), "a session restored mid-segment ends in exactly the same bytes");
+  blob = tu_session_bytes(s, &len);
+  CHECK(tu_session_equals(mid, blob, len), "a session restored mid-segment ends in exactly the same bytes");
   free(blob);
   cx_session_free(mid);
   REQUIRE_OK(cx_session_signals(s, &sig));
@@ -476,7 +446,7 @@ static void test_segments(golden_t *g) {
   CHECK(hm == SENTINEL_TENSOR && count == 1, "failed segment calls leave out-params alone");
 
   /* Segments survive a save/restore. */
-  blob = session_bytes(s, &len);
+  blob = tu_session_bytes(s, &len);
   REQUIRE_OK(cx_session_from_bytes(g->model, blob, len, NULL, &r));
   REQUIRE_OK(cx_session_segment_count(r, 0, &count));
   CHECK(count == 1, "restored segments");
@@ -486,7 +456,7 @@ static void test_segments(golden_t *g) {
   cx_tensor_free(hv);
   cx_tensor_free(du);
   cx_tensor_free(dv);
-  CHECK(session_equals(r, blob, len), "restored session re-encodes to the same bytes");
+  CHECK(tu_session_equals(r, blob, len), "restored session re-encodes to the same bytes");
   free(blob);
   cx_session_free(r);
   cx_session_free(s);
@@ -542,7 +512,7 @@ static void test_forward_into(golden_t *g) {
   yx.byte_offset = (uint64_t)OFF * sizeof(float);
 
   /* Refusals first: the buffer and the session stay as they were. */
-  ab = session_bytes(c, &alen);
+  ab = tu_session_bytes(c, &alen);
   memcpy(ysave, ybuf, ylen * sizeof(float));
   shape_bad[0] = B;
   shape_bad[1] = T;
@@ -561,7 +531,7 @@ static void test_forward_into(golden_t *g) {
     EXPECT_STATUS(cx_model_forward_sidecar_into(g->model, 2, &hx, c, has_sig ? &sig.dl : NULL, &yx), CX_STATUS_INVALID_ARGUMENT);
   }
   CHECK(memcmp(ysave, ybuf, ylen * sizeof(float)) == 0, "refused forward_into leaves y's buffer alone");
-  CHECK(session_equals(c, ab, alen), "refused forward_into leaves the session alone");
+  CHECK(tu_session_equals(c, ab, alen), "refused forward_into leaves the session alone");
   free(ab);
 
   REQUIRE_OK(cx_model_forward_sidecar_into(g->model, 1, &hx, c, has_sig ? &sig.dl : NULL, &yx));
@@ -592,8 +562,8 @@ static void test_forward_into(golden_t *g) {
   cx_tensor_free(ya);
 
   /* Both sessions saw the same: the same bytes (same id). */
-  ab = session_bytes(a, &alen);
-  cb = session_bytes(c, &clen);
+  ab = tu_session_bytes(a, &alen);
+  cb = tu_session_bytes(c, &clen);
   CHECK(alen == clen && memcmp(ab, cb, alen) == 0, "forward_into advances the session like forward");
   free(ab);
   free(cb);
@@ -621,18 +591,18 @@ static void test_resume(golden_t *g) {
   printf("%s: save mid-conversation, restore, continue\n", g->kind);
   run_calls(g, w, 0, NCALLS, 0, whole, &nw);
   run_calls(g, r, 0, 2, 0, parts, &nr);
-  blob = session_bytes(r, &len);
+  blob = tu_session_bytes(r, &len);
   cx_session_free(r);
   REQUIRE_OK(cx_session_from_bytes(g->model, blob, len, NULL, &back));
   CHECK(session_id_is(back, "r"), "restored id is the saved one");
   REQUIRE_OK(cx_session_info(back, &batch, &tokens, &bytes));
   CHECK(batch == B && tokens == 9 + 1, "restored info: batch %lld, tokens %lld", (long long)batch, (long long)tokens);
-  CHECK(session_equals(back, blob, len), "restored session re-encodes to the same bytes");
+  CHECK(tu_session_equals(back, blob, len), "restored session re-encodes to the same bytes");
   run_calls(g, back, 2, NCALLS, 0, parts, &nr);
   CHECK(nr == nw && nw == total, "output counts %zu %zu %zu", nr, nw, total);
   CHECK(memcmp(whole, parts, total * sizeof(float)) == 0, "the restored continuation is bitwise equal to an uninterrupted run");
-  wb = session_bytes(w, &wlen);
-  CHECK(session_equals(back, wb, wlen), "and ends in exactly the same session bytes");
+  wb = tu_session_bytes(w, &wlen);
+  CHECK(tu_session_equals(back, wb, wlen), "and ends in exactly the same session bytes");
   printf("  %zu outputs after the restore bitwise equal; final session bytes (%zu) equal\n", total, wlen);
   REQUIRE_OK(cx_session_from_bytes(g->model, blob, len, "other", &other));
   CHECK(session_id_is(other, "other"), "from_bytes with an id renames");
@@ -660,11 +630,11 @@ static void test_fork_reset(golden_t *g) {
 
   printf("%s: fork and reset\n", g->kind);
   run_calls(g, s, 0, 2, 0, NULL, NULL);
-  before = session_bytes(s, &blen);
+  before = tu_session_bytes(s, &blen);
   REQUIRE_OK(cx_session_fork(s, "f", &f));
-  CHECK(session_equals(s, before, blen), "fork leaves the original unchanged");
+  CHECK(tu_session_equals(s, before, blen), "fork leaves the original unchanged");
   CHECK(session_id_is(f, "f"), "fork id");
-  fb_bytes = session_bytes(f, &flen);
+  fb_bytes = tu_session_bytes(f, &flen);
   CHECK(flen != blen || memcmp(fb_bytes, before, blen) != 0, "the fork's bytes differ (its id)");
   free(fb_bytes);
   ref_need(g, "seq2/1/h", &h2);
@@ -678,9 +648,9 @@ static void test_fork_reset(golden_t *g) {
 
   /* Reset stream 1 (int32 mask): it continues exactly like a fresh stream. */
   free(before);
-  before = session_bytes(s, &blen);
+  before = tu_session_bytes(s, &blen);
   EXPECT_STATUS(cx_session_reset(s, &M3), CX_STATUS_SHAPE_MISMATCH);
-  CHECK(session_equals(s, before, blen), "a refused reset changes nothing");
+  CHECK(tu_session_equals(s, before, blen), "a refused reset changes nothing");
   REQUIRE_OK(cx_session_reset(s, &M));
   fresh = new_session(g, "x", B);
   ref_need(g, "seq1/1/h", &h1);
@@ -695,21 +665,21 @@ static void test_fork_reset(golden_t *g) {
   cx_tensor_free(yb);
 
   /* Reset every stream (bool mask, uint8 mask, NULL mask): exactly a fresh session. */
-  fb_bytes = session_bytes(f, &flen);
+  fb_bytes = tu_session_bytes(f, &flen);
   ref = new_session(g, "f", B);
-  rb = session_bytes(ref, &rlen);
+  rb = tu_session_bytes(ref, &rlen);
   REQUIRE_OK(cx_session_reset(f, &MB));
-  CHECK(session_equals(f, rb, rlen), "a bool mask of all ones gives a fresh session");
-  CHECK(!session_equals(f, fb_bytes, flen), "the bool mask reset something");
+  CHECK(tu_session_equals(f, rb, rlen), "a bool mask of all ones gives a fresh session");
+  CHECK(!tu_session_equals(f, fb_bytes, flen), "the bool mask reset something");
   REQUIRE_OK(cx_session_reset(f, &MU8));
-  CHECK(session_equals(f, rb, rlen), "a uint8 mask of all ones gives a fresh session");
+  CHECK(tu_session_equals(f, rb, rlen), "a uint8 mask of all ones gives a fresh session");
   free(rb);
   free(fb_bytes);
   cx_session_free(ref);
   REQUIRE_OK(cx_session_reset(s, NULL));
   ref = new_session(g, "s", B);
-  rb = session_bytes(ref, &rlen);
-  CHECK(session_equals(s, rb, rlen), "a NULL mask gives a fresh session");
+  rb = tu_session_bytes(ref, &rlen);
+  CHECK(tu_session_equals(s, rb, rlen), "a NULL mask gives a fresh session");
   free(rb);
   cx_session_free(ref);
 
@@ -739,7 +709,7 @@ static void test_bad_input(golden_t *g, golden_t *other) {
 
   printf("%s: bad input\n", g->kind);
   run_calls(g, s, 0, 1, 0, NULL, NULL);
-  blob = session_bytes(s, &len);
+  blob = tu_session_bytes(s, &len);
   ref_need(g, "seq2/1/h", &h);
   T = h.shape[1];
 
@@ -855,10 +825,10 @@ static void test_bad_input(golden_t *g, golden_t *other) {
   EXPECT_STATUS(cx_model_forward_sidecar(g->model, 1, &h.dl, small, NULL, &y), CX_STATUS_SHAPE_MISMATCH);
   {
     size_t flen;
-    unsigned char *fbytes = session_bytes(foreign, &flen);
+    unsigned char *fbytes = tu_session_bytes(foreign, &flen);
     EXPECT_STATUS(cx_model_forward_sidecar(g->model, 1, &h.dl, foreign, NULL, &y), CX_STATUS_STATE_MISMATCH);
     EXPECT_MESSAGE_HAS("another model");
-    CHECK(session_equals(foreign, fbytes, flen), "the other model's session is unchanged");
+    CHECK(tu_session_equals(foreign, fbytes, flen), "the other model's session is unchanged");
     EXPECT_STATUS(cx_session_from_bytes(g->model, fbytes, flen, NULL, &out), CX_STATUS_STATE_MISMATCH);
     EXPECT_MESSAGE_HAS("not this one");
     free(fbytes);
@@ -926,7 +896,7 @@ static void test_bad_input(golden_t *g, golden_t *other) {
   CHECK(out == SENTINEL_SESSION, "refused from_bytes leaves out alone");
   free(damaged);
 
-  CHECK(session_equals(s, blob, len), "every refused call left the session's bytes unchanged");
+  CHECK(tu_session_equals(s, blob, len), "every refused call left the session's bytes unchanged");
   /* And the session still works after all that. */
   REQUIRE_OK(cx_model_forward_sidecar(g->model, 1, &h.dl, s, NULL, &y));
   cx_tensor_free(y);
@@ -1039,8 +1009,8 @@ static void test_store(golden_t *g, golden_t *fw, const char *scratch) {
         "list: %s", list);
   free(list);
   REQUIRE_OK(cx_store_load(st, g->model, "chat_001", &r));
-  sb = session_bytes(s, &slen);
-  CHECK(session_equals(r, sb, slen), "a loaded session has exactly the saved bytes");
+  sb = tu_session_bytes(s, &slen);
+  CHECK(tu_session_equals(r, sb, slen), "a loaded session has exactly the saved bytes");
   free(sb);
   cx_session_free(r);
   r = NULL;
@@ -1058,8 +1028,8 @@ static void test_store(golden_t *g, golden_t *fw, const char *scratch) {
   run_calls(g, s, 2, 3, 0, NULL, NULL);
   REQUIRE_OK(cx_store_save(st, s));
   REQUIRE_OK(cx_store_load(st, g->model, "chat_001", &r));
-  sb = session_bytes(s, &slen);
-  CHECK(session_equals(r, sb, slen), "a replaced session loads as the latest save");
+  sb = tu_session_bytes(s, &slen);
+  CHECK(tu_session_equals(r, sb, slen), "a replaced session loads as the latest save");
   free(sb);
   /* The loaded session continues: save it under its id from another handle, list once. */
   list = list_json(st);
@@ -1089,13 +1059,13 @@ static void test_store(golden_t *g, golden_t *fw, const char *scratch) {
   st = NULL;
   REQUIRE_OK(cx_store_create(db, NULL, &st));
   REQUIRE_OK(cx_store_load(st, fw->model, "fw_chat", &r));
-  sb = session_bytes(a, &slen);
-  CHECK(session_equals(r, sb, slen), "a reopened store returns the fast-weight session exactly");
+  sb = tu_session_bytes(a, &slen);
+  CHECK(tu_session_equals(r, sb, slen), "a reopened store returns the fast-weight session exactly");
   free(sb);
   cx_session_free(r);
   REQUIRE_OK(cx_store_load(st, g->model, "chat_001", &r));
-  sb = session_bytes(s, &slen);
-  CHECK(session_equals(r, sb, slen), "and the GDN one");
+  sb = tu_session_bytes(s, &slen);
+  CHECK(tu_session_equals(r, sb, slen), "and the GDN one");
   free(sb);
   cx_session_free(r);
   cx_session_free(a);
@@ -1135,7 +1105,7 @@ static void test_store(golden_t *g, golden_t *fw, const char *scratch) {
 
   /* LRU: room for two and a half blobs; the least recently used goes. */
   a = new_session(g, "a", 1);
-  sb = session_bytes(a, &size);
+  sb = tu_session_bytes(a, &size);
   free(sb);
   o = cx_store_default_options();
   o.max_bytes = (int64_t)(size * 5 / 2);

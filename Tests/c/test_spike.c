@@ -1,5 +1,5 @@
 /*
- * test_spike.c — seed 003's spike decoder ("architecture": "spike_decoder") through the
+ * test_spike.c — the Perceiver spike decoder ("architecture": "spike_decoder") through the
  * C ABI (cx_model_decode), against the PyTorch reference goldens Tests/goldens/spike/decoder_small:
  *
  * - the cases "batch" (5 requests, an empty one in the middle), "empty" and "long" (300

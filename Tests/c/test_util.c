@@ -409,35 +409,58 @@ double tu_max_abs(const float *a, size_t n) {
   return m;
 }
 
-double tu_check_close(const char *what, const float *got, const float *ref, size_t n) {
+double tu_check_close_rel(const char *what, const float *got, const float *ref, size_t n, double rel) {
   double err = tu_max_abs_diff(got, ref, n);
   double scale = tu_max_abs(ref, n);
-  double tol = 1e-5 * (scale > 1 ? scale : 1);
+  double tol = rel * (scale > 1 ? scale : 1);
+  printf("  %-40s max|err| %.3e (tolerance %.3e)\n", what, err, tol);
   CHECK(err <= tol, "%s: max |err| %.3e > tolerance %.3e", what, err, tol);
   return err;
 }
 
+double tu_check_close(const char *what, const float *got, const float *ref, size_t n) {
+  return tu_check_close_rel(what, got, ref, n, 1e-5);
+}
+
 /* ------------------------------------------------------------------ state -- */
 
-unsigned char *tu_state_bytes(const cx_state_t *s, size_t *len) {
+unsigned char *tu_bytes(tu_to_bytes_fn to_bytes, const void *handle, size_t *len) {
   size_t needed = 0;
   unsigned char *buf;
-  cx_status st = cx_state_to_bytes(s, NULL, 0, &needed);
-  if (st != CX_STATUS_BUFFER_TOO_SMALL) {
-    fprintf(stderr, "FATAL: cx_state_to_bytes size query returned %s: %s\n", cx_status_name(st), cx_last_error());
+  cx_status st = to_bytes(handle, NULL, 0, &needed);
+  if (st != CX_STATUS_BUFFER_TOO_SMALL || needed == 0) {
+    fprintf(stderr, "FATAL: to_bytes size query returned %s: %s\n", cx_status_name(st), cx_last_error());
     exit(1);
   }
   buf = tu_xmalloc(needed);
-  REQUIRE_OK(cx_state_to_bytes(s, buf, needed, len));
+  REQUIRE_OK(to_bytes(handle, buf, needed, len));
+  CHECK(*len == needed, "to_bytes wrote %zu bytes, the size query said %zu", *len, needed);
   return buf;
 }
 
-int tu_state_equals(const cx_state_t *s, const unsigned char *bytes, size_t len) {
+int tu_bytes_equal(tu_to_bytes_fn to_bytes, const void *handle, const unsigned char *bytes, size_t len) {
   size_t n = 0;
-  unsigned char *now = tu_state_bytes(s, &n);
+  unsigned char *now = tu_bytes(to_bytes, handle, &n);
   int same = n == len && memcmp(now, bytes, len) == 0;
   free(now);
   return same;
+}
+
+static cx_status state_to_bytes(const void *h, void *buf, size_t cap, size_t *needed) {
+  return cx_state_to_bytes((const cx_state_t *)h, buf, cap, needed);
+}
+
+static cx_status session_to_bytes(const void *h, void *buf, size_t cap, size_t *needed) {
+  return cx_session_to_bytes((const cx_session_t *)h, buf, cap, needed);
+}
+
+unsigned char *tu_state_bytes(const cx_state_t *s, size_t *len) { return tu_bytes(state_to_bytes, s, len); }
+int tu_state_equals(const cx_state_t *s, const unsigned char *bytes, size_t len) {
+  return tu_bytes_equal(state_to_bytes, s, bytes, len);
+}
+unsigned char *tu_session_bytes(const cx_session_t *s, size_t *len) { return tu_bytes(session_to_bytes, s, len); }
+int tu_session_equals(const cx_session_t *s, const unsigned char *bytes, size_t len) {
+  return tu_bytes_equal(session_to_bytes, s, bytes, len);
 }
 
 /* ------------------------------------------------------------ half floats -- */

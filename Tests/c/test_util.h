@@ -97,16 +97,26 @@ const float *tu_tensor_floats(const cx_tensor_t *t, int64_t *numel);
 double tu_max_abs_diff(const float *a, const float *b, size_t n);
 double tu_max_abs(const float *a, size_t n);
 
-/* Compare against a reference with the golden tolerance
- * max|got - ref| <= 1e-5 * max(1, max|ref|). Records a failure; returns the error. */
+/* Compare against a reference: max|got - ref| <= rel * max(1, max|ref|). Prints the
+ * error and the tolerance, records a failure; returns the error. tu_check_close is the
+ * golden tolerance, rel = 1e-5. */
+double tu_check_close_rel(const char *what, const float *got, const float *ref, size_t n, double rel);
 double tu_check_close(const char *what, const float *got, const float *ref, size_t n);
 
 /* ------------------------------------------------------------------ state -- */
 
-/* cx_state_to_bytes into a malloc'd buffer; exits on failure. */
+/* A handle's serialization through its size-query to_bytes call (cx_state_to_bytes,
+ * cx_session_to_bytes, ...) into a malloc'd buffer; exits on failure. */
+typedef cx_status (*tu_to_bytes_fn)(const void *handle, void *buf, size_t cap, size_t *needed);
+unsigned char *tu_bytes(tu_to_bytes_fn to_bytes, const void *handle, size_t *len);
+/* Is the handle's serialization exactly `bytes`? */
+int tu_bytes_equal(tu_to_bytes_fn to_bytes, const void *handle, const unsigned char *bytes, size_t len);
+
+/* The two blobs the tests compare most. */
 unsigned char *tu_state_bytes(const cx_state_t *s, size_t *len);
-/* Is the state's serialization exactly `bytes`? */
 int tu_state_equals(const cx_state_t *s, const unsigned char *bytes, size_t len);
+unsigned char *tu_session_bytes(const cx_session_t *s, size_t *len);
+int tu_session_equals(const cx_session_t *s, const unsigned char *bytes, size_t len);
 
 /* float <-> IEEE half / bfloat16 bits, round to nearest even. */
 uint16_t tu_f32_to_f16(float f);

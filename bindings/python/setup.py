@@ -1,7 +1,10 @@
 """Builds libcortex.so (scripts/build_lib.sh: release, static Swift stdlib) and bundles
 it in the package, so an installed cortex_swift needs no Swift toolchain or runtime.
-Set CORTEX_PREBUILT_LIB=/path/libcortex.so to bundle an existing build instead."""
+Set CORTEX_LIBRARY=/path/libcortex.so to bundle an existing build instead (the same
+variable tells an installed cortex_swift which library to load). The version is
+cortex.h's CX_VERSION, the project's one version source."""
 import os
+import re
 import shutil
 import subprocess
 
@@ -16,12 +19,12 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 class BuildWithLibrary(build_py):
     def run(self):
         super().run()
-        lib = os.environ.get("CORTEX_PREBUILT_LIB")
+        lib = os.environ.get("CORTEX_LIBRARY")
         if not lib:
             script = os.path.join(ROOT, "scripts", "build_lib.sh")
             if not os.path.exists(script):
                 raise RuntimeError("cortex_swift: build from the Cortex repository (bindings/python) "
-                                   "or set CORTEX_PREBUILT_LIB to a libcortex.so")
+                                   "or set CORTEX_LIBRARY to a libcortex.so")
             lib = subprocess.check_output([script], text=True).strip().splitlines()[-1]
         dest = os.path.join(self.build_lib, "cortex_swift", "libcortex.so")
         os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -35,4 +38,12 @@ class BinaryDistribution(Distribution):
         return True
 
 
-setup(distclass=BinaryDistribution, cmdclass={"build_py": BuildWithLibrary})
+def version():
+    """CX_VERSION of include/cortex.h (the package's own copy when built outside the repository)."""
+    for header in (os.path.join(ROOT, "include", "cortex.h"), os.path.join(HERE, "cortex_swift", "cortex.h")):
+        if os.path.exists(header):
+            return re.search(r'#define CX_VERSION "([^"]+)"', open(header).read()).group(1)
+    raise RuntimeError("cortex_swift: include/cortex.h not found (build from the Cortex repository)")
+
+
+setup(version=version(), distclass=BinaryDistribution, cmdclass={"build_py": BuildWithLibrary})

@@ -23,7 +23,7 @@ import Glibc
 /// state exported to PyTorch continues training where Cortex left it.
 ///
 /// SRHT: cortexcore's CPU butterfly writes through aliased views and computes
-/// `[a+b, a]` instead of `[a+b, a−b]` (REFERENCE_NOTES bug 1). Cortex computes the true
+/// `[a+b, a]` instead of `[a+b, a−b]`. Cortex computes the true
 /// transform (what the CUDA kernel, and so GPU-trained models, use); the config field
 /// `"cortex_srht": "cpu_reference"` reproduces the CPU reference instead.
 public struct AxonCore: RecurrentModule {

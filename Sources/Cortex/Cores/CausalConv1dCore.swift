@@ -8,7 +8,7 @@
 /// (`kernel_size = 0`: the identity, no state).
 ///
 /// Unlike the reference's fast sequence path, the carried window is always honoured,
-/// so a sequence split over several calls equals one call (REFERENCE_NOTES, bug 2).
+/// so a sequence split over several calls equals one call.
 public struct CausalConv1dCore: RecurrentModule {
     public struct Config: Sendable, Equatable {
         public var hiddenSize: Int

@@ -32,7 +32,7 @@ public final class Model: @unchecked Sendable {
     /// Memory sidecars for a host transformer (`"architecture": "cortex_sidecar"`): they
     /// run per hooked layer through `SidecarSession`s.
     public let sidecar: SidecarModel?
-    /// Seed 003's Perceiver spike decoder (`"architecture": "spike_decoder"`): stateless,
+    /// The Perceiver spike decoder (`"architecture": "spike_decoder"`): stateless,
     /// it maps packed spike events to hand velocity (`SpikeDecoder.decode`).
     public let spikeDecoder: SpikeDecoder?
     /// Whether nn.Linear weights are held as INT8, how many there are and their bytes.

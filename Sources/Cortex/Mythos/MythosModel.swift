@@ -39,7 +39,7 @@ struct MythosBlock: Sendable {
     }
 }
 
-/// Mirrors open-mythos 0.5.0 `OpenMythos` (seed 004): a recurrent-depth transformer.
+/// Mirrors open-mythos 0.5.0 `OpenMythos`: a recurrent-depth transformer.
 ///
 ///     x = embed(ids);  x = prelude(x);  e = x
 ///     h = x;  for t < n_loops:

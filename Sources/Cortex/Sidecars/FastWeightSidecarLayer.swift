@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// Seed 002's low-rank fast-weight sidecar for one host layer (issue 6), the math of the
+/// The low-rank fast-weight sidecar for one host layer, the math of the
 /// `FastWeightSidecarLayer` of cortex_swift.torch_sidecars (PyTorch reference written from the seed).
 /// Per head, `U [d, r]` and `V [r, d]`; per token, `α = σ(W_α h)·m_gate·write_scale·α_max`:
 ///

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// Seed 001's hybrid Gated-DeltaNet sidecar for one host layer (issue 6), the math of the
+/// The hybrid Gated-DeltaNet sidecar for one host layer, the math of the
 /// `GDNSidecarLayer` of cortex_swift.torch_sidecars (PyTorch reference written from the seed):
 ///
 ///     q, k, v = SiLU(ShortConv1d₄(W h)) each;  α = σ(W_α h + b_α),  β = σ(W_β h)

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// The gated delta rule of one head (Yang, Kautz & Hatamizadeh 2024; seed 001), exactly
+/// The gated delta rule of one head (Yang, Kautz & Hatamizadeh 2024), exactly
 /// as flash-linear-attention's reference `fla/ops/gated_delta_rule/naive.py` computes it.
 /// With the state `S [K, V]`, per step t (g ≤ 0 the log decay, β ∈ (0, 1)):
 ///

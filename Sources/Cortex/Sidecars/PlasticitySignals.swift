@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// The fast-weight controller's inputs from the host's predictions (seed 002, "inference
+/// The fast-weight controller's inputs from the host's predictions ("inference
 /// time surprise"), per sequence:
 ///
 ///     loss_t = −log p_t[token]          (or the host's own loss)
@@ -48,7 +48,7 @@ public struct PlasticitySignals: Sendable, Equatable {
     }
 }
 
-/// Consolidation's inference side (seed 002): surprise hysteresis opens a segment when
+/// Consolidation's inference side: surprise hysteresis opens a segment when
 /// `loss − ema > open·ema` and closes it when `loss − ema < close·ema` (1.2 and 1.05 in
 /// the seed), recording the segment's mean and mean square of h and the change of the
 /// fast weights (U, V at close minus at open). The last `capacity` closed segments are

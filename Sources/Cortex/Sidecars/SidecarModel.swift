@@ -17,7 +17,7 @@ public struct SidecarStateTensor: Sendable {
     public let initial: Tensor?
 }
 
-/// The sidecars of every hooked layer of one host model (seed 001 or 002), loaded from
+/// The sidecars of every hooked layer of one host model, loaded from
 /// a model directory with `"architecture": "cortex_sidecar"`. Immutable and shareable;
 /// all memory lives in `SidecarSession`s.
 public final class SidecarModel: Sendable {

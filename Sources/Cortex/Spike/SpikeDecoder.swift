@@ -1,5 +1,5 @@
 
-/// Seed 003's Perceiver spike decoder (the PyTorch reference is
+/// The Perceiver spike decoder (the PyTorch reference is
 /// `cortex_swift.torch_spike.SpikeDecoder`; weights are its `state_dict()`):
 ///
 ///     token_e = neuron_emb[n_e] + time_emb[t_e] + value_emb[v_e]

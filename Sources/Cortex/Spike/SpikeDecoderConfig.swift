@@ -1,4 +1,4 @@
-/// Seed 003's Perceiver spike decoder configuration: the fields of the published
+/// The Perceiver spike decoder configuration: the fields of the published
 /// `CortexConfig` (cortex-engine `cortex/models/config.py`), read from config.json's
 /// `config` object (`"architecture": "spike_decoder"`). Fields the decoder does not use at
 /// inference (`dropout`, `dtype`, `use_kernels`) are accepted and ignored.

@@ -116,7 +116,7 @@ public final class SpikeStream: @unchecked Sendable {
 
     /// The events of the next stride (`bins` relative to its start, in `[0, strideBins)`),
     /// checked without changing anything. Returns the events that stay in the window.
-    func validate(neurons: [Int], bins: [Int], values: [Int]) throws -> Int {
+    package func validate(neurons: [Int], bins: [Int], values: [Int]) throws -> Int {
         try decoder.checkEvents(neurons: neurons, timeBins: bins, values: values, timeLimit: strideBins,
                                 timeField: "a stream's time bins count from the stride's start: stride_bins")
         let e = neurons.count

@@ -1,4 +1,4 @@
-/// The frame of the KV-cache and session blobs:
+/// The frame of the state, KV-cache and session blobs:
 ///
 ///     magic (8 bytes) · version u32 LE (1) + reserved u32 (0) · model fingerprint u64 ·
 ///     `fieldCount` u64 fields · payload length u64 · payload (safetensors) ·

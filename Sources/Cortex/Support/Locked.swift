@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// A value guarded by a pthread mutex: `locked.withLock { $0 ... }`.

@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// One owned, 64-byte aligned, zero-initialised buffer of floats. Tensors share it

@@ -1,8 +1,6 @@
 import CKernels
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// Elementwise and normalisation kernels on contiguous float arrays, vectorised with

@@ -1,4 +1,4 @@
-"""Memory sidecars (seeds 001/002): per-layer forward, sessions and the SQLite store."""
+"""Memory sidecars: per-layer forward, sessions and the SQLite store."""
 from __future__ import annotations
 
 import ctypes

@@ -1,4 +1,4 @@
-"""Spike decoders (seed 003's Perceiver decoder): packed spike events in, hand velocity out."""
+"""Spike decoders (the Perceiver decoder): packed spike events in, hand velocity out."""
 from __future__ import annotations
 
 import ctypes

@@ -9,7 +9,7 @@ Mistral and other models whose decoder layers have `input_layernorm` and `self_a
     out = model(next_ids, session_id="chat_001")                         # turn 2 remembers turn 1
     model.save_session("chat_001")                                       # persists across processes
 
-Wiring (seeds 001/002): in every hooked layer, h <- h + Attn(LN1 h) + Sidecar(LN1 h),
+Wiring: in every hooked layer, h <- h + Attn(LN1 h) + Sidecar(LN1 h),
 then the MLP. Two forward hooks per layer do it without touching the model's code: one
 on `input_layernorm` hands its output (the normalised hidden states) to Cortex, one on
 `self_attn` adds the sidecar's output to the attention's. Tensors cross by DLPack

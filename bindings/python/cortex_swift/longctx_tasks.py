@@ -1,4 +1,4 @@
-"""Seed 002's synthetic long-context tasks, as generators (numpy only): key-value
+"""Synthetic long-context tasks for memory sidecars, as generators (numpy only): key-value
 retrieval, copy-reverse, n-back and long addition, each with a gap of filler tokens
 between what must be remembered and where it is asked for.
 

@@ -1,4 +1,4 @@
-"""Synthetic motor-cortex recordings for seed 003's spike decoder (numpy only): no public
+"""Synthetic motor-cortex recordings for the Perceiver spike decoder (numpy only): no public
 recording can be downloaded here, so this simulates what the decoder is built for.
 
 A session is a sequence of center-out reaches (random direction, bell-shaped speed

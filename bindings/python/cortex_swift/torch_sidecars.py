@@ -1,4 +1,4 @@
-"""PyTorch modules of Cortex's memory sidecars (issue 6): the reference the golden
+"""PyTorch modules of Cortex's memory sidecars: the reference the golden
 tests check the Swift runtime against, and what a sidecar is trained with before
 `cx.export` writes it for Cortex. Needs torch (not imported by `cortex_swift` itself).
 
@@ -18,8 +18,8 @@ import torch
 
 
 class GDNSidecarLayer(torch.nn.Module):
-    """PyTorch reference of seed 001's hybrid Gated-DeltaNet sidecar layer (no package
-    implements it; this is the math the seed and issue 6 describe, written plainly):
+    """PyTorch reference of the hybrid Gated-DeltaNet sidecar layer (no package
+    implements it; this is the math of the design, written plainly):
 
         q, k, v = SiLU(ShortConv1d_4(W_q h)), SiLU(ShortConv1d_4(W_k h)), SiLU(ShortConv1d_4(W_v h))
         α = σ(W_α h + b_α)  (b_α initialised to +2: persistence),  g = log α,  β = σ(W_β h)
@@ -172,7 +172,7 @@ def chunk_gated_delta_rule(q, k, v, beta, g, chunk: int = 64):
 
 
 class FastWeightSidecarLayer(torch.nn.Module):
-    """PyTorch reference of seed 002's low-rank fast-weight sidecar layer (its published
+    """PyTorch reference of the low-rank fast-weight sidecar layer (its published
     code never moves the fast weights; this is the math the seed's text gives). Per
     head, U [d, r], V [r, d]; per token, with α_eff = σ(W_α h)·m_gate·write_scale·α_max:
 
@@ -266,7 +266,7 @@ class SidecarModel(torch.nn.Module):
 
 
 class PlasticitySignals:
-    """Seed 002's inference-time controller inputs for one stream (float64):
+    """The fast-weight sidecar's inference-time controller inputs for one stream (float64):
     ema = d·ema + (1 − d)·loss (starting at the first loss), surprise = loss − ema,
     uncertainty = entropy of the host's softmax, phase = sin(2π·step/period)."""
 

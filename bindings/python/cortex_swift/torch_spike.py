@@ -1,4 +1,4 @@
-"""PyTorch reference of seed 003's Perceiver spike decoder (issue 7): what the golden
+"""PyTorch reference of the Perceiver spike decoder: what the golden
 tests check Cortex against and what a decoder is trained with before `cx.export`
 writes it. Needs torch (not imported by `cortex_swift` itself).
 

@@ -1,4 +1,4 @@
-"""Seed 002's long-context task generators: shapes, gaps and that the targets are the
+"""The long-context task generators: shapes, gaps and that the targets are the
 right answers (decoded back from the tokens)."""
 import numpy as np
 import pytest

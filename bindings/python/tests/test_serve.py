@@ -1,4 +1,4 @@
-"""cortex-serve (issue 7, serving engine) as a client sees it, on loopback: the real
+"""cortex-serve as a client sees it, on loopback: the real
 executable (CORTEX_SERVE, else .build/debug/cortex-serve) serving the golden spike decoder
 and the example LSTM stack. Answers equal the Python binding's; batching, deadlines,
 back-pressure, graceful shutdown, metrics; bad input gets a 4xx with a message and the

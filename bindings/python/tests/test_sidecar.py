@@ -1,4 +1,4 @@
-"""Memory sidecars (issue 6) through the Python wrapper: whole-model goldens from the
+"""Memory sidecars through the Python wrapper: whole-model goldens from the
 PyTorch reference (cortex_swift.torch_sidecars), sessions (save/resume, fork, reset,
 bytes), plasticity signals and segments, the SQLite store (TTL, LRU, crash safety),
 and bad input."""

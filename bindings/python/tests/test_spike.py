@@ -1,4 +1,4 @@
-"""Seed 003's spike decoder (issue 7) through the Python wrapper: the goldens from the
+"""The Perceiver spike decoder through the Python wrapper: the goldens from the
 PyTorch reference (cortex_swift.torch_spike), packed vs per-request input, integer
 dtypes and strides, and bad input refused with the state of the model unchanged."""
 import os

@@ -1,3 +1,4 @@
+import Cortex
 /// The binary request/response body of the serving engine (content type
 /// `application/x-cortex-tensors`): named tensors, little-endian, no padding.
 ///

@@ -1,8 +1,7 @@
+import Cortex
 import Synchronization
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// An HTTP request as the engine sees it (the transport — `cortex-serve`'s SwiftNIO

@@ -1,3 +1,4 @@
+import Cortex
 
 /// Prometheus metrics (text exposition format 0.0.4): counters, gauges and histograms
 /// with labels, thread-safe, rendered on demand for `/metrics`.
