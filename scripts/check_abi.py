@@ -4,6 +4,7 @@
     python3 scripts/check_abi.py GENERATED_HEADER
     python3 scripts/check_abi.py --exports libcortex.so     # nm -D lists exactly the header's functions
     python3 scripts/check_abi.py --version-script ABI       # print the linker version script
+    python3 scripts/check_abi.py --cpp bindings/c/cortex.hpp  # the C++ wrapper calls every function
 
 GENERATED_HEADER is what swiftc writes for the CortexABI module with
 -emit-clang-header-path (scripts/test.sh makes it). Opaque handles appear there as
@@ -80,7 +81,20 @@ def check_exports(lib: str) -> int:
     return 1 if extra or missing else 0
 
 
+def check_cpp(path: str) -> int:
+    """Every function of cortex.h is used by the C++ wrapper (called, or a handle's
+    release function given to its owner template)."""
+    text = re.sub(r"//[^\n]*", " ", open(path).read())
+    missing = sorted(n for n in header_functions() if not re.search(r"\b" + n + r"\b", text))
+    for n in missing:
+        print("not wrapped by cortex.hpp:", n)
+    print(f"check_abi --cpp: {len(header_functions()) - len(missing)} of {len(header_functions())} functions wrapped")
+    return 1 if missing else 0
+
+
 def main():
+    if sys.argv[1] == "--cpp":
+        return check_cpp(sys.argv[2])
     if sys.argv[1] == "--version-script":
         sys.stdout.write(version_script(sys.argv[2]))
         return 0

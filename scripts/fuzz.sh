@@ -20,7 +20,7 @@ for c in Sources/CKernels/*.c; do
   clang -O1 -fsanitize=address -c "$c" -I Sources/CKernels/include -o "$o"
   objs+=("$o")
 done
-swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Cortex \
+swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Cortex -package-name cortex \
   -I "$out/cmod" -I Sources/CSQLite -lsqlite3 "${objs[@]}" \
   $(find Sources/Cortex Sources/CortexServing -name '*.swift' | sort) Tests/Fuzz/FuzzLoaders.swift \
   -o "$out/fuzz-loaders" 2>&1 | { grep -v "Cannot export local symbol" || true; }

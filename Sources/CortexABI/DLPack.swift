@@ -246,13 +246,6 @@ struct InputTensor {
     }
 }
 
-/// Refuse non-finite values (CX_NAN_REJECT).
-func rejectNonFinite(_ p: UnsafePointer<Float>, _ n: Int, _ name: StaticString) throws {
-    for i in 0..<n where !p[i].isFinite {
-        throw CortexError.nanInput("\(name): non-finite value \(p[i]) at flat index \(i) (nan_policy is reject)")
-    }
-}
-
 /// A validated, writable float32 output tensor provided by the caller.
 struct OutputTensor {
     let shape: Dims

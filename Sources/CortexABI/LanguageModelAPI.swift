@@ -153,24 +153,21 @@ public func cx_model_generate(_ model: OpaquePointer?, _ prompt: UnsafePointer<D
             }
         }
         let gen = try MythosGenerator(model: m, prompt: x.ids, batch: B, options: try readGenerateOptions(opts))
-        var seqs = (0..<B).map { b in Array(x.ids[(b * T)..<((b + 1) * T)]) }
-        var produced = 0
-        var buffer = [Int64](repeating: 0, count: B)
-        while produced < Int(maxNew) && !gen.done {
-            let next = try gen.next()
-            for b in 0..<B { seqs[b].append(next[b]); buffer[b] = Int64(next[b]) }
-            produced += 1
-            if let callback {
-                let stop = buffer.withUnsafeBufferPointer { callback(user, Int64(produced - 1), $0.baseAddress, Int64(B)) }
-                if stop != 0 { break }
-            }
+        var buffer = [Int64](repeating: 0, count: B), step: Int64 = 0
+        let steps = try gen.generate(maxNewTokens: Int(maxNew)) { next in
+            guard let callback else { return true }
+            for b in 0..<B { buffer[b] = Int64(next[b]) }
+            defer { step += 1 }
+            return buffer.withUnsafeBufferPointer { callback(user, step, $0.baseAddress, Int64(B)) } == 0
         }
         if let out {
             let pad = Int64(gen.options.eosToken ?? 0)
             for b in 0..<B {
-                for t in 0..<total { out[b * total + t] = t < seqs[b].count ? Int64(seqs[b][t]) : pad }
+                for t in 0..<total {
+                    out[b * total + t] = t < T ? Int64(x.ids[b * T + t]) : t - T < steps.count ? Int64(steps[t - T][b]) : pad
+                }
             }
         }
-        generated.pointee = Int64(produced)
+        generated.pointee = Int64(steps.count)
     }
 }

@@ -51,10 +51,12 @@ public func cx_model_kind(_ model: OpaquePointer?, _ kind: UnsafeMutablePointer<
         let m = try resolve(model, .model, "model", as: Model.self)
         let out = try requireOut(kind, "kind")
         let k: cx_kind
-        if m.mythos != nil { k = CX_KIND_LANGUAGE_MODEL }
-        else if m.sidecar != nil { k = CX_KIND_SIDECAR }
-        else if m.spikeDecoder != nil { k = CX_KIND_SPIKE_DECODER }
-        else { k = CX_KIND_STACK }
+        switch m.kind {
+        case .stack: k = CX_KIND_STACK
+        case .languageModel: k = CX_KIND_LANGUAGE_MODEL
+        case .sidecar: k = CX_KIND_SIDECAR
+        case .spikeDecoder: k = CX_KIND_SPIKE_DECODER
+        }
         out.pointee = Int32(k.rawValue)
     }
 }
@@ -170,7 +172,7 @@ func compute(_ modelP: OpaquePointer?, _ stateP: OpaquePointer?, _ xP: UnsafePoi
             x.readFloats(into: buf)
             xPtr = UnsafePointer(buf)
         }
-        if model.nanPolicy == .reject { try rejectNonFinite(xPtr, x.count, "x") }
+        try model.nanPolicy.check(xPtr, count: x.count, name: "x")
         var mask: UnsafeMutablePointer<UInt8>? = nil
         if let resets {
             let raw = UnsafeMutableRawPointer(try arena.take((B * T + 3) / 4))
@@ -181,8 +183,7 @@ func compute(_ modelP: OpaquePointer?, _ stateP: OpaquePointer?, _ xP: UnsafePoi
                 // [B] in sequence mode: reset these rows before the first step.
                 let rows = UnsafeMutableRawPointer(try arena.take((B + 3) / 4)).bindMemory(to: UInt8.self, capacity: B)
                 resets.readMask(into: rows)
-                m.update(repeating: 0, count: B * T)
-                for b in 0..<B where T > 0 { m[b * T] = rows[b] }
+                Model.expandRowResets(rows, batch: B, time: T, into: m)
             }
             mask = m
         }

@@ -140,7 +140,7 @@ func sidecarForward(_ modelP: OpaquePointer?, _ layer: Int32, _ hP: UnsafePointe
         }
         let buf = try FloatBuffer(count: B * T * 4)
         g.readFloats(into: buf.pointer)
-        try rejectNonFinite(buf.pointer, B * T * 4, "signals")
+        try Model.NaNPolicy.reject.check(buf.pointer, count: B * T * 4, name: "signals")  // always: they steer the memory
         sig = buf
     }
     var shape = Dims()
@@ -163,7 +163,7 @@ func sidecarForward(_ modelP: OpaquePointer?, _ layer: Int32, _ hP: UnsafePointe
         hBuf = b
         hPtr = UnsafePointer(b.pointer)
     }
-    if m.nanPolicy == .reject { try rejectNonFinite(hPtr, count, "h") }
+    try m.nanPolicy.check(hPtr, count: count, name: "h")
     try withExtendedLifetime(hBuf) {
         try s.forward(layer: Int(layer), h: hPtr, time: T, signals: sig.map { UnsafePointer($0.pointer) }, into: y.pointer)
     }
@@ -202,7 +202,7 @@ public func cx_session_observe(_ session: OpaquePointer?, _ logits: UnsafePointe
             let V = l.shape[1]
             let buf = try FloatBuffer(count: B * V, zeroed: false)
             l.readFloats(into: buf.pointer)
-            try rejectNonFinite(buf.pointer, B * V, "logits")
+            try Model.NaNPolicy.reject.check(buf.pointer, count: B * V, name: "logits")  // always: they become losses
             let ids = try tokens == nil ? nil : readPerStream(tokens, "tokens", batch: B)
             if let ids, !ids.allSatisfy({ $0 >= 0 && $0 < Double(V) && $0.rounded() == $0 }) {
                 throw CortexError.invalidArgument("tokens: every id must be in [0, \(V))")

@@ -520,11 +520,11 @@ public final class ServingEngine: @unchecked Sendable {
     /// The input policy: under `.reject` (the server's or the model's) the first value that
     /// is not a finite float32 is refused, named.
     func checkFinite(_ v: [Float], _ name: String, width: Int = 0) throws {
-        guard options.nanPolicy == .reject || model.nanPolicy == .reject, let i = v.firstIndex(where: { !$0.isFinite }) else {
-            return
+        let policy: Model.NaNPolicy = options.nanPolicy == .reject ? .reject : model.nanPolicy
+        try v.withUnsafeBufferPointer { p in
+            guard let base = p.baseAddress else { return }
+            try policy.check(base, count: p.count, name: name, width: width)
         }
-        let at = width > 0 ? "\(name)[\(i / width)][\(i % width)]" : "\(name)[\(i)]"
-        throw CortexError.nanInput("\(at) is not a finite float32 (NaN, infinite or beyond ±3.4e38)")
     }
 
     func streamResource(_ r: ServingRequest, id raw: String) throws -> ServingResponse {
@@ -614,12 +614,7 @@ public final class ServingEngine: @unchecked Sendable {
             switch job.work {
             case .generate(let ids, let n, let options):
                 let gen = try MythosGenerator(model: model, prompt: ids, batch: 1, options: options)
-                var out: [Int] = []
-                for _ in 0..<n {
-                    let t = try gen.next()[0]
-                    out.append(t)
-                    if let eos = options.eosToken, t == eos { break }
-                }
+                let out = try gen.generate(maxNewTokens: n).map { $0[0] }
                 respond(job, .success((.object([("tokens", .array(out.map { .number(Double($0)) }))]),
                                        [("tokens", [out.count], out.map(Float.init))])))
             case .sidecar(let id, let layer, let h, let T):

@@ -1,6 +1,9 @@
 // test_cpp.cpp — the C++17 wrapper bindings/c/cortex.hpp against the golden model.
 //
-//   test_cpp GOLDEN_DIR SCRATCH_DIR
+//   test_cpp GOLDEN_DIR SCRATCH_DIR [GOLDENS_ROOT]
+//
+// With GOLDENS_ROOT (Tests/goldens), the other kinds too: a language model (caches,
+// generation), a sidecar (sessions, the store) and a spike decoder (decode, streams).
 #include "cortex.hpp"
 
 #include <cmath>
@@ -18,6 +21,8 @@ static_assert(!std::is_copy_constructible_v<cortex::State> && std::is_nothrow_mo
 static_assert(!std::is_copy_constructible_v<cortex::Tensor> && std::is_nothrow_move_constructible_v<cortex::Tensor>);
 static_assert(!std::is_copy_assignable_v<cortex::Tensor> && std::is_nothrow_move_assignable_v<cortex::Tensor>);
 static_assert(std::is_copy_constructible_v<cortex::TensorView>);
+static_assert(!std::is_copy_constructible_v<cortex::Session> && std::is_nothrow_move_constructible_v<cortex::Session>);
+static_assert(!std::is_copy_assignable_v<cortex::Cache> && std::is_nothrow_move_assignable_v<cortex::Cache>);
 
 static int failures = 0, checks = 0;
 #define CHECK(cond, what)                                                   \
@@ -78,9 +83,77 @@ static double max_err(const float *a, const std::vector<float> &b) {
 
 static int deleted = 0;
 
+// The wrappers of the language-model, sidecar and spike-decoder calls.
+static void other_kinds(const std::string &root, const std::string &scratch) {
+  {
+    cortex::Model lm = cortex::Model::load(root + "/mythos/gqa/model");
+    CHECK(lm.kind() == CX_KIND_LANGUAGE_MODEL, "language model kind");
+    expect_error(CX_STATUS_UNSUPPORTED, "a language model has no recurrent state", [&] { lm.new_state(1); });
+    std::vector<int64_t> ids = {1, 2, 3, 4};
+    const auto prompt = cortex::TensorView::of(ids, {1, 4});
+    cortex::Cache cache = lm.new_cache(1);
+    cortex::Tensor logits = lm.forward_tokens(prompt, 0, &cache);
+    CHECK((logits.shape() == std::vector<int64_t>{1, 4, 256}), "logits shape");
+    CHECK((cache.info() == std::pair<int64_t, int64_t>{1, 4}), "cache position after 4 tokens");
+    int64_t shared = -1;
+    cortex::Cache fork = cache.fork(&shared);
+    CHECK(shared >= 0 && fork.info() == cache.info(), "fork shares the pages");
+    CHECK(lm.cache_from_bytes(cache.to_bytes()).to_bytes() == cache.to_bytes(), "cache bytes round trip");
+    std::vector<int64_t> out(7);
+    const int64_t n = lm.generate(prompt, 3, out.data(), 7);
+    cortex::Generator gen = lm.generator(prompt);
+    int64_t token = -1;
+    bool same = n == 3;
+    for (int t = 0; t < 3; ++t) {
+      gen.next(&token, 1);
+      same = same && token == out[4 + t];
+    }
+    CHECK(same && out[0] == 1 && out[3] == 4, "generate == generator, greedy");
+    cortex::generate_options();
+  }
+  {
+    cortex::Model sc = cortex::Model::load(root + "/sidecars/model_gdn/model");
+    CHECK(sc.kind() == CX_KIND_SIDECAR, "sidecar kind");
+    const int64_t D = sc.d_in();
+    std::vector<float> h(size_t(2 * D), 0.25f), y(size_t(2 * D));
+    cortex::Session s = sc.new_session("conversation");
+    cortex::Tensor a = sc.forward_sidecar(1, cortex::TensorView::of(h, {1, 2, D}), s);
+    CHECK((a.shape() == std::vector<int64_t>{1, 2, D}), "sidecar output shape");
+    CHECK(s.id() == "conversation" && s.info()[0] == 1 && s.info()[1] == 2, "session id and info");
+    const std::vector<uint8_t> blob = s.to_bytes();
+    cortex::Session copy = sc.session_from_bytes(blob);
+    sc.forward_sidecar_into(3, cortex::TensorView::of(h, {1, 2, D}), copy, nullptr, cortex::TensorView::of(y, {1, 2, D}));
+    CHECK(s.fork("other").id() == "other", "fork takes the new id");
+    cortex::Store store = cortex::Store::open(scratch + "/sessions.db");
+    store.save(s);
+    CHECK(sc.load_session(store, "conversation").to_bytes() == blob, "store round trip");
+    CHECK(store.list_json().find("conversation") != std::string::npos, "store lists the session");
+    CHECK(store.remove("conversation") && !store.remove("conversation"), "remove once");
+    CHECK(store.purge_expired() == 0, "nothing expires without a TTL");
+    cortex::store_options();
+  }
+  {
+    cortex::Model dec = cortex::Model::load(root + "/spike/decoder_small/model");
+    CHECK(dec.kind() == CX_KIND_SPIKE_DECODER, "spike decoder kind");
+    std::vector<int32_t> ids = {1, 2}, bins = {0, 1}, values = {1, 1}, offsets = {0, 2};
+    cortex::Tensor v = dec.decode(cortex::TensorView::of(ids, {2}), cortex::TensorView::of(bins, {2}),
+                                  cortex::TensorView::of(values, {2}), cortex::TensorView::of(offsets, {2}));
+    CHECK(v.shape().size() == 2 && v.shape()[0] == 1, "decode: one request");
+    cortex::SpikeStream stream = dec.new_spike_stream();
+    cortex::Tensor w = stream.step(cortex::TensorView::of(ids, {2}), cortex::TensorView::of(bins, {2}),
+                                   cortex::TensorView::of(values, {2}));
+    CHECK(w.numel() == v.numel() && stream.info()[1] == 2, "stream step");
+    stream.reset();
+    CHECK(stream.info()[1] == 0, "reset forgets the events");
+    cortex::spike_stream_options();
+  }
+  CHECK(cortex::config_auto_stack("{\"d_hidden\": 8, \"pattern\": \"L\"}").find("\"cortex_stack\"") != std::string::npos,
+        "auto stack config");
+}
+
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: %s GOLDEN_DIR SCRATCH_DIR\n", argv[0]);
+  if (argc != 3 && argc != 4) {
+    std::fprintf(stderr, "usage: %s GOLDEN_DIR SCRATCH_DIR [GOLDENS_ROOT]\n", argv[0]);
     return 2;
   }
   const std::string golden = argv[1], scratch = argv[2];
@@ -215,6 +288,8 @@ int main(int argc, char **argv) {
       cortex::Tensor y4 = model.forward(s4, cortex::TensorView::of(x64, {B, T, D}));
       CHECK(std::memcmp(y4.data(), y.data(), sizeof(float) * size_t(B * T * D)) == 0, "float64 == float32");
     }
+    CHECK(model.kind() == CX_KIND_STACK, "stack kind");
+    if (argc == 4) other_kinds(argv[3], scratch);
   } catch (const cortex::Error &e) {
     std::fprintf(stderr, "FAIL: unexpected cortex::Error %s: %s\n", e.status_name(), e.what());
     return 1;

@@ -6,8 +6,10 @@
 //   model.step_into(state, cortex::TensorView::of(x, {4, model.d_in()}),
 //                   cortex::TensorView::of(y, {4, model.d_out()}));
 //
-// - Model, State and Tensor own one C handle each: move-only, released by the
-//   destructor (cx_*_free), never copied implicitly (State::clone() copies).
+// - Model, State, Tensor, Cache, Generator, Session, Store and SpikeStream own one C
+//   handle each: move-only, released by the destructor (cx_*_free), never copied
+//   implicitly (State::clone(), Cache::fork() and Session::fork() copy). Every function
+//   of cortex.h has a wrapper here (scripts/check_abi.py --cpp checks it).
 // - Every failing call throws cortex::Error, whose what() is cx_last_error() and
 //   status() the cx_status. A failed call changes nothing (the C contract).
 // - TensorView is a non-owning DLTensor over caller memory (std::vector or raw
@@ -62,7 +64,7 @@ inline void check_abi() {
 
 inline std::string version() { return cx_version_string(); }
 
-/// OpenBLAS threads (n <= 0: all cores). Not thread-safe: call before starting workers.
+/// Cortex's threads (n <= 0: the default, see cx_set_num_threads). Thread-safe.
 inline void set_num_threads(int32_t n) { check(cx_set_num_threads(n)); }
 inline int32_t num_threads() { return cx_get_num_threads(); }
 
@@ -368,6 +370,33 @@ class Tensor {
 
 inline Input::Input(const Tensor &t) : p_(&t.view()) {}
 
+// ----------------------------------------------------------- size queries --
+
+namespace detail {
+/// A size-query call f(buf, cap, &needed) into a string (text: without its NUL).
+template <class F>
+std::string query_text(F f) {
+  size_t needed = 0;
+  cx_status s = f(nullptr, 0, &needed);
+  if (s != CX_STATUS_BUFFER_TOO_SMALL) check(s);
+  std::string out(needed, '\0');
+  check(f(&out[0], out.size(), &needed));
+  out.resize(needed > 0 ? needed - 1 : 0);
+  return out;
+}
+
+/// A size-query call f(buf, cap, &needed) into bytes.
+template <class F>
+std::vector<uint8_t> query_bytes(F f) {
+  size_t needed = 0;
+  cx_status s = f(nullptr, 0, &needed);
+  if (s != CX_STATUS_BUFFER_TOO_SMALL) check(s);
+  std::vector<uint8_t> out(needed);
+  check(f(out.data(), out.size(), &needed));
+  return out;
+}
+}  // namespace detail
+
 // ------------------------------------------------------------------- State --
 
 /// The recurrent state of a batch of streams. Keeps its model alive.
@@ -418,14 +447,22 @@ class State {
     return Tensor(t);
   }
 
+  /// Write the state tensor at `path` ([B, ...] float).
+  void set_tensor(const std::string &path, Input value) { check(cx_state_set_tensor(h_, path.c_str(), value.get())); }
+
+  /// Routed adapters: bind stream b to slot ids[b] ([B], any integer dtype; null unbinds).
+  void set_route_ids(Input ids) { check(cx_state_set_route_ids(h_, ids.get())); }
+  /// The bound slots, or an empty vector when none are bound.
+  std::vector<int64_t> route_ids() const {
+    std::vector<int64_t> ids(static_cast<size_t>(batch()));
+    int32_t set = 0;
+    check(cx_state_get_route_ids(h_, ids.data(), static_cast<int64_t>(ids.size()), &set));
+    if (!set) ids.clear();
+    return ids;
+  }
+
   std::vector<uint8_t> to_bytes() const {
-    size_t needed = 0;
-    cx_status s = cx_state_to_bytes(h_, nullptr, 0, &needed);
-    if (s != CX_STATUS_BUFFER_TOO_SMALL) check(s);
-    std::vector<uint8_t> out(needed);
-    check(cx_state_to_bytes(h_, out.data(), out.size(), &needed));
-    out.resize(needed);
-    return out;
+    return detail::query_bytes([&](void *b, size_t c, size_t *n) { return cx_state_to_bytes(h_, b, c, n); });
   }
 
   void save(const std::string &path) const { check(cx_state_save(h_, path.c_str())); }
@@ -433,6 +470,186 @@ class State {
  private:
   cx_state_t *h_ = nullptr;
 };
+
+// ------------------------------------------------- handles of other kinds --
+
+
+/// One owned C handle, released by Free: move-only.
+template <class T, void (*Free)(T *)>
+class Owned {
+ public:
+  Owned() noexcept = default;
+  explicit Owned(T *handle) noexcept : h_(handle) {}
+  ~Owned() { Free(h_); }
+  Owned(Owned &&o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  Owned &operator=(Owned &&o) noexcept {
+    if (this != &o) {
+      Free(h_);
+      h_ = std::exchange(o.h_, nullptr);
+    }
+    return *this;
+  }
+  Owned(const Owned &) = delete;
+  Owned &operator=(const Owned &) = delete;
+  T *get() const noexcept { return h_; }
+
+ protected:
+  T *h_ = nullptr;
+};
+
+/// A KV cache of a batch of sequences (language models); one thread at a time.
+class Cache : public Owned<cx_cache_t, cx_cache_free> {
+ public:
+  using Owned::Owned;
+  /// (batch, position).
+  std::pair<int64_t, int64_t> info() const {
+    int64_t b = 0, p = 0;
+    check(cx_cache_info(h_, &b, &p));
+    return {b, p};
+  }
+  /// A copy sharing the filled pages (copy-on-write); `pages_shared` gets their count.
+  Cache fork(int64_t *pages_shared = nullptr) const {
+    cx_cache_t *out = nullptr;
+    check(cx_cache_fork(h_, &out, pages_shared));
+    return Cache(out);
+  }
+  std::vector<uint8_t> to_bytes() const {
+    return detail::query_bytes([&](void *b, size_t c, size_t *n) { return cx_cache_to_bytes(h_, b, c, n); });
+  }
+};
+
+/// Token-by-token generation (language models).
+class Generator : public Owned<cx_generator_t, cx_generator_free> {
+ public:
+  using Owned::Owned;
+  /// The next token of each of the `batch` sequences; returns whether all are done.
+  bool next(int64_t *tokens, int64_t batch) {
+    int32_t done = 0;
+    check(cx_generator_next(h_, tokens, batch, &done));
+    return done != 0;
+  }
+};
+
+/// The sidecar memory of one conversation (sidecars); one thread at a time.
+class Session : public Owned<cx_session_t, cx_session_free> {
+ public:
+  using Owned::Owned;
+  std::string id() const {
+    return detail::query_text([&](char *b, size_t c, size_t *n) { return cx_session_id(h_, b, c, n); });
+  }
+  /// (batch, tokens seen by the busiest stream, bytes of memory).
+  std::array<int64_t, 3> info() const {
+    std::array<int64_t, 3> v{};
+    check(cx_session_info(h_, &v[0], &v[1], &v[2]));
+    return v;
+  }
+  void reset(Input mask = nullptr) { check(cx_session_reset(h_, mask.get())); }
+  Session fork(const std::string &id) const {
+    cx_session_t *out = nullptr;
+    check(cx_session_fork(h_, id.c_str(), &out));
+    return Session(out);
+  }
+  std::vector<uint8_t> to_bytes() const {
+    return detail::query_bytes([&](void *b, size_t c, size_t *n) { return cx_session_to_bytes(h_, b, c, n); });
+  }
+  /// A layer's memory tensor by name (see cortex.h).
+  Tensor state(int32_t layer, const std::string &name) const {
+    cx_tensor_t *t = nullptr;
+    check(cx_session_get_state(h_, layer, name.c_str(), &t));
+    return Tensor(t);
+  }
+  /// Advance the plasticity signals by one token per stream (tensors may be null).
+  void observe(Input logits, Input tokens = nullptr, Input losses = nullptr, Input rewards = nullptr) {
+    check(cx_session_observe(h_, logits.get(), tokens.get(), losses.get(), rewards.get()));
+  }
+  Tensor signals() const {
+    cx_tensor_t *t = nullptr;
+    check(cx_session_signals(h_, &t));
+    return Tensor(t);
+  }
+  int64_t segment_count(int64_t stream) const {
+    int64_t n = 0;
+    check(cx_session_segment_count(h_, stream, &n));
+    return n;
+  }
+  struct Segment {
+    int64_t start = 0, end = 0;
+    Tensor h_mean, h_var, delta_u, delta_v;
+  };
+  Segment segment(int64_t stream, int64_t index) const {
+    cx_tensor_t *t[4] = {nullptr, nullptr, nullptr, nullptr};
+    Segment s;
+    check(cx_session_segment(h_, stream, index, &s.start, &s.end, &t[0], &t[1], &t[2], &t[3]));
+    s.h_mean = Tensor(t[0]);
+    s.h_var = Tensor(t[1]);
+    s.delta_u = Tensor(t[2]);
+    s.delta_v = Tensor(t[3]);
+    return s;
+  }
+};
+
+/// A SQLite file of saved sessions; thread-safe.
+class Store : public Owned<cx_store_t, cx_store_free> {
+ public:
+  using Owned::Owned;
+  static Store open(const std::string &path, const cx_store_options *options = nullptr) {
+    cx_store_t *out = nullptr;
+    check(cx_store_create(path.c_str(), options, &out));
+    return Store(out);
+  }
+  void save(Session &session) { check(cx_store_save(h_, session.get())); }
+  bool remove(const std::string &id) {
+    int32_t existed = 0;
+    check(cx_store_delete(h_, id.c_str(), &existed));
+    return existed != 0;
+  }
+  std::string list_json() const {
+    return detail::query_text([&](char *b, size_t c, size_t *n) { return cx_store_list_json(h_, b, c, n); });
+  }
+  int64_t purge_expired() {
+    int64_t removed = 0;
+    check(cx_store_purge_expired(h_, &removed));
+    return removed;
+  }
+};
+
+/// A sliding-window spike stream (spike decoders); one thread at a time.
+class SpikeStream : public Owned<cx_spike_stream_t, cx_spike_stream_free> {
+ public:
+  using Owned::Owned;
+  /// One stride of events; the velocity of the window that ends with it.
+  Tensor step(Input neuron_ids, Input time_bins, Input values) {
+    cx_tensor_t *t = nullptr;
+    check(cx_spike_stream_step(h_, neuron_ids.get(), time_bins.get(), values.get(), &t));
+    return Tensor(t);
+  }
+  void reset() { check(cx_spike_stream_reset(h_)); }
+  /// (bins, events, pages, page bytes).
+  std::array<int64_t, 4> info() const {
+    std::array<int64_t, 4> v{};
+    check(cx_spike_stream_info(h_, &v[0], &v[1], &v[2], &v[3]));
+    return v;
+  }
+};
+
+/// Options with every field at its default (struct_size set).
+inline cx_load_options load_options() { return cx_load_default_options(); }
+inline cx_generate_options generate_options() { return cx_generate_default_options(); }
+inline cx_store_options store_options() { return cx_store_default_options(); }
+inline cx_spike_stream_options spike_stream_options() { return cx_spike_stream_default_options(); }
+
+/// cortexcore's auto-built Column stack: the config.json text for a recipe (JSON).
+inline std::string config_auto_stack(const std::string &recipe_json) {
+  return detail::query_text(
+      [&](char *b, size_t c, size_t *n) { return cx_config_auto_stack(recipe_json.data(), recipe_json.size(), b, c, n); });
+}
+
+/// Score a trained task model directory; options_json may be empty ("{}").
+inline std::string task_evaluate(const std::string &dir, const std::string &options_json = "") {
+  return detail::query_text([&](char *b, size_t c, size_t *n) {
+    return cx_task_evaluate(dir.c_str(), options_json.empty() ? nullptr : options_json.c_str(), b, c, n);
+  });
+}
 
 // ------------------------------------------------------------------- Model --
 
@@ -489,13 +706,14 @@ class Model {
 
   /// The model description (architecture, config, fingerprint, state names) as JSON.
   std::string info_json() const {
-    size_t needed = 0;
-    cx_status s = cx_model_info_json(h_, nullptr, 0, &needed);
-    if (s != CX_STATUS_BUFFER_TOO_SMALL) check(s);
-    std::string out(needed, '\0');
-    check(cx_model_info_json(h_, &out[0], out.size(), &needed));
-    out.resize(needed > 0 ? needed - 1 : 0);  // drop the NUL
-    return out;
+    return detail::query_text([&](char *b, size_t c, size_t *n) { return cx_model_info_json(h_, b, c, n); });
+  }
+
+  /// The model's kind (enum cx_kind): each kind's calls are below, in their sections.
+  cx_kind kind() const {
+    int32_t k = 0;
+    check(cx_model_kind(h_, &k));
+    return static_cast<cx_kind>(k);
   }
 
   /// A fresh zero state for `batch` streams.
@@ -543,6 +761,80 @@ class Model {
     check(cx_model_step_into(h_, state.get(), x.get(), resets.get(), y.get()));
   }
   void step_into(State &state, Input x, TensorView y) const { step_into(state, x, nullptr, y); }
+
+  // ---- language models (CX_KIND_LANGUAGE_MODEL)
+
+  Cache new_cache(int64_t batch) const {
+    cx_cache_t *c = nullptr;
+    check(cx_cache_create(h_, batch, &c));
+    return Cache(c);
+  }
+  Cache cache_from_bytes(const std::vector<uint8_t> &bytes) const {
+    cx_cache_t *c = nullptr;
+    check(cx_cache_from_bytes(h_, bytes.data(), bytes.size(), &c));
+    return Cache(c);
+  }
+  /// Logits [B, T, vocab] of ids [B, T]; cache may be null; start_pos -1: the cache's.
+  Tensor forward_tokens(Input ids, int32_t n_loops = 0, Cache *cache = nullptr, int64_t start_pos = -1) const {
+    cx_tensor_t *t = nullptr;
+    check(cx_model_forward_tokens(h_, ids.get(), n_loops, cache ? cache->get() : nullptr, start_pos, &t));
+    return Tensor(t);
+  }
+  Generator generator(Input prompt, const cx_generate_options *options = nullptr) const {
+    cx_generator_t *g = nullptr;
+    check(cx_generator_create(h_, prompt.get(), options, &g));
+    return Generator(g);
+  }
+  /// Prompt plus up to max_new_tokens per sequence into out ([B * (T + max_new)]);
+  /// returns the steps generated.
+  int64_t generate(Input prompt, int64_t max_new_tokens, int64_t *out, int64_t out_count,
+                   const cx_generate_options *options = nullptr, cx_token_callback callback = nullptr,
+                   void *user = nullptr) const {
+    int64_t generated = 0;
+    check(cx_model_generate(h_, prompt.get(), max_new_tokens, options, callback, user, out, out_count, &generated));
+    return generated;
+  }
+
+  // ---- sidecars (CX_KIND_SIDECAR)
+
+  Session new_session(const std::string &id, int64_t batch = 1) const {
+    cx_session_t *s = nullptr;
+    check(cx_session_create(h_, id.c_str(), batch, &s));
+    return Session(s);
+  }
+  /// id empty: the blob's own id.
+  Session session_from_bytes(const std::vector<uint8_t> &bytes, const std::string &id = "") const {
+    cx_session_t *s = nullptr;
+    check(cx_session_from_bytes(h_, bytes.data(), bytes.size(), id.empty() ? nullptr : id.c_str(), &s));
+    return Session(s);
+  }
+  Session load_session(Store &store, const std::string &id) const {
+    cx_session_t *s = nullptr;
+    check(cx_store_load(store.get(), h_, id.c_str(), &s));
+    return Session(s);
+  }
+  Tensor forward_sidecar(int32_t layer, Input h, Session &session, Input signals = nullptr) const {
+    cx_tensor_t *t = nullptr;
+    check(cx_model_forward_sidecar(h_, layer, h.get(), session.get(), signals.get(), &t));
+    return Tensor(t);
+  }
+  void forward_sidecar_into(int32_t layer, Input h, Session &session, Input signals, TensorView y) const {
+    check(cx_model_forward_sidecar_into(h_, layer, h.get(), session.get(), signals.get(), y.get()));
+  }
+
+  // ---- spike decoders (CX_KIND_SPIKE_DECODER)
+
+  /// Velocity [B, outputs] of B requests of packed events (offsets [B + 1]).
+  Tensor decode(Input neuron_ids, Input time_bins, Input values, Input offsets) const {
+    cx_tensor_t *t = nullptr;
+    check(cx_model_decode(h_, neuron_ids.get(), time_bins.get(), values.get(), offsets.get(), &t));
+    return Tensor(t);
+  }
+  SpikeStream new_spike_stream(const cx_spike_stream_options *options = nullptr) const {
+    cx_spike_stream_t *s = nullptr;
+    check(cx_spike_stream_create(h_, options, &s));
+    return SpikeStream(s);
+  }
 
  private:
   cx_model_t *h_ = nullptr;

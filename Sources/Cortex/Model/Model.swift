@@ -5,7 +5,28 @@
 /// where `config` is cortexcore's `CortexStackConfig.model_dump_json()`) and
 /// `model.safetensors` (the PyTorch module's own `state_dict()`).
 public final class Model: @unchecked Sendable {
-    public enum NaNPolicy: Int32, Sendable { case propagate = 0, reject = 1 }
+    public enum NaNPolicy: Int32, Sendable {
+        case propagate = 0, reject = 1
+
+        /// The input contract every front end (Swift, the C ABI, the server) applies:
+        /// under `.reject` the first value that is not finite is refused, named by its
+        /// index (`x[13]`, or `h[row][col]` when `width` > 0).
+        public func check(_ p: UnsafePointer<Float>, count: Int, name: String, width: Int = 0) throws {
+            guard self == .reject else { return }
+            for i in 0..<count where !p[i].isFinite {
+                let at = width > 0 ? "\(name)[\(i / width)][\(i % width)]" : "\(name)[\(i)]"
+                throw CortexError.nanInput("\(at) is non-finite (\(p[i])): NaN, infinite or beyond float32's range; the NaN policy is reject")
+            }
+        }
+    }
+
+    /// `[B]` resets in sequence mode mean "reset these rows before the first step":
+    /// the `[B, T]` mask every core takes (zero except each flagged row's first step).
+    public static func expandRowResets(_ rows: UnsafePointer<UInt8>, batch: Int, time: Int,
+                                       into mask: UnsafeMutablePointer<UInt8>) {
+        mask.update(repeating: 0, count: batch * time)
+        for b in 0..<batch where time > 0 && rows[b] != 0 { mask[b * time] = 1 }
+    }
 
     public static let formatVersion = 1
     public static let architectures = ["cortex_stack", "open_mythos", "cortex_sidecar", "spike_decoder"]
@@ -24,17 +45,27 @@ public final class Model: @unchecked Sendable {
     public let nanPolicy: NaNPolicy
     /// The stack's routed adapters (nil without them): states then need route ids.
     public let routedAdapter: RoutedAdapterSpec?
-    /// An OpenMythos language model (`"architecture": "open_mythos"`): it runs through
-    /// `MythosCache` and token ids, not recurrent states.
-    public let mythos: MythosModel?
+    /// What the model is; each kind runs through its own objects.
+    public enum Kind {
+        /// A memory stack: recurrent states (`forward`, `RecurrentState`); `module` is it.
+        case stack(CortexStack)
+        /// An OpenMythos language model (`"architecture": "open_mythos"`): token ids and a
+        /// `MythosCache`, not recurrent states.
+        case languageModel(MythosModel)
+        /// Memory sidecars for a host transformer (`"architecture": "cortex_sidecar"`): per
+        /// hooked layer, through `SidecarSession`s.
+        case sidecar(SidecarModel)
+        /// The Perceiver spike decoder (`"architecture": "spike_decoder"`): stateless, packed
+        /// spike events to hand velocity (`SpikeDecoder.decode`).
+        case spikeDecoder(SpikeDecoder)
+    }
+    public let kind: Kind
+    /// The kind's model, or nil for another kind.
+    public var mythos: MythosModel? { if case .languageModel(let m) = kind { return m }; return nil }
+    public var sidecar: SidecarModel? { if case .sidecar(let m) = kind { return m }; return nil }
+    public var spikeDecoder: SpikeDecoder? { if case .spikeDecoder(let m) = kind { return m }; return nil }
     /// Scratch batch states of forward(lanes:) (any batch size, at most 16 kept).
     private let lanePool = Locked<[RecurrentState]>([])
-    /// Memory sidecars for a host transformer (`"architecture": "cortex_sidecar"`): they
-    /// run per hooked layer through `SidecarSession`s.
-    public let sidecar: SidecarModel?
-    /// The Perceiver spike decoder (`"architecture": "spike_decoder"`): stateless,
-    /// it maps packed spike events to hand velocity (`SpikeDecoder.decode`).
-    public let spikeDecoder: SpikeDecoder?
     /// Whether nn.Linear weights are held as INT8, how many there are and their bytes.
     public let int8: Bool
     public let linearLayers: Int
@@ -114,28 +145,26 @@ public final class Model: @unchecked Sendable {
         file.requireFinite = checkWeights
         let weights = WeightSource(file: file, quantizeLinears: int8)
 
-        var routed: RoutedAdapterSpec? = nil, lm: MythosModel? = nil, sc: SidecarModel? = nil, dec: SpikeDecoder? = nil
         switch family {
         case .stack(let cfg):
-            module = try CortexStack(config: cfg, weights: weights)
-            routed = cfg.routedAdapter
+            let stack = try CortexStack(config: cfg, weights: weights)
+            (kind, module, routedAdapter) = (.stack(stack), stack, cfg.routedAdapter)
         case .mythos(let cfg):
             let m = try MythosModel(config: cfg, weights: weights)
-            lm = m
+            (kind, routedAdapter) = (.languageModel(m), nil)
             module = NonRecurrentStub(dIn: cfg.vocabSize, dOut: cfg.vocabSize, parameters: m.parameterCount,
                                       runsOn: "an open_mythos model runs on token ids with a KV cache")
         case .sidecar(let cfg):
             let m = try SidecarModel(config: cfg, weights: weights)
-            sc = m
+            (kind, routedAdapter) = (.sidecar(m), nil)
             module = NonRecurrentStub(dIn: cfg.dModel, dOut: cfg.dModel, parameters: m.parameterCount,
                                       runsOn: "a cortex_sidecar model runs per host layer with a sidecar session")
         case .spike(let cfg):
             let m = try SpikeDecoder(config: cfg, weights: weights)
-            dec = m
+            (kind, routedAdapter) = (.spikeDecoder(m), nil)
             module = NonRecurrentStub(dIn: cfg.hiddenDim, dOut: cfg.behaviorDim, parameters: m.parameterCount,
                                       runsOn: "a spike_decoder model is stateless and decodes packed spike events")
         }
-        (routedAdapter, mythos, sidecar, spikeDecoder) = (routed, lm, sc, dec)
         let unused = weights.unused
         guard unused.isEmpty else {
             let shown = unused.prefix(5).joined(separator: ", ")
@@ -241,16 +270,18 @@ public final class Model: @unchecked Sendable {
         }
         var mask: [UInt8]? = nil
         if let resets {
-            if resets.count == b * t { mask = resets.map { $0 ? 1 : 0 } }
+            let flags = resets.map { UInt8($0 ? 1 : 0) }
+            if resets.count == b * t { mask = flags }
             else if resets.count == b {
                 var m = [UInt8](repeating: 0, count: b * t)
-                for i in 0..<b where resets[i] && t > 0 { m[i * t] = 1 }
+                flags.withUnsafeBufferPointer { Model.expandRowResets($0.baseAddress!, batch: b, time: t, into: &m) }
                 mask = m
             } else {
                 throw CortexError.shapeMismatch("resets: expected \(b) or \(b * t) values, got \(resets.count)")
             }
         }
         let xc = try x.contiguous()
+        try nanPolicy.check(xc.data, count: xc.count, name: "x")
         let y = try Tensor(zeros: step ? [b, outputSize] : [b, t, outputSize])
         try mask.withOptionalPointer { m in try body(xc.data, t, m, y.data) }
         return y

@@ -28,13 +28,13 @@ public final class RecurrentState: @unchecked Sendable {
     static let maxBatch = 1 << 24
 
     init(model: Model, batch: Int) throws {
-        guard model.mythos == nil else {
+        switch model.kind {
+        case .stack: break
+        case .languageModel:
             throw CortexError.unsupported("an open_mythos model has no recurrent state: it runs on token ids with a KV cache")
-        }
-        guard model.sidecar == nil else {
+        case .sidecar:
             throw CortexError.unsupported("a cortex_sidecar model has no recurrent state: it runs per host layer with a sidecar session")
-        }
-        guard model.spikeDecoder == nil else {
+        case .spikeDecoder:
             throw CortexError.unsupported("a spike_decoder model is stateless: it decodes packed spike events")
         }
         guard batch >= 1, batch <= RecurrentState.maxBatch else {

@@ -139,6 +139,19 @@ public final class MythosGenerator: @unchecked Sendable {
         return tokens
     }
 
+    /// The generation loop every front end runs: up to `maxNewTokens` steps, stopping
+    /// early once every sequence has emitted `eos_token` or `onStep` (given each step's
+    /// `[B]` tokens) returns false. Returns the tokens generated per step.
+    public func generate(maxNewTokens: Int, onStep: ([Int]) throws -> Bool = { _ in true }) throws -> [[Int]] {
+        var steps: [[Int]] = []
+        while steps.count < maxNewTokens && !done {
+            let tokens = try next()
+            steps.append(tokens)
+            if try !onStep(tokens) { break }
+        }
+        return steps
+    }
+
     private func sample(_ l: UnsafePointer<Float>, _ V: Int) -> Int {
         if options.temperature == 0 {
             var best = 0

@@ -28,7 +28,7 @@ from ._lib import (Busy, BufferTooSmall, CortexError, CortexIOError, CortexMemor
                    HandleError, InvalidArgument, MissingTensor, NanInput, ParseError, ShapeError, StateMismatch,
                    NotFound, Unsupported, check, lib)
 from ._lm import Cache, LanguageModel
-from ._model import Model, State, auto_stack_config, evaluate_task, load, load_from_memory
+from ._model import BaseModel, Model, State, auto_stack_config, evaluate_task, load, load_from_memory
 from ._sidecar import Session, SessionStore, Sidecar
 from ._spike import SpikeDecoder, SpikeStream
 from ._tensor import Tensor
@@ -55,7 +55,7 @@ def get_num_threads() -> int:
     return lib.cx_get_num_threads()
 
 
-__all__ = ["load", "load_from_memory", "auto_stack_config", "evaluate_task", "export", "Model", "State", "Tensor",
+__all__ = ["load", "load_from_memory", "auto_stack_config", "evaluate_task", "export", "BaseModel", "Model", "State", "Tensor",
            "LanguageModel", "Cache", "Sidecar", "Session", "SessionStore", "SpikeDecoder", "SpikeStream", "abi_version", "set_num_threads", "get_num_threads",
            "CortexError", "InvalidArgument", "HandleError", "ShapeError", "DTypeError", "DeviceError",
            "CortexIOError", "ParseError", "Unsupported", "MissingTensor", "StateMismatch", "BufferTooSmall",

@@ -5,7 +5,7 @@ import ctypes
 
 from . import _ffi
 from ._lib import Handle, check, lib, size_query
-from ._model import Model
+from ._model import BaseModel
 from ._tensor import Input, Tensor
 
 
@@ -60,7 +60,7 @@ def _options(n_loops, temperature, top_k, seed, eos_token):
     return o
 
 
-class LanguageModel(Model):
+class LanguageModel(BaseModel):
     """An open_mythos model: token ids in, logits out.
 
         logits = model.forward(ids)                                  # [B, T, vocab]
@@ -98,12 +98,6 @@ class LanguageModel(Model):
         return Tensor(y)
 
     __call__ = forward
-
-    def step(self, *args, **kwargs):
-        raise TypeError("an open_mythos model has no recurrent step: use forward(ids, cache=...) or generate()")
-
-    def init_state(self, batch: int):
-        raise TypeError("an open_mythos model has no recurrent state: use new_cache(batch)")
 
     def generate(self, ids, max_new_tokens: int, *, n_loops: int | None = None, temperature: float = 0.0,
                  top_k: int = 0, seed: int = 0, eos_token: int | None = None):

@@ -86,8 +86,10 @@ class State(Handle):
         return "cortex_swift.State(closed)" if self.closed else f"cortex_swift.State(batch={self.batch})"
 
 
-class Model(Handle):
-    """A loaded model: immutable, shareable across threads."""
+class BaseModel(Handle):
+    """What every kind of loaded model has (immutable, shareable across threads): its
+    info, dims and an INT8 copy. `cx.load` returns the kind's own class: Model (a memory
+    stack), LanguageModel, Sidecar or SpikeDecoder; each has only its kind's calls."""
 
     _free = "cx_model_free"
 
@@ -123,6 +125,16 @@ class Model(Handle):
     @property
     def d_out(self) -> int:
         return self._dims()[1]
+
+    def __repr__(self):
+        if self.closed:
+            return f"cortex_swift.{type(self).__name__}(closed)"
+        info = self.info
+        return f"cortex_swift.{type(self).__name__}({info['architecture']}, d_in={info['d_in']}, parameters={info['parameters']})"
+
+
+class Model(BaseModel):
+    """A memory stack: recurrent states, sequence and step mode."""
 
     def init_state(self, batch: int) -> State:
         """A fresh zero state for `batch` streams."""
@@ -178,12 +190,6 @@ class Model(Handle):
         return self._run(lib.cx_model_step, x, state, resets, route_ids)
 
     __call__ = forward
-
-    def __repr__(self):
-        if self.closed:
-            return "cortex_swift.Model(closed)"
-        info = self.info
-        return f"cortex_swift.Model({info['architecture']}, d_in={info['d_in']}, parameters={info['parameters']})"
 
 
 def auto_stack_config(recipe: dict | None = None, **fields) -> dict:

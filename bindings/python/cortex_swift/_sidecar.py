@@ -7,7 +7,7 @@ import os
 
 from . import _ffi
 from ._lib import Handle, check, lib, size_query
-from ._model import Model
+from ._model import BaseModel
 from ._tensor import Input, NoInput, Tensor
 
 
@@ -110,7 +110,7 @@ class Session(Handle):
         return f"cortex_swift.Session(id={self.id!r}, batch={self.batch}, tokens={self.tokens})"
 
 
-class Sidecar(Model):
+class Sidecar(BaseModel):
     """A "cortex_sidecar" model: the sidecars of a host transformer's hooked layers.
 
         sidecar = cx.load(dir)
@@ -152,12 +152,6 @@ class Sidecar(Model):
             res = ctypes.c_void_p()
             check(lib.cx_model_forward_sidecar(self.handle, int(layer), x.view, session.handle, s.view, ctypes.byref(res)))
         return Tensor(res)
-
-    def step(self, *args, **kwargs):
-        raise TypeError("a sidecar runs per host layer: sidecar.forward(layer, h, session)")
-
-    def init_state(self, batch: int):
-        raise TypeError("a sidecar's memory lives in sessions: sidecar.new_session(id, batch)")
 
 
 class SessionStore(Handle):

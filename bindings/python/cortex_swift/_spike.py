@@ -7,7 +7,7 @@ from contextlib import ExitStack
 import numpy as np
 
 from ._lib import Handle, check, lib
-from ._model import Model
+from ._model import BaseModel
 from ._tensor import Input, Tensor
 
 
@@ -16,7 +16,7 @@ def _ints(x):
     return x if hasattr(x, "__dlpack__") else np.asarray(x, dtype=np.int64).reshape(-1)
 
 
-class SpikeDecoder(Model):
+class SpikeDecoder(BaseModel):
     """A spike_decoder model: stateless, safe to share between threads.
 
         v = dec.decode(neuron_ids, time_bins, values, offsets)     # packed [E] + [B + 1] -> [B, 2]
@@ -51,13 +51,6 @@ class SpikeDecoder(Model):
     def stream(self, window_bins: int = 120, stride_bins: int = 10, max_window_events: int = 8192) -> "SpikeStream":
         """A sliding-window stream over this decoder (see SpikeStream)."""
         return SpikeStream(self, window_bins, stride_bins, max_window_events)
-
-    def step(self, *args, **kwargs):
-        raise TypeError("a spike_decoder model is stateless: use decode(neuron_ids, time_bins, values, offsets) "
-                        "or stream()")
-
-    def init_state(self, batch: int):
-        raise TypeError("a spike_decoder model is stateless: use decode(neuron_ids, time_bins, values, offsets)")
 
     def __repr__(self):
         c = self.config

@@ -143,8 +143,7 @@ def test_bad_input_is_refused_and_the_cache_unchanged(golden):
     with pytest.raises(cx.ShapeError):
         m.forward(ids[0])
     assert cache.to_bytes() == blob, "failed calls leave the cache as it was"
-    with pytest.raises(TypeError):
-        m.init_state(1)
+    assert not isinstance(m, cx.Model) and not hasattr(m, "init_state")  # a language model has no recurrent state
     other = cx.load(os.path.join(GOLDENS, "mythos", "gqa" if name == "mla" else "mla", "model"))
     with pytest.raises(cx.StateMismatch, match="another model"):
         other.forward(ids[:, :1], cache=cache)
