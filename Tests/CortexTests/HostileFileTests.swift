@@ -129,4 +129,18 @@ final class HostileFileTests: XCTestCase {
         state.tensors[0].data[1] = 0
         XCTAssertNoThrow(try StateCodec.decode(try StateCodec.encode(state), model: strict))
     }
+
+    /// A header padded far beyond its entries (95 MB of metadata for one tensor) is
+    /// refused before it is parsed: the parse would cost a few times the header.
+    func testPaddedHeaderIsRefusedBeforeParsing() throws {
+        let dir = try folder("padded")
+        defer { unlink(dir + "/model.safetensors"); unlink(dir + "/config.json"); rmdir(dir) }
+        let filler = String(repeating: "x", count: 95_000_000)
+        let header = Array((#"{"__metadata__":{"pad":""# + filler + #""},"t":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#).utf8)
+        sparseFile(dir + "/model.safetensors", header: header, size: 8 + header.count)
+        let (message, seconds) = refusal(dir)
+        print("[hostile] 95 MB header for 1 tensor: \(seconds) s: \(message)")
+        XCTAssertTrue(message.contains("per tensor"), message)
+        XCTAssertLessThan(seconds, 2.0)
+    }
 }

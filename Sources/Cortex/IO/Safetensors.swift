@@ -40,6 +40,10 @@ public struct SafetensorsFile: Sendable {
     /// Tensors per file at most. A header is scanned for this before it is parsed, so a
     /// header of millions of tiny entries costs milliseconds, not gigabytes of JSON.
     public static let maxTensors = 1 << 17
+    /// Header bytes a file may have: a base for `__metadata__` plus a generous 512 bytes
+    /// per tensor (a real entry is about 100-200 bytes), so the parsed header stays
+    /// proportional to the tensors the file declares, not to whatever it pads in.
+    public static let headerBaseBytes = 64 << 10, headerBytesPerTensor = 512
 
     /// The file's bytes: in memory, or the open file (`init(path:)`).
     let storage: ByteStore
@@ -64,7 +68,7 @@ public struct SafetensorsFile: Sendable {
         let prefix = try FileIO.read(fd, path, offset: 0, count: 8)
         let headerLen = try Self.headerLength(prefix, fileSize: size)
         let header = try FileIO.read(fd, path, offset: 8, count: headerLen)
-        (entries, names, metadata) = try Self.parseHeader(header, fileSize: size)
+        (entries, names, metadata) = try Self.parseHeader(header, fileSize: size, budgeted: true)
         storage = ByteStore(file: fd, path)
         closeOnExit = false
     }
@@ -94,22 +98,37 @@ public struct SafetensorsFile: Sendable {
 
     /// Every entry of `header` checked against a file of `fileSize` bytes: known dtypes,
     /// sizes that match the offsets, offsets that tile the data section exactly.
-    static func parseHeader(_ headerBytes: [UInt8], fileSize: Int) throws
+    /// `budgeted`: a file's header must also fit the per-tensor budget (bytes already in
+    /// memory, such as state and session blobs, are not held to it).
+    static func parseHeader(_ headerBytes: [UInt8], fileSize: Int, budgeted: Bool = false) throws
         -> (entries: [String: Entry], names: [String], metadata: [String: String]) {
+        // Count entries before building any JSON (memchr/memcmp: a 100 MB header is
+        // scanned in milliseconds).
         let marker = Array("data_offsets".utf8)
-        var found = 0, i = 0
-        while i + marker.count <= headerBytes.count {  // count entries before building any JSON
-            if headerBytes[i] == marker[0] && Array(headerBytes[i..<(i + marker.count)]) == marker {
-                found += 1
-                guard found <= maxTensors else {
-                    throw CortexError.parse("safetensors: more than \(maxTensors) tensors in the header")
+        var found = 0
+        try headerBytes.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            var i = 0
+            while i + marker.count <= raw.count, let hit = memchr(base + i, Int32(marker[0]), raw.count - i) {
+                let at = base.distance(to: UnsafeRawPointer(hit))
+                guard at + marker.count <= raw.count else { break }
+                if memcmp(hit, marker, marker.count) == 0 {
+                    found += 1
+                    guard found <= maxTensors else {
+                        throw CortexError.parse("safetensors: more than \(maxTensors) tensors in the header")
+                    }
+                    i = at + marker.count
+                } else {
+                    i = at + 1
                 }
-                i += marker.count
-            } else {
-                i += 1
             }
         }
         let headerLen = headerBytes.count
+        let budget = headerBaseBytes + headerBytesPerTensor * found
+        guard !budgeted || headerLen <= budget else {
+            throw CortexError.parse("safetensors: the header is \(headerLen) bytes for \(found) tensors (at most \(headerBaseBytes) + "
+                                    + "\(headerBytesPerTensor) per tensor = \(budget))")
+        }
         let header: JSON
         do { header = try JSON.parse(headerBytes) } catch let e as CortexError {
             throw CortexError.parse("safetensors header: \(e.message)")
