@@ -10,7 +10,7 @@
 # libopenblas.so.0: "Requires.private: openblas") or loaded with dlopen at run time
 # (nothing to declare) is read from the library itself with readelf.
 #
-#   cmake -DSOURCE_DIR=<repo> -DSCRATCH=<swiftpm scratch> -DDEST=<.../libcortex.so>
+#   cmake -DSOURCE_DIR=<repo> -DSCRATCH=<swiftpm scratch> -DDEST=<.../libcortex.so.ABI>
 #         [-DPREBUILT=<.so>] [-DREADELF=<readelf>] -DPC_IN=<cortex.pc.stage> -DPC_OUT=<cortex.pc>
 #         -P CortexStageLibrary.cmake
 foreach(var SOURCE_DIR DEST PC_IN PC_OUT)

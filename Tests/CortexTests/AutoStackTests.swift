@@ -48,8 +48,3 @@ final class AutoStackTests: XCTestCase {
         }
     }
 }
-
-final class AutoStackGoldenTests: XCTestCase {
-    /// The seed's default stack: two AXMS Column layers (d_hidden 16).
-    func testAutoAXMS() throws { try GoldenRunner("auto_axms").all() }
-}

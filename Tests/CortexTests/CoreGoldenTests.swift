@@ -1,46 +1,21 @@
 import Cortex
 import XCTest
 
-/// Every golden case of each core's model folders (cortexcore 0.1.6 reference).
-final class CausalConv1dGoldenTests: XCTestCase {
-    /// Depthwise, kernel 4 with bias and kernel 2 without.
-    func testDepthwise() throws { try GoldenRunner("cconv_depthwise").all() }
-    /// Channel mixing, kernels 3 and 5 (with and without bias), and a kernel-0 identity.
-    func testChannelMixing() throws { try GoldenRunner("cconv_mixing").all() }
-}
-
-final class AGaLiTeGoldenTests: XCTestCase {
-    /// Two blocks: 2 heads, eta 3, r 2; and 3 heads, eta 2, r 1, eps 1e-4.
-    func testAGaLiTe() throws { try GoldenRunner("agalite").all() }
-}
-
-final class SLSTMGoldenTests: XCTestCase {
-    /// Two blocks: 2 heads with a kernel-4 conv; 3 heads without conv.
-    func testSLSTM() throws { try GoldenRunner("slstm").all() }
-}
-
-final class MLSTMGoldenTests: XCTestCase {
-    /// Chunk 4 (chunkwise path over 9 steps, resets inside chunks) and a chunk-64 block.
-    func testMLSTM() throws { try GoldenRunner("mlstm").all() }
-}
-
-final class XLGoldenTests: XCTestCase {
-    /// mem_len 3 (rolling) with biases; 3 heads of 5 with mem_len 6, no biases.
-    func testXL() throws { try GoldenRunner("xl").all() }
-}
-
-final class AxonGoldenTests: XCTestCase {
-    /// Five AxonCell blocks: untraced linear map, SRHT (permuted, SiLU), full rank (tanh),
-    /// SRHT unpermuted (ReLU), no mixing. SRHT goldens use the true Walsh–Hadamard transform.
-    func testAxon() throws { try GoldenRunner("axon").all() }
-    /// The SRHT through cortexcore's CPU butterfly ([a+b, a]), via "cortex_srht": "cpu_reference".
-    func testSRHTCPUReference() throws { try GoldenRunner("axon_srht_cpu").all() }
-    /// sLSTM with use_axon_layer: AxonLayer defaults (SRHT) and an explicit full-rank config.
-    func testSLSTMAxonLayer() throws { try GoldenRunner("slstm_axon").all() }
-    /// mLSTM with use_axon_layer + use_axon_qkv (chunkwise), and use_axon_qkv with a config.
-    func testMLSTMAxon() throws { try GoldenRunner("mlstm_axon").all() }
-    /// XL with use_axon_qkv: defaults (SRHT) and a diagonal config without mixing.
-    func testXLAxonQKV() throws { try GoldenRunner("xl_axon").all() }
+/// Every golden case of every memory-stack golden folder, found by its manifest
+/// (cortexcore 0.1.6 reference; what each folder holds is in its manifest and in
+/// scripts/make_goldens.py): one core per folder (cconv_depthwise, cconv_mixing,
+/// agalite, slstm, mlstm, xl, axon, the SRHT CPU butterfly, the Axon layers inside
+/// sLSTM, mLSTM and XL), the scaffolds (PreUp, PreUpGated, PostUp, PostUpGated; adapters
+/// around each with scalar and per-channel gates), Columns (top-k priors, token
+/// refinement on and off), routed adapters, the auto builder's AXMS stack and the LSTM
+/// stack.
+final class StackGoldenTests: XCTestCase {
+    func testEveryStackGoldenFolder() throws {
+        XCTAssertGreaterThanOrEqual(stackGoldenNames.count, 17, "stack goldens found: \(stackGoldenNames)")
+        for name in stackGoldenNames {
+            try GoldenRunner(name).all()
+        }
+    }
 }
 
 /// XL caches its memory's keys and values between calls (derived state): writing the
@@ -62,26 +37,9 @@ final class XLCacheTests: XCTestCase {
     }
 }
 
-/// Scaffolds (cortexcore blocks) around several cores, adapters and Columns.
-final class ScaffoldGoldenTests: XCTestCase {
-    /// PreUp (LSTM; mLSTM on the raw branch), PreUpGated (sLSTM), PostUp (conv),
-    /// PostUpGated (AGaLiTe).
-    func testUpScaffolds() throws { try GoldenRunner("scaffolds_up").all() }
-    /// Adapters around every scaffold kind: PreUp(LSTM), PassThrough(XL), PostUp(Axon),
-    /// PreUpGated(conv), PostUpGated(AGaLiTe) (cortexcore cannot wrap a Column or an
-    /// Adapter: it needs the base's cell); scalar and per-channel gates; GELU, SiLU, ReLU.
-    func testAdapters() throws { try GoldenRunner("scaffolds_adapter").all() }
-    /// Columns: three experts with top-2 prior and token refinement; one expert; two
-    /// experts without refinement, 1/d_key scaling and unrestricted top-1; four experts with
-    /// top-3 and uncentred refinement.
-    func testColumns() throws { try GoldenRunner("column").all() }
-}
-
-/// Routed adapters (cortexcore's `routed_adapter`): every Linear kind, per-stream slots,
-/// streams changing slots between calls.
+/// Routed adapters (cortexcore's `routed_adapter`; their golden, every Linear kind with
+/// per-stream slots changing between calls, runs with the other stack goldens).
 final class RoutedAdapterTests: XCTestCase {
-    func testRoutedGolden() throws { try GoldenRunner("routed").all() }
-
     func testRouteIDsAreRequiredAndChecked() throws {
         let g = try Golden("routed")
         let s = try g.model.makeState(batch: 3)

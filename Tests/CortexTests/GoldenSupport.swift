@@ -1,6 +1,28 @@
 import Cortex
 import XCTest
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every memory-stack golden, by folder name: each directory of Tests/goldens with a
+/// manifest.json and a cortex_stack model (as CMake and pytest find them), so a new
+/// core's golden is tested without listing it anywhere.
+let stackGoldenNames: [String] = {
+    let root = repoRoot + "/Tests/goldens"
+    guard let dir = opendir(root) else { return [] }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        guard !name.hasPrefix("."), (try? FileIO.read(root + "/" + name + "/manifest.json")) != nil,
+              let config = try? JSON.parse(try FileIO.read(root + "/" + name + "/model/config.json")),
+              config["architecture"]?.string == "cortex_stack" else { continue }
+        names.append(name)
+    }
+    return names.sorted()
+}()
+
 /// Repository root, from this file's path (Tests/CortexTests/GoldenSupport.swift).
 let repoRoot: String = {
     var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)

@@ -124,7 +124,7 @@ static void other_kinds(const std::string &root, const std::string &scratch) {
     cortex::Session copy = sc.session_from_bytes(blob);
     sc.forward_sidecar_into(3, cortex::TensorView::of(h, {1, 2, D}), copy, nullptr, cortex::TensorView::of(y, {1, 2, D}));
     CHECK(s.fork("other").id() == "other", "fork takes the new id");
-    cortex::Store store = cortex::Store::open(scratch + "/sessions.db");
+    cortex::Store store = cortex::Store::create(scratch + "/sessions.db");
     store.save(s);
     CHECK(sc.load_session(store, "conversation").to_bytes() == blob, "store round trip");
     CHECK(store.list_json().find("conversation") != std::string::npos, "store lists the session");

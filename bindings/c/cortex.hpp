@@ -373,27 +373,29 @@ inline Input::Input(const Tensor &t) : p_(&t.view()) {}
 // ----------------------------------------------------------- size queries --
 
 namespace detail {
-/// A size-query call f(buf, cap, &needed) into a string (text: without its NUL).
-template <class F>
-std::string query_text(F f) {
-  size_t needed = 0;
-  cx_status s = f(nullptr, 0, &needed);
-  if (s != CX_STATUS_BUFFER_TOO_SMALL) check(s);
-  std::string out(needed, '\0');
-  check(f(&out[0], out.size(), &needed));
-  out.resize(needed > 0 ? needed - 1 : 0);
-  return out;
-}
-
-/// A size-query call f(buf, cap, &needed) into bytes.
+/// A size-query call f(buf, cap, &needed) into bytes. The size is asked again when the
+/// object grew between the two calls (a store shared with other threads).
 template <class F>
 std::vector<uint8_t> query_bytes(F f) {
   size_t needed = 0;
-  cx_status s = f(nullptr, 0, &needed);
-  if (s != CX_STATUS_BUFFER_TOO_SMALL) check(s);
-  std::vector<uint8_t> out(needed);
-  check(f(out.data(), out.size(), &needed));
-  return out;
+  std::vector<uint8_t> out;
+  for (;;) {
+    cx_status s = f(out.empty() ? nullptr : out.data(), out.size(), &needed);
+    if (s == CX_STATUS_OK) {
+      out.resize(needed);
+      return out;
+    }
+    if (s != CX_STATUS_BUFFER_TOO_SMALL) check(s);
+    out.assign(needed, 0);
+  }
+}
+
+/// A size-query call f(buf, cap, &needed) into a string (text: without its NUL).
+template <class F>
+std::string query_text(F f) {
+  std::vector<uint8_t> bytes =
+      query_bytes([&](void *b, size_t c, size_t *n) { return f(static_cast<char *>(b), c, n); });
+  return std::string(bytes.begin(), bytes.end() - (bytes.empty() ? 0 : 1));  // drop the NUL
 }
 }  // namespace detail
 
@@ -592,18 +594,20 @@ class Session : public Owned<cx_session_t, cx_session_free> {
 class Store : public Owned<cx_store_t, cx_store_free> {
  public:
   using Owned::Owned;
-  static Store open(const std::string &path, const cx_store_options *options = nullptr) {
+  /// Open the file, creating it if needed.
+  static Store create(const std::string &path, const cx_store_options *options = nullptr) {
     cx_store_t *out = nullptr;
     check(cx_store_create(path.c_str(), options, &out));
     return Store(out);
   }
-  void save(Session &session) { check(cx_store_save(h_, session.get())); }
+  void save(const Session &session) { check(cx_store_save(h_, session.get())); }
   bool remove(const std::string &id) {
     int32_t existed = 0;
     check(cx_store_delete(h_, id.c_str(), &existed));
     return existed != 0;
   }
-  std::string list_json() const {
+  /// The saved sessions (expired ones are purged first).
+  std::string list_json() {
     return detail::query_text([&](char *b, size_t c, size_t *n) { return cx_store_list_json(h_, b, c, n); });
   }
   int64_t purge_expired() {

@@ -39,11 +39,12 @@ class BinaryDistribution(Distribution):
 
 
 def version():
-    """CX_VERSION of include/cortex.h (the package's own copy when built outside the repository)."""
-    for header in (os.path.join(ROOT, "include", "cortex.h"), os.path.join(HERE, "cortex_swift", "cortex.h")):
-        if os.path.exists(header):
-            return re.search(r'#define CX_VERSION "([^"]+)"', open(header).read()).group(1)
-    raise RuntimeError("cortex_swift: include/cortex.h not found (build from the Cortex repository)")
+    """CX_VERSION of include/cortex.h: the package is built from the Cortex repository."""
+    header = os.path.join(ROOT, "include", "cortex.h")
+    if not os.path.exists(header):
+        raise RuntimeError("cortex_swift: build from the Cortex repository (bindings/python): include/cortex.h "
+                           "holds the version")
+    return re.search(r'#define CX_VERSION "([^"]+)"', open(header).read()).group(1)
 
 
 setup(version=version(), distclass=BinaryDistribution, cmdclass={"build_py": BuildWithLibrary})

@@ -164,3 +164,26 @@ public struct AGaLiTeCore: RecurrentModule {
         outProj.apply(attn, rows: B * T, into: y, routing: routing)
     }
 }
+
+/// The stack config's "agalite" cell (see `CoreKind`).
+extension AGaLiTeCore: CoreKind {
+    static let tag = "agalite"
+    static let classNames = (blocks: "AGaLiTeCell", scaffolds: "AGaLiTeCore")
+    static let schema: StackSchema.Fields = ["n_heads": .init(type: .int(min: 1)), "head_dim": .init(type: .int(min: 1), nullable: true),
+                                           "eta": .init(type: .int(min: 1)), "r": .init(type: .int(min: 1)), "eps": .init(type: .number(min: 0)),
+                                           "dropout": StackSchema.probability]
+
+    static func parseCore(_ json: JSON, hiddenSize: Int) throws -> CoreConfig {
+        var c = Config(hiddenSize: hiddenSize)
+        c.heads = try json.intField("n_heads", default: 8, in: 1...4096, core: tag)
+        if let hd = json["head_dim"], !hd.isNull { c.headDim = try json.intField("head_dim", default: 0, in: 1...65536, core: tag) }
+        c.eta = try json.intField("eta", default: 6, in: 1...4096, core: tag)
+        c.r = try json.intField("r", default: 2, in: 1...4096, core: tag)
+        if let e = json["eps"], !e.isNull {
+            guard let v = e.double, v >= 0 else { throw CortexError.parse("agalite cell: eps must be a number >= 0") }
+            c.eps = Float(v)
+        }
+        let config = c
+        return CoreConfig(kind: Self.self) { w, p in try AGaLiTeCore(config: config, weights: w, prefix: p) }
+    }
+}

@@ -381,3 +381,22 @@ public struct AxonCore: RecurrentModule {
         }
     }
 }
+
+/// The stack config's "axon" cell (see `CoreKind`).
+extension AxonCore: CoreKind {
+    static let tag = "axon"
+    static let classNames = (blocks: "AxonCell", scaffolds: "AxonCore")
+    static let schema: StackSchema.Fields = ["activation": .init(type: .string), "r_max": .init(type: .number()), "r_min": .init(type: .number()),
+                                           "max_phase": .init(type: .number()), "out_dim": .init(type: .int(min: 1), nullable: true),
+                                           "cuda_seq_threshold": .init(type: .int(min: 1)), "use_srht": .init(type: .bool),
+                                           "srht_permute": .init(type: .bool), "use_fullrank_rtu": .init(type: .bool),
+                                           "use_untraced_linear": .init(type: .bool), "cortex_srht": .init(type: .string)]
+
+    static func parseCore(_ json: JSON, hiddenSize: Int) throws -> CoreConfig {
+        let c = try Config.parse(json, hiddenSize: hiddenSize, owner: "axon cell")
+        guard c.outputSize == hiddenSize else {
+            throw CortexError.unsupported("axon cell: out_dim \(c.outputSize) must equal hidden_size \(hiddenSize) in a block (the reference raises)")
+        }
+        return CoreConfig(kind: Self.self) { w, p in try AxonCore(config: c, weights: w, prefix: p) }
+    }
+}

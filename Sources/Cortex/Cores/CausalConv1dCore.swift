@@ -83,3 +83,18 @@ public struct CausalConv1dCore: RecurrentModule {
         }
     }
 }
+
+/// The stack config's "cconv" cell (see `CoreKind`).
+extension CausalConv1dCore: CoreKind {
+    static let tag = "cconv"
+    static let classNames = (blocks: "CausalConv1d", scaffolds: "CausalConv1dCore")
+    static let schema: StackSchema.Fields = ["kernel_size": .init(type: .int(min: 0)), "causal_conv_bias": .init(type: .bool),
+                                           "channel_mixing": .init(type: .bool)]
+
+    static func parseCore(_ json: JSON, hiddenSize: Int) throws -> CoreConfig {
+        let c = Config(hiddenSize: hiddenSize, kernelSize: try json.intField("kernel_size", default: 4, in: 0...1024, core: tag),
+                       bias: try json.boolField("causal_conv_bias", default: true, core: tag),
+                       channelMixing: try json.boolField("channel_mixing", default: false, core: tag))
+        return CoreConfig(kind: Self.self) { w, p in try CausalConv1dCore(config: c, weights: w, prefix: p) }
+    }
+}

@@ -72,3 +72,23 @@ public struct LSTMCore: RecurrentModule {
         job.runParallel(parts: parts)
     }
 }
+
+/// The stack config's "lstm" cell (see `CoreKind`).
+extension LSTMCore: CoreKind {
+    static let tag = "lstm"
+    static let classNames = (blocks: "LSTMCell", scaffolds: "LSTMCore")
+    static let schema: StackSchema.Fields = ["num_layers": .init(type: .int(min: 1)), "bias": .init(type: .bool), "dropout": .init(type: .number(min: 0)),
+                                           "proj_size": .init(type: .int(min: 0))]
+
+    static func parseCore(_ json: JSON, hiddenSize: Int) throws -> CoreConfig {
+        let layers = json["num_layers"]?.int ?? 1
+        guard layers == 1 else {
+            throw CortexError.unsupported("lstm cell: num_layers \(layers) is not supported (cortexcore 0.1.6 supports num_layers == 1 only)")
+        }
+        if let p = json["proj_size"], !p.isNull, p.int != 0 {
+            throw CortexError.unsupported("lstm cell: proj_size > 0 is not supported (as in cortexcore 0.1.6)")
+        }
+        let c = Config(hiddenSize: hiddenSize, bias: try json.boolField("bias", default: true, core: tag))
+        return CoreConfig(kind: Self.self) { w, p in try LSTMCore(config: c, weights: w, prefix: p + "net.") }
+    }
+}

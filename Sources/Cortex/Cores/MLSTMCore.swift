@@ -329,3 +329,28 @@ public struct MLSTMCore: RecurrentModule {
         for t in (chunks * CS)..<T { recurrentStep(h, t, c: c, n: n, m: m, s: s) }
     }
 }
+
+/// The stack config's "mlstm" cell (see `CoreKind`).
+extension MLSTMCore: CoreKind {
+    static let tag = "mlstm"
+    static let classNames = (blocks: "mLSTMCell", scaffolds: "mLSTMCore")
+    static let schema: StackSchema.Fields = ["num_heads": .init(type: .int(min: 1)), "chunk_size": .init(type: .int(min: 1)),
+                                           "conv1d_kernel_size": .init(type: .int(min: 1)), "use_axon_layer": .init(type: .bool),
+                                           "use_axon_qkv": .init(type: .bool), "axon_layer_config": StackSchema.axonConfig,
+                                           "axon_qkv_config": StackSchema.axonConfig, "cortex_math": .init(type: .string)]
+    static let axonFlags = ["use_axon_layer", "use_axon_qkv"]
+
+    static func parseCore(_ json: JSON, hiddenSize: Int) throws -> CoreConfig {
+        var c = Config(hiddenSize: hiddenSize, heads: try json.intField("num_heads", default: 4, in: 1...4096, core: tag),
+                       chunkSize: try json.intField("chunk_size", default: 64, in: 1...65536, core: tag),
+                       convKernel: try json.intField("conv1d_kernel_size", default: 4, in: 1...1024, core: tag))
+        c.axonLayer = try json.axonOption("use_axon_layer", config: "axon_layer_config", hiddenSize: hiddenSize, core: tag)
+        c.axonQKV = try json.axonOption("use_axon_qkv", config: "axon_qkv_config", hiddenSize: hiddenSize, core: tag)
+        c.consistent = try json.mathField(core: tag)
+        let config = c
+        var core = CoreConfig(kind: Self.self) { w, p in try MLSTMCore(config: config, weights: w, prefix: p) }
+        // Without use_axon_qkv the reference always feeds mLSTM the raw up-projection.
+        core.takesRawPreUpInput = config.axonQKV == .off
+        return core
+    }
+}

@@ -187,3 +187,21 @@ public struct SLSTMCore: RecurrentModule {
         Kernels.headNorm(y, rows: B * T, heads: heads, headDim: DH, weight: normWeight.data, eps: 1e-5)
     }
 }
+
+/// The stack config's "slstm" cell (see `CoreKind`).
+extension SLSTMCore: CoreKind {
+    static let tag = "slstm"
+    static let classNames = (blocks: "sLSTMCell", scaffolds: "sLSTMCore")
+    static let schema: StackSchema.Fields = ["num_heads": .init(type: .int(min: 1)), "conv1d_kernel_size": .init(type: .int(min: 0)),
+                                           "dropout": .init(type: .number(min: 0)), "use_axon_layer": .init(type: .bool),
+                                           "axon_layer_config": StackSchema.axonConfig]
+    static let axonFlags = ["use_axon_layer"]
+
+    static func parseCore(_ json: JSON, hiddenSize: Int) throws -> CoreConfig {
+        var c = Config(hiddenSize: hiddenSize, heads: try json.intField("num_heads", default: 4, in: 1...4096, core: tag),
+                       convKernel: try json.intField("conv1d_kernel_size", default: 4, in: 0...1024, core: tag))
+        c.axonLayer = try json.axonOption("use_axon_layer", config: "axon_layer_config", hiddenSize: hiddenSize, core: tag)
+        let config = c
+        return CoreConfig(kind: Self.self) { w, p in try SLSTMCore(config: config, weights: w, prefix: p) }
+    }
+}

@@ -300,3 +300,27 @@ public struct XLCore: RecurrentModule {
         }
     }
 }
+
+/// The stack config's "xl" cell (see `CoreKind`).
+extension XLCore: CoreKind {
+    static let tag = "xl"
+    static let classNames = (blocks: "XLCell", scaffolds: "XLCore")
+    static let schema: StackSchema.Fields = ["n_heads": .init(type: .int(min: 1)), "head_dim": .init(type: .int(min: 1), nullable: true),
+                                           "mem_len": .init(type: .int(min: 0)), "attn_dropout": StackSchema.probability,
+                                           "out_dropout": StackSchema.probability, "use_bias": .init(type: .bool),
+                                           "use_axon_qkv": .init(type: .bool), "axon_qkv_config": StackSchema.axonConfig,
+                                           "cortex_math": .init(type: .string)]
+    static let axonFlags = ["use_axon_qkv"]
+
+    static func parseCore(_ json: JSON, hiddenSize: Int) throws -> CoreConfig {
+        var c = Config(hiddenSize: hiddenSize)
+        c.axonQKV = try json.axonOption("use_axon_qkv", config: "axon_qkv_config", hiddenSize: hiddenSize, core: tag)
+        c.consistent = try json.mathField(core: tag)
+        c.heads = try json.intField("n_heads", default: 4, in: 1...4096, core: tag)
+        if let hd = json["head_dim"], !hd.isNull { c.headDim = try json.intField("head_dim", default: 0, in: 1...65536, core: tag) }
+        c.memLen = try json.intField("mem_len", default: 128, in: 0...1_000_000, core: tag)
+        c.useBias = try json.boolField("use_bias", default: true, core: tag)
+        let config = c
+        return CoreConfig(kind: Self.self) { w, p in try XLCore(config: config, weights: w, prefix: p) }
+    }
+}

@@ -23,23 +23,3 @@ public struct PassThroughScaffold: RecurrentModule {
         try core.run(x: x, y: y, batch: batch, time: time, state: state, resets: resets, arena: arena)
     }
 }
-
-/// Builds the core a config names, with its weights under `prefix`.
-func makeCore(_ config: CoreConfig, weights: WeightSource, prefix: String) throws -> any RecurrentModule {
-    switch config {
-    case .lstm(let c):
-        return try LSTMCore(config: c, weights: weights, prefix: prefix + "net.")
-    case .causalConv1d(let c):
-        return try CausalConv1dCore(config: c, weights: weights, prefix: prefix)
-    case .agalite(let c):
-        return try AGaLiTeCore(config: c, weights: weights, prefix: prefix)
-    case .slstm(let c):
-        return try SLSTMCore(config: c, weights: weights, prefix: prefix)
-    case .mlstm(let c):
-        return try MLSTMCore(config: c, weights: weights, prefix: prefix)
-    case .xl(let c):
-        return try XLCore(config: c, weights: weights, prefix: prefix)
-    case .axon(let c):
-        return try AxonCore(config: c, weights: weights, prefix: prefix)
-    }
-}

@@ -299,17 +299,11 @@ public enum AutoStack {
             return out
         }
 
-        /// A custom entry with "^": its mLSTM gets use_axon_layer + use_axon_qkv, its XL
-        /// use_axon_qkv, its sLSTM use_axon_layer (other cells unchanged).
+        /// A custom entry with "^": its cell's `use_axon_*` flags turn on (`CoreKind.axonFlags`:
+        /// mLSTM both, XL use_axon_qkv, sLSTM use_axon_layer; other cells unchanged).
         func axonify(_ block: JSON) -> JSON {
-            guard let pairs = block.objectPairs, let cell = block["cell"], let tag = cell["cell_type"]?.string else { return block }
-            let flags: [String]
-            switch tag {
-            case "mlstm": flags = ["use_axon_layer", "use_axon_qkv"]
-            case "xl": flags = ["use_axon_qkv"]
-            case "slstm": flags = ["use_axon_layer"]
-            default: return block
-            }
+            guard let pairs = block.objectPairs, let cell = block["cell"], let tag = cell["cell_type"]?.string,
+                  let flags = CoreKinds.named(tag)?.axonFlags, !flags.isEmpty else { return block }
             let newCell = JSON.object((cell.objectPairs ?? []).map { k, v in (k, flags.contains(k) ? .bool(true) : v) })
             return .object(pairs.map { k, v in (k, k == "cell" ? newCell : v) })
         }

@@ -160,19 +160,17 @@ public indirect enum ScaffoldConfig: Sendable {
 
     /// Build this scaffold with its weights under `prefix` (e.g. "blocks.0.").
     func build(weights: WeightSource, prefix: String, dHidden: Int, spelling: StackConfig.Spelling) throws -> any RecurrentModule {
-        func coreName(_ c: CoreConfig) -> String { spelling == .blocks ? c.classNames.0 : c.classNames.1 }
+        func coreName(_ c: CoreConfig) -> String { spelling == .blocks ? c.kind.classNames.blocks : c.kind.classNames.scaffolds }
         switch self {
         case .passThrough(let c):
-            return PassThroughScaffold(core: try makeCore(c, weights: weights, prefix: prefix + "cell."), coreName: coreName(c))
+            return PassThroughScaffold(core: try c.build(weights, prefix + "cell."), coreName: coreName(c))
         case .preUp(let c, let inner, let act, let gated):
-            // mLSTM without use_axon_qkv always consumes the raw branch (the reference's rule).
-            var activate = act
-            if case .mlstm(let m) = c, m.axonQKV == .off { activate = false }
-            return try PreUpScaffold(core: try makeCore(c, weights: weights, prefix: prefix + "cell."), coreName: coreName(c),
+            let activate = act && !c.takesRawPreUpInput
+            return try PreUpScaffold(core: try c.build(weights, prefix + "cell."), coreName: coreName(c),
                                      hidden: dHidden, inner: inner, activateCoreInput: activate, gated: gated,
                                      weights: weights, prefix: prefix)
         case .postUp(let c, let inner, let gated):
-            return try PostUpScaffold(core: try makeCore(c, weights: weights, prefix: prefix + "cell."), coreName: coreName(c),
+            return try PostUpScaffold(core: try c.build(weights, prefix + "cell."), coreName: coreName(c),
                                       hidden: dHidden, inner: inner, gated: gated, weights: weights, prefix: prefix)
         case .adapter(let base, let bottleneck, let perChannel, let activation):
             let inner = try base.build(weights: weights, prefix: prefix + "wrapped_block.", dHidden: dHidden, spelling: spelling)
@@ -227,102 +225,6 @@ extension RouterConfig {
     }
 }
 
-/// The core inside a scaffold.
-public enum CoreConfig: Sendable, Equatable {
-    case lstm(LSTMCore.Config)
-    case causalConv1d(CausalConv1dCore.Config)
-    case agalite(AGaLiTeCore.Config)
-    case slstm(SLSTMCore.Config)
-    case mlstm(MLSTMCore.Config)
-    case xl(XLCore.Config)
-    case axon(AxonCore.Config)
-
-    public static let supportedTypes = ["lstm", "cconv", "agalite", "slstm", "mlstm", "xl", "axon"]
-
-    /// Class names, used as state keys: (0.1.6, seed).
-    var classNames: (String, String) {
-        switch self {
-        case .lstm: return ("LSTMCell", "LSTMCore")
-        case .causalConv1d: return ("CausalConv1d", "CausalConv1dCore")
-        case .agalite: return ("AGaLiTeCell", "AGaLiTeCore")
-        case .slstm: return ("sLSTMCell", "sLSTMCore")
-        case .mlstm: return ("mLSTMCell", "mLSTMCore")
-        case .xl: return ("XLCell", "XLCore")
-        case .axon: return ("AxonCell", "AxonCore")
-        }
-    }
-
-    static func parse(_ json: JSON, hiddenSize: Int) throws -> CoreConfig {
-        guard json.objectPairs != nil else { throw CortexError.parse("cell is not a JSON object") }
-        guard let tag = (json["cell_type"] ?? json["core_type"])?.string else {
-            throw CortexError.parse("cell has no cell_type (or core_type)")
-        }
-        switch tag {
-        case "lstm":
-            let layers = json["num_layers"]?.int ?? 1
-            guard layers == 1 else {
-                throw CortexError.unsupported("lstm cell: num_layers \(layers) is not supported (cortexcore 0.1.6 supports num_layers == 1 only)")
-            }
-            if let p = json["proj_size"], !p.isNull, p.int != 0 {
-                throw CortexError.unsupported("lstm cell: proj_size > 0 is not supported (as in cortexcore 0.1.6)")
-            }
-            let bias = try json.boolField("bias", default: true, core: tag)
-            return .lstm(LSTMCore.Config(hiddenSize: hiddenSize, bias: bias))
-        case "cconv":
-            let k = try json.intField("kernel_size", default: 4, in: 0...1024, core: tag)
-            return .causalConv1d(CausalConv1dCore.Config(
-                hiddenSize: hiddenSize, kernelSize: k,
-                bias: try json.boolField("causal_conv_bias", default: true, core: tag),
-                channelMixing: try json.boolField("channel_mixing", default: false, core: tag)))
-        case "agalite":
-            var c = AGaLiTeCore.Config(hiddenSize: hiddenSize)
-            c.heads = try json.intField("n_heads", default: 8, in: 1...4096, core: tag)
-            if let hd = json["head_dim"], !hd.isNull { c.headDim = try json.intField("head_dim", default: 0, in: 1...65536, core: tag) }
-            c.eta = try json.intField("eta", default: 6, in: 1...4096, core: tag)
-            c.r = try json.intField("r", default: 2, in: 1...4096, core: tag)
-            if let e = json["eps"], !e.isNull {
-                guard let v = e.double, v >= 0 else { throw CortexError.parse("agalite cell: eps must be a number >= 0") }
-                c.eps = Float(v)
-            }
-            return .agalite(c)
-        case "slstm":
-            var c = SLSTMCore.Config(
-                hiddenSize: hiddenSize,
-                heads: try json.intField("num_heads", default: 4, in: 1...4096, core: tag),
-                convKernel: try json.intField("conv1d_kernel_size", default: 4, in: 0...1024, core: tag))
-            c.axonLayer = try json.axonOption("use_axon_layer", config: "axon_layer_config", hiddenSize: hiddenSize, core: tag)
-            return .slstm(c)
-        case "mlstm":
-            var c = MLSTMCore.Config(
-                hiddenSize: hiddenSize,
-                heads: try json.intField("num_heads", default: 4, in: 1...4096, core: tag),
-                chunkSize: try json.intField("chunk_size", default: 64, in: 1...65536, core: tag),
-                convKernel: try json.intField("conv1d_kernel_size", default: 4, in: 1...1024, core: tag))
-            c.axonLayer = try json.axonOption("use_axon_layer", config: "axon_layer_config", hiddenSize: hiddenSize, core: tag)
-            c.axonQKV = try json.axonOption("use_axon_qkv", config: "axon_qkv_config", hiddenSize: hiddenSize, core: tag)
-            c.consistent = try json.mathField(core: tag)
-            return .mlstm(c)
-        case "axon":
-            let c = try AxonCore.Config.parse(json, hiddenSize: hiddenSize, owner: "axon cell")
-            guard c.outputSize == hiddenSize else {
-                throw CortexError.unsupported("axon cell: out_dim \(c.outputSize) must equal hidden_size \(hiddenSize) in a block (the reference raises)")
-            }
-            return .axon(c)
-        case "xl":
-            var c = XLCore.Config(hiddenSize: hiddenSize)
-            c.axonQKV = try json.axonOption("use_axon_qkv", config: "axon_qkv_config", hiddenSize: hiddenSize, core: tag)
-            c.consistent = try json.mathField(core: tag)
-            c.heads = try json.intField("n_heads", default: 4, in: 1...4096, core: tag)
-            if let hd = json["head_dim"], !hd.isNull { c.headDim = try json.intField("head_dim", default: 0, in: 1...65536, core: tag) }
-            c.memLen = try json.intField("mem_len", default: 128, in: 0...1_000_000, core: tag)
-            c.useBias = try json.boolField("use_bias", default: true, core: tag)
-            return .xl(c)
-        default:
-            throw CortexError.unsupported("unknown cell type '\(tag)' (supported: \(supportedTypes.joined(separator: ", ")))")
-        }
-    }
-}
-
 extension JSON {
     /// A `use_axon_*` flag with its optional `AxonConfig` field.
     func axonOption(_ flag: String, config: String, hiddenSize: Int, core: String) throws -> AxonLayerOption {
@@ -345,7 +247,7 @@ extension JSON {
     /// Optional boolean field of a core config (absent or null: `default`).
     /// How field errors name their owner: "lstm cell" for a cell type, else as given.
     static func owner(_ core: String) -> String {
-        ["lstm", "cconv", "agalite", "slstm", "mlstm", "axon", "xl"].contains(core) ? core + " cell" : core
+        CoreKinds.named(core) != nil ? core + " cell" : core
     }
 
     func boolField(_ name: String, default value: Bool, core: String) throws -> Bool {

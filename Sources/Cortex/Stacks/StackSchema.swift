@@ -21,6 +21,8 @@ enum StackSchema {
         case bool
         case string
         case cell
+        /// An AxonConfig whatever its cell_type says (it may have none).
+        case axonConfig
         case block
         case blocks
         case router
@@ -32,7 +34,7 @@ enum StackSchema {
             case .number: return "a number"
             case .bool: return "a boolean"
             case .string: return "a string"
-            case .cell, .block, .router, .routedAdapter: return "an object"
+            case .cell, .axonConfig, .block, .router, .routedAdapter: return "an object"
             case .blocks: return "a list"
             }
         }
@@ -46,12 +48,14 @@ enum StackSchema {
 
     typealias Fields = [String: Field]
 
-    private static func f(_ t: FieldType, nullable: Bool = false, required: Bool = false) -> Field {
+    static func f(_ t: FieldType, nullable: Bool = false, required: Bool = false) -> Field {
         Field(type: t, nullable: nullable, required: required)
     }
 
     /// Dropout-like probabilities: `ge=0, le=1`.
-    private static let probability = f(.number(min: 0, max: 1))
+    static let probability = f(.number(min: 0, max: 1))
+    /// An `AxonConfig` inside another cell (`axon_layer_config`, `axon_qkv_config`).
+    static let axonConfig = f(.axonConfig, nullable: true)
 
     static let stack: Fields = [
         "d_hidden": f(.int(min: 1), required: true),
@@ -112,29 +116,8 @@ enum StackSchema {
         "hidden_size": f(.int(min: 1), nullable: true),
     ]
 
-    static let cells: [String: Fields] = {
-        let math = f(.string)
-        let axonConfig = f(.cell, nullable: true)
-        return [
-            "lstm": ["num_layers": f(.int(min: 1)), "bias": f(.bool), "dropout": f(.number(min: 0)),
-                     "proj_size": f(.int(min: 0))],
-            "cconv": ["kernel_size": f(.int(min: 0)), "causal_conv_bias": f(.bool), "channel_mixing": f(.bool)],
-            "mlstm": ["num_heads": f(.int(min: 1)), "chunk_size": f(.int(min: 1)), "conv1d_kernel_size": f(.int(min: 1)),
-                      "use_axon_layer": f(.bool), "use_axon_qkv": f(.bool),
-                      "axon_layer_config": axonConfig, "axon_qkv_config": axonConfig, "cortex_math": math],
-            "slstm": ["num_heads": f(.int(min: 1)), "conv1d_kernel_size": f(.int(min: 0)), "dropout": f(.number(min: 0)),
-                      "use_axon_layer": f(.bool), "axon_layer_config": axonConfig],
-            "xl": ["n_heads": f(.int(min: 1)), "head_dim": f(.int(min: 1), nullable: true), "mem_len": f(.int(min: 0)),
-                   "attn_dropout": probability, "out_dropout": probability, "use_bias": f(.bool),
-                   "use_axon_qkv": f(.bool), "axon_qkv_config": axonConfig, "cortex_math": math],
-            "agalite": ["n_heads": f(.int(min: 1)), "head_dim": f(.int(min: 1), nullable: true), "eta": f(.int(min: 1)),
-                        "r": f(.int(min: 1)), "eps": f(.number(min: 0)), "dropout": probability],
-            "axon": ["activation": f(.string), "r_max": f(.number()), "r_min": f(.number()), "max_phase": f(.number()),
-                     "out_dim": f(.int(min: 1), nullable: true), "cuda_seq_threshold": f(.int(min: 1)),
-                     "use_srht": f(.bool), "srht_permute": f(.bool), "use_fullrank_rtu": f(.bool),
-                     "use_untraced_linear": f(.bool), "cortex_srht": f(.string)],
-        ]
-    }()
+    /// Each core's fields, from its `CoreKind`.
+    static let cells: [String: Fields] = Dictionary(uniqueKeysWithValues: CoreKinds.all.map { ($0.tag, $0.schema) })
 
     /// Check a stack config against the schema. Returns the paths of unknown fields
     /// (ignored, as the reference ignores them); throws on the first mistyped,
@@ -214,6 +197,9 @@ enum StackSchema {
             guard value.objectPairs != nil else { throw wrongType() }
             let tag = (value["cell_type"] ?? value["core_type"])?.string ?? ""
             try checkObject(value, fields: cellCommon, extra: cells[tag] ?? [:], path: path, ignored: &ignored)
+        case .axonConfig:
+            guard value.objectPairs != nil else { throw wrongType() }
+            try checkObject(value, fields: cellCommon, extra: AxonCore.schema, path: path, ignored: &ignored)
         }
     }
 }

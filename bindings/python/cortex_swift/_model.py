@@ -95,7 +95,7 @@ class BaseModel(Handle):
 
     _source = None  # how it was loaded, for quantize()
 
-    def quantize(self, scheme: str = "int8") -> "Model":
+    def quantize(self, scheme: str = "int8") -> "BaseModel":
         """The same model with INT8 nn.Linear weights (a new model; this one is unchanged),
         reloaded from the directory it came from (for a model built from memory, call
         load_from_memory(..., weight_format="int8"): its bytes are not kept)."""
@@ -104,8 +104,8 @@ class BaseModel(Handle):
         if self._source is None:
             raise ValueError("quantize: this model was not loaded from a directory; use "
                              "cx.load_from_memory(config, weights, weight_format='int8')")
-        path, nan_policy = self._source
-        return load(path, nan_policy=nan_policy, weight_format="int8")
+        path, nan_policy, check_weights = self._source
+        return load(path, nan_policy=nan_policy, weight_format="int8", check_weights=check_weights)
 
     @property
     def info(self) -> dict:
@@ -215,7 +215,7 @@ def _load_options(nan_policy: str, weight_format: str, check_weights: bool = Fal
 
 
 def load_from_memory(config, weights, *, nan_policy: str = "propagate", weight_format: str = "float32",
-                     check_weights: bool = False) -> Model:
+                     check_weights: bool = False) -> BaseModel:
     """A model from a config.json document (dict or text) and model.safetensors contents
     (bytes, or a path to the file), e.g. `cx.load_from_memory(cx.auto_stack_config(...), "w.safetensors")`.
     weight_format="int8": nn.Linear weights held as INT8; check_weights: see `load`."""
@@ -238,7 +238,7 @@ def evaluate_task(path, *, source: str = "testset", samples: int = 1000, seed: i
     return json.loads(raw.rstrip(b"\0"))
 
 
-def load(path, *, nan_policy: str = "propagate", weight_format: str = "float32", check_weights: bool = False) -> Model:
+def load(path, *, nan_policy: str = "propagate", weight_format: str = "float32", check_weights: bool = False) -> BaseModel:
     """Load a model directory (config.json + model.safetensors).
     nan_policy: "propagate" (default) or "reject" (NaN/Inf inputs raise NanInput).
     weight_format: "float32" (default) or "int8": every nn.Linear weight held as INT8, symmetric
@@ -249,11 +249,11 @@ def load(path, *, nan_policy: str = "propagate", weight_format: str = "float32",
     out = ctypes.c_void_p()
     check(lib.cx_model_load(os.fsencode(path), ctypes.byref(opts), ctypes.byref(out)))
     m = _wrap(out)
-    m._source = (os.fspath(path), nan_policy)
+    m._source = (os.fspath(path), nan_policy, check_weights)
     return m
 
 
-def _wrap(handle) -> Model:
+def _wrap(handle) -> BaseModel:
     """The class of the model's kind (cx_model_kind): Model (a memory stack),
     LanguageModel (OpenMythos), Sidecar or SpikeDecoder."""
     kind = ctypes.c_int32()
@@ -267,6 +267,9 @@ def _wrap(handle) -> Model:
         from ._sidecar import Sidecar as cls
     elif kind.value == _ffi.CX_KIND_SPIKE_DECODER:
         from ._spike import SpikeDecoder as cls
-    else:
+    elif kind.value == _ffi.CX_KIND_STACK:
         cls = Model
+    else:
+        lib.cx_model_free(handle)
+        raise RuntimeError(f"cortex_swift: this library returned an unknown model kind {kind.value}; update cortex_swift")
     return cls(handle)
