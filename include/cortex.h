@@ -5,7 +5,8 @@
  *  - Every fallible call returns a cx_status (0 = CX_STATUS_OK). Results come back
  *    through trailing out-pointers, which are written only on success.
  *  - A failed call changes nothing: handles, out-params and caller buffers are left
- *    exactly as they were. cx_last_error() then explains why, e.g.
+ *    exactly as they were (except *needed of a size query, which reports the size with
+ *    CX_STATUS_BUFFER_TOO_SMALL). cx_last_error() then explains why, e.g.
  *    "[cx_model_step] x: expected (B=4, D=128), got (4, 64)".
  *  - Ownership is stated on every pointer: "caller owns; free with ..." (you must
  *    release it), "borrowed" (valid as long as the named object lives), "takes
@@ -31,22 +32,27 @@
  *                run on (cx_model_forward: a state; cx_model_forward_tokens: a cache;
  *                cx_model_forward_sidecar: a session; cx_model_decode: spike events).
  *                Calls with no handle: cx_config_auto_stack, cx_task_evaluate and the
- *                library calls below. Enum values are only ever appended.
- *   lifetime     every handle is made by _create, _load, _from_bytes, _clone or _fork
- *                and released by <object>_free, which accepts NULL.
+ *                library's own (cx_last_error, cx_status_name, cx_abi_version,
+ *                cx_version_string, cx_set_num_threads, cx_get_num_threads). Enum
+ *                values are only ever appended.
+ *   lifetime     every handle is made by _create, _load (_load_from_memory), _from_bytes,
+ *                _clone or _fork, or is a call's output tensor (forward, step, decode,
+ *                get, _from_dlpack), and is released by <object>_free, which accepts
+ *                NULL.
  *   getters      infallible library facts return their value (cx_abi_version); a
  *                handle's properties come through out-pointers (cx_state_batch); text
  *                and byte blobs use the size query (buf, cap, needed): *needed gets the
  *                size, and cap too small gives CX_STATUS_BUFFER_TOO_SMALL, buf untouched.
  *   NULL         handle out-pointers (**out) and the values a call exists to return
- *                must not be NULL (CX_STATUS_INVALID_ARGUMENT); in calls returning
- *                several properties (_info, cx_model_dims) any out-pointer may be NULL
- *                and that property is skipped.
+ *                must not be NULL (CX_STATUS_INVALID_ARGUMENT); in the property
+ *                queries cx_model_dims, cx_cache_info, cx_session_info and
+ *                cx_spike_stream_info any out-pointer may be NULL: it is skipped.
  *   const        a const handle is not changed by the call.
  *   options      every options struct starts with struct_size and ends with reserved
- *                space (zero). A smaller struct (an older header) is accepted, its
- *                missing fields taking the defaults; a larger one (a newer header) only
- *                if the bytes this library does not know are zero. Get defaults from
+ *                space (zero); later versions only append fields. A struct from an
+ *                older header (at least its ABI v1 size) is accepted, the fields it
+ *                lacks taking their defaults; one from a newer header only if the bytes
+ *                this library does not know are zero. Get defaults from
  *                cx_<what>_default_options.
  *   status       every call may return CX_STATUS_INVALID_ARGUMENT, _INVALID_HANDLE,
  *                _OUT_OF_MEMORY and _INTERNAL; other codes are named per call.
@@ -477,7 +483,7 @@ cx_status cx_store_create(const char *path, const cx_store_options *opts, cx_sto
 void cx_store_free(cx_store_t *store);
 
 /* Save (insert or replace) a session under its id. */
-cx_status cx_store_save(cx_store_t *store, cx_session_t *session);
+cx_status cx_store_save(cx_store_t *store, const cx_session_t *session);
 
 /* The session saved under id, for model (refused, CX_STATUS_STATE_MISMATCH, when another
  * sidecar saved it); CX_STATUS_NOT_FOUND when there is none or it expired. */
@@ -488,7 +494,7 @@ cx_status cx_store_delete(cx_store_t *store, const char *id, int32_t *existed);
 
 /* The live sessions as a JSON array of {"id", "bytes", "fingerprint", "updated",
  * "accessed"} (seconds since the epoch), most recently used first (size-query pattern). */
-cx_status cx_store_list_json(const cx_store_t *store, char *buf, size_t cap, size_t *needed);
+cx_status cx_store_list_json(cx_store_t *store, char *buf, size_t cap, size_t *needed);
 
 /* Delete expired sessions now; *removed (may be NULL) gets their number. */
 cx_status cx_store_purge_expired(cx_store_t *store, int64_t *removed);

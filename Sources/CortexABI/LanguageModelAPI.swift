@@ -142,10 +142,13 @@ public func cx_model_generate(_ model: OpaquePointer?, _ prompt: UnsafePointer<D
                         _ generated: UnsafeMutablePointer<Int64>?) -> Int32 {
     entry("cx_model_generate") {
         let m = try resolve(model, .model, "model", as: Model.self)
-        _ = try m.requireMythos()
+        let limit = try m.requireMythos().config.maxSeqLen
         let generated = try requireOut(generated, "generated")
         let x = try readIDs(prompt, "prompt")
-        guard maxNew >= 0 else { throw CortexError.invalidArgument("max_new_tokens must be >= 0") }
+        // Bounded before any size arithmetic: no sequence outgrows max_seq_len anyway.
+        guard maxNew >= 0, maxNew <= Int64(limit) else {
+            throw CortexError.invalidArgument("max_new_tokens must be in [0, \(limit)] (max_seq_len), got \(maxNew)")
+        }
         let B = x.batch, T = x.time, total = T + Int(maxNew)
         if out != nil || outCount != 0 {
             guard outCount == Int64(B * total) else {

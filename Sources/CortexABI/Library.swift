@@ -18,17 +18,20 @@ public func cx_load_default_options() -> cx_load_options {
                     reserved: (0, 0, 0, 0, 0))
 }
 
-/// An options struct as cortex.h's rule reads it: `struct_size` first; a smaller struct
-/// (an older header) takes the defaults for its missing fields; a larger one (a newer
+/// An options struct as cortex.h's rule reads it: `struct_size` first; a struct from an
+/// older header (at least `v1Size`, the struct as ABI v1 shipped it, which later versions
+/// only append to) takes the defaults for the fields it lacks; a larger one (a newer
 /// header) is accepted only when the bytes this library does not know are zero. NULL:
 /// the defaults. `what` names the struct in messages ("load" for cx_load_options).
-func readOptionsStruct<T>(_ p: UnsafePointer<T>?, defaults: T, what: String) throws -> T {
+func readOptionsStruct<T>(_ p: UnsafePointer<T>?, defaults: T, what: String,
+                          v1Size: Int = MemoryLayout<T>.size) throws -> T {
     var out = defaults
     guard let p else { return out }
     let raw = UnsafeRawPointer(p)
     let size = Int(raw.load(as: UInt32.self)), known = MemoryLayout<T>.size
-    guard size >= 4, size <= 4096 else {
-        throw CortexError.invalidArgument("options.struct_size \(size) is invalid (use cx_\(what)_default_options)")
+    guard size >= v1Size, size <= 4096 else {
+        throw CortexError.invalidArgument(
+            "options.struct_size \(size) is invalid: at least \(v1Size) (use cx_\(what)_default_options)")
     }
     if size > known, (known..<size).contains(where: { raw.load(fromByteOffset: $0, as: UInt8.self) != 0 }) {
         throw CortexError.invalidArgument(

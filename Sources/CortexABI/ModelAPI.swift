@@ -18,12 +18,10 @@ public func cx_model_load_from_memory(_ config: UnsafePointer<CChar>?, _ configL
                                       _ opts: UnsafePointer<cx_load_options>?,
                                       _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     entry("cx_model_load_from_memory") {
-        guard let config, configLen >= 0 else { throw CortexError.invalidArgument("config_json is NULL") }
-        guard weightsLen >= 0, weights != nil || weightsLen == 0 else { throw CortexError.invalidArgument("weights is NULL") }
+        let c = try inputBytes(config.map(UnsafeRawPointer.init), configLen, "config_json")
+        let w = weightsLen == 0 ? [] : try inputBytes(weights, weightsLen, "weights")
         let o = try readOptions(opts)
         let out = try requireOut(out, "out")
-        let c = Array(UnsafeBufferPointer(start: UnsafeRawPointer(config).assumingMemoryBound(to: UInt8.self), count: configLen))
-        let w = weights.map { Array(UnsafeBufferPointer(start: $0.assumingMemoryBound(to: UInt8.self), count: weightsLen)) } ?? []
         out.pointee = publish(try Model(configBytes: c, weightBytes: w, nanPolicy: o.policy, int8: o.int8, checkWeights: o.checkWeights), .model)
     }
 }
@@ -32,9 +30,8 @@ public func cx_model_load_from_memory(_ config: UnsafePointer<CChar>?, _ configL
 public func cx_config_auto_stack(_ recipe: UnsafePointer<CChar>?, _ recipeLen: Int, _ buf: UnsafeMutablePointer<CChar>?,
                                  _ cap: Int, _ needed: UnsafeMutablePointer<Int>?) -> Int32 {
     entry("cx_config_auto_stack") {
-        guard let recipe, recipeLen >= 0 else { throw CortexError.invalidArgument("recipe_json is NULL") }
         guard recipeLen <= Model.maxConfigBytes else { throw CortexError.parse("recipe_json is larger than \(Model.maxConfigBytes) bytes") }
-        let bytes = Array(UnsafeBufferPointer(start: UnsafeRawPointer(recipe).assumingMemoryBound(to: UInt8.self), count: recipeLen))
+        let bytes = try inputBytes(recipe.map(UnsafeRawPointer.init), recipeLen, "recipe_json")
         let config = try AutoStack.config(recipe: try JSON.parse(bytes))
         let doc = JSON.object([("format", .string("cortex")), ("format_version", .number(Double(Model.formatVersion))),
                                ("architecture", .string("cortex_stack")), ("config", config)])
@@ -70,9 +67,10 @@ public func cx_model_dims(_ model: OpaquePointer?, _ dIn: UnsafeMutablePointer<I
     }
 }
 
-/// A caller's byte blob (the from_bytes calls): `buf` must not be NULL, `len` >= 0.
-func inputBytes(_ buf: UnsafeRawPointer?, _ len: Int) throws -> [UInt8] {
-    guard let buf, len >= 0 else { throw CortexError.invalidArgument("buf is NULL") }
+/// A caller's byte buffer (blobs, configs, recipes): not NULL, `len` >= 0. Copied.
+func inputBytes(_ buf: UnsafeRawPointer?, _ len: Int, _ name: String = "buf") throws -> [UInt8] {
+    guard let buf else { throw CortexError.invalidArgument("\(name) is NULL") }
+    guard len >= 0 else { throw CortexError.invalidArgument("\(name): length \(len) is negative") }
     return Array(UnsafeRawBufferPointer(start: buf, count: len))
 }
 

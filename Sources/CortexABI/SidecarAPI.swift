@@ -281,9 +281,7 @@ public func cx_store_create(_ path: UnsafePointer<CChar>?, _ opts: UnsafePointer
         let out = try requireOut(out, "out")
         let v = try readOptionsStruct(opts, defaults: cx_store_default_options(), what: "store")
         try requireZero(v.reserved); try requireZero(v.reserved2)
-        guard v.ttl_seconds >= 0, v.ttl_seconds.isFinite, v.max_bytes >= 0 else {
-            throw CortexError.invalidArgument("options.ttl_seconds and options.max_bytes must be >= 0")
-        }
+        // SessionStore checks the values.
         let o = SessionStore.Options(ttl: v.ttl_seconds, maxBytes: Int(v.max_bytes))
         out.pointee = publish(try SessionStore(path: p, options: o), .store)
     }

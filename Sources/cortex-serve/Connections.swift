@@ -6,24 +6,32 @@ import Dispatch
 import NIOCore
 
 /// Runs large-body requests (parsing a multi-megabyte JSON body takes milliseconds to
-/// seconds) off the event loop, at most `limit` at a time; the rest wait in order. The
-/// event loop stays free for every other connection (`/healthz` among them).
+/// seconds) off the event loop, at most `limit` at a time; up to `maxWaiting` more wait
+/// in order (each holds its body), and beyond that `run` refuses. The event loop stays
+/// free for every other connection (`/healthz` among them).
 final class BodyDecoders: @unchecked Sendable {
     /// Bodies up to this size are handled on the event loop: their parse costs less than a hop.
     static let inlineBytes = 64 << 10
 
-    let limit: Int
+    let limit: Int, maxWaiting: Int
     private let state = Locked<(running: Int, waiting: [@Sendable () -> Void])>((0, []))
 
-    init(limit: Int) { self.limit = max(1, limit) }
+    init(limit: Int) {
+        self.limit = max(1, limit)
+        maxWaiting = 4 * self.limit
+    }
 
-    func run(_ work: @escaping @Sendable () -> Void) {
-        let start = state.withLock { s -> Bool in
+    /// Run `work` now or when a decoder frees up; false (not queued) when too many wait.
+    func run(_ work: @escaping @Sendable () -> Void) -> Bool {
+        let start = state.withLock { s -> Bool? in
             if s.running < limit { s.running += 1; return true }
+            guard s.waiting.count < maxWaiting else { return nil }
             s.waiting.append(work)
             return false
         }
+        guard let start else { return false }
         if start { launch(work) }
+        return true
     }
 
     private static let queue = DispatchQueue(label: "cortex-serve.body-decode", attributes: .concurrent)
@@ -92,7 +100,9 @@ final class RequestTimer: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if !connection.receiving {
+        // Timed only while no answer is pending: with pipelining, a request that arrived
+        // whole waits behind the one being computed, which is never timed out.
+        if !connection.receiving && connection.unanswered == 0 {
             connection.receiving = true
             connection.update()
             let me = NIOLoopBound(self, eventLoop: context.eventLoop)

@@ -59,6 +59,14 @@ struct Arguments {
                             [--check-weights] [--log-requests]
         """
 
+    /// A bearer token: printable ASCII without spaces (what the header can carry).
+    static func apiKey(_ key: String, from source: String) throws -> String {
+        guard !key.isEmpty, key.allSatisfy({ $0.isASCII && !$0.isWhitespace && !$0.isNewline && ($0.asciiValue ?? 0) >= 0x21 }) else {
+            throw CortexError.invalidArgument("\(source): a key must be non-empty printable ASCII without spaces")
+        }
+        return key
+    }
+
     init(_ argv: [String]) throws {
         var i = 0
         func value() throws -> String {
@@ -92,16 +100,14 @@ struct Arguments {
             case "--drain-timeout-s": drainTimeout = try int("--drain-timeout-s", 0...86_400)
             case "--check-weights": checkWeights = true
             case "--api-key":
-                let key = try value()
-                guard !key.isEmpty, key.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else {
-                    throw CortexError.invalidArgument("--api-key must be non-empty printable ASCII without spaces")
-                }
-                engine.apiKeys.append(key)
+                engine.apiKeys.append(try Arguments.apiKey(try value(), from: "--api-key"))
             case "--api-key-file":
+                // One key per line; blank lines and surrounding spaces are ignored.
                 let path = try value()
                 let text = String(decoding: try FileIO.read(path, limit: 1 << 20), as: UTF8.self)
-                let keys = text.split(whereSeparator: \.isNewline)
-                    .map { String($0.filter { !$0.isWhitespace }) }.filter { !$0.isEmpty }
+                let keys = try text.split(whereSeparator: \.isNewline)
+                    .map { String($0.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed()) }
+                    .filter { !$0.isEmpty }.map { try Arguments.apiKey($0, from: path) }
                 guard !keys.isEmpty else { throw CortexError.invalidArgument("--api-key-file \(path) holds no key") }
                 engine.apiKeys += keys
             case "--log-requests": engine.logRequests = true
@@ -186,7 +192,13 @@ final class HTTPHandler: ChannelInboundHandler, @unchecked Sendable {
                     }
                 }
             }
-            if bytes.count > BodyDecoders.inlineBytes { decoders.run(work) } else { work() }
+            if bytes.count <= BodyDecoders.inlineBytes {
+                work()
+            } else if !decoders.run(work) {
+                engine.metrics.increment("cortex_rejected_total", [("reason", "decoders_busy")])
+                answer(context, ServingResponse(status: 503, body: Array("{\"error\":\"too many large bodies are waiting to be parsed; retry later\",\"status\":503}\n".utf8),
+                                                headers: [("retry-after", "1")]), version: h.version, keepAlive: keepAlive)
+            }
         }
     }
 

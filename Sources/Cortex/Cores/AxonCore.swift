@@ -85,10 +85,10 @@ public struct AxonCore: RecurrentModule {
                     c.activation = act
                 }
                 if let o = json["out_dim"], !o.isNull {
-                    guard let v = o.int, v >= 0, v <= StackConfig.maxHidden else {
-                        throw CortexError.parse("out_dim must be an integer in [1, \(StackConfig.maxHidden)]")
+                    guard let v = o.int, v >= 1, v <= StackConfig.maxHidden else {
+                        throw CortexError.unsupported("out_dim must be an integer in [1, \(StackConfig.maxHidden)]")
                     }
-                    c.outDim = v == 0 ? nil : v
+                    c.outDim = v
                 }
                 c.useSRHT = try json.boolField("use_srht", default: false, core: "axon")
                 c.srhtPermute = try json.boolField("srht_permute", default: true, core: "axon")

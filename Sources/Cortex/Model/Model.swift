@@ -35,6 +35,8 @@ public final class Model: @unchecked Sendable {
     public let architecture: String
     /// The `config` object of config.json, as given.
     public let config: JSON
+    /// Fields of a stack config the reference ignores too (`StackSchema`): shown in `info`.
+    public let ignoredConfigFields: [String]
     public let module: any RecurrentModule
     /// The state tensors, named as in the reference's TensorDict.
     public let stateSpecs: [StateSpec]
@@ -148,20 +150,20 @@ public final class Model: @unchecked Sendable {
         switch family {
         case .stack(let cfg):
             let stack = try CortexStack(config: cfg, weights: weights)
-            (kind, module, routedAdapter) = (.stack(stack), stack, cfg.routedAdapter)
+            (kind, module, routedAdapter, ignoredConfigFields) = (.stack(stack), stack, cfg.routedAdapter, cfg.ignoredFields)
         case .mythos(let cfg):
             let m = try MythosModel(config: cfg, weights: weights)
-            (kind, routedAdapter) = (.languageModel(m), nil)
+            (kind, routedAdapter, ignoredConfigFields) = (.languageModel(m), nil, [])
             module = NonRecurrentStub(dIn: cfg.vocabSize, dOut: cfg.vocabSize, parameters: m.parameterCount,
                                       runsOn: "an open_mythos model runs on token ids with a KV cache")
         case .sidecar(let cfg):
             let m = try SidecarModel(config: cfg, weights: weights)
-            (kind, routedAdapter) = (.sidecar(m), nil)
+            (kind, routedAdapter, ignoredConfigFields) = (.sidecar(m), nil, [])
             module = NonRecurrentStub(dIn: cfg.dModel, dOut: cfg.dModel, parameters: m.parameterCount,
                                       runsOn: "a cortex_sidecar model runs per host layer with a sidecar session")
         case .spike(let cfg):
             let m = try SpikeDecoder(config: cfg, weights: weights)
-            (kind, routedAdapter) = (.spikeDecoder(m), nil)
+            (kind, routedAdapter, ignoredConfigFields) = (.spikeDecoder(m), nil, [])
             module = NonRecurrentStub(dIn: cfg.hiddenDim, dOut: cfg.behaviorDim, parameters: m.parameterCount,
                                       runsOn: "a spike_decoder model is stateless and decodes packed spike events")
         }
@@ -229,9 +231,7 @@ public final class Model: @unchecked Sendable {
                 .object([("name", .string($0.name)), ("shape", .array(([-1] + $0.perRow).map { .number(Double($0)) }))])
             })),
             ("config", config),
-            // Fields of a stack config that the reference ignores too (see `StackSchema`).
-            ("ignored_config_fields", .array(architecture == "cortex_stack"
-                ? ((try? StackSchema.check(config)) ?? []).map { .string($0) } : [])),
+            ("ignored_config_fields", .array(ignoredConfigFields.map { .string($0) })),
         ])
     }
 

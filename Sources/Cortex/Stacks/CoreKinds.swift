@@ -27,7 +27,8 @@ extension CoreKind {
 }
 
 enum CoreKinds {
-    static let all: [any CoreKind.Type] = [
+    /// Immutable metatypes: safe to share.
+    nonisolated(unsafe) static let all: [any CoreKind.Type] = [
         LSTMCore.self, CausalConv1dCore.self, AGaLiTeCore.self, SLSTMCore.self, MLSTMCore.self, XLCore.self, AxonCore.self,
     ]
 
@@ -36,7 +37,8 @@ enum CoreKinds {
 }
 
 /// A parsed core config: its kind and how to build it with weights under a prefix.
-public struct CoreConfig: Sendable {
+/// (`@unchecked`: `kind` is an immutable metatype.)
+public struct CoreConfig: @unchecked Sendable {
     let kind: any CoreKind.Type
     let build: @Sendable (WeightSource, String) throws -> any RecurrentModule
     /// In a PreUp block the core takes the raw up-projection even when

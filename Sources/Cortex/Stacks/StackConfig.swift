@@ -104,7 +104,8 @@ public indirect enum ScaffoldConfig: Sendable {
         func inner(default value: Double) throws -> Int {
             var f = value
             if let p = json["proj_factor"], !p.isNull {
-                guard let v = p.double, v > 0, v <= 64 else { throw CortexError.parse("\(tag): proj_factor must be a number in (0, 64]") }
+                guard let v = p.double else { throw CortexError.parse("\(tag): proj_factor must be a number") }
+                guard v > 0, v <= 64 else { throw CortexError.unsupported("\(tag): proj_factor \(v) is outside (0, 64]") }
                 f = v
             }
             let n = Int((f * Double(dHidden)).rounded(.towardZero))
