@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Check that include/cortex.h and the Swift @_cdecl exports agree.
 
-    python3 scripts/check_abi.py GENERATED_HEADER
+    python3 scripts/check_abi.py --swift Sources/CortexABI   # the @_cdecl sources themselves (CI)
+    python3 scripts/check_abi.py GENERATED_HEADER            # swiftc -emit-clang-header-path output
     python3 scripts/check_abi.py --exports libcortex.so     # nm -D lists exactly the header's functions
     python3 scripts/check_abi.py --version-script ABI       # print the linker version script
     python3 scripts/check_abi.py --cpp bindings/c/cortex.hpp  # the C++ wrapper calls every function
@@ -53,6 +54,51 @@ def protos(text: str):
     return found
 
 
+SWIFT_SCALARS = {"CChar": "char", "Int64": "int64_t", "Int32": "int32_t", "UInt32": "uint32_t", "Int": "intptr",
+                 "UInt8": "uint8_t", "Void": "void"}
+
+
+def swift_type(t: str) -> str:
+    """A Swift parameter or return type of an @_cdecl function in the header's normal form."""
+    t = t.strip()
+    if t.endswith("?"):
+        t = t[:-1]
+    m = re.fullmatch(r"Unsafe(?:Mutable)?Pointer<(.+)>", t)
+    if m:
+        return norm(swift_type(m.group(1)) + " *")
+    if t in ("OpaquePointer", "UnsafeRawPointer", "UnsafeMutableRawPointer"):
+        return norm("void *")
+    return norm(SWIFT_SCALARS.get(t, t))
+
+
+def split_params(p: str):
+    depth, cur, out = 0, "", []
+    for ch in p:
+        depth += ch == "<"
+        depth -= ch == ">"
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur)
+    return out
+
+
+def swift_protos(directory: str):
+    """The @_cdecl exports as written in the Swift sources: name -> (return, params)."""
+    found = {}
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".swift"):
+            continue
+        text = open(os.path.join(directory, name)).read()
+        for m in re.finditer(r'@_cdecl\("(cx_\w+)"\)\s*public\s+func\s+\w+\s*\((.*?)\)\s*(?:->\s*([^{]+?))?\s*\{', text, re.S):
+            params = [swift_type(a.split(":", 1)[1]) for a in split_params(m.group(2))]
+            found[m.group(1)] = (swift_type(m.group(3) or "Void"), params)
+    return found
+
+
 def header_functions():
     return protos(open(os.path.join(ROOT, "include", "cortex.h")).read())
 
@@ -101,7 +147,7 @@ def main():
     if sys.argv[1] == "--exports":
         return check_exports(sys.argv[2])
     header = header_functions()
-    gen = protos(open(sys.argv[1]).read())
+    gen = swift_protos(sys.argv[2]) if sys.argv[1] == "--swift" else protos(open(sys.argv[1]).read())
     bad = []
     for name, sig in sorted(header.items()):
         if name in C_IMPLEMENTED:

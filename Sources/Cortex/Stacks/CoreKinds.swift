@@ -5,7 +5,7 @@
 /// schema, the parser, the builder and the auto-stack builder all read `CoreKinds.all`.
 ///
 /// Adding a core: write its file (the module and `extension NewCore: CoreKind`), add
-/// its type to `CoreKinds.all`, and give it a golden (scripts/make_goldens.py); the
+/// its type to `CoreKinds.all`, and give it a golden (scripts/goldens/cores.py); the
 /// golden tests find it by its manifest.
 protocol CoreKind {
     /// The config tag, e.g. "lstm".
