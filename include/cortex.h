@@ -173,11 +173,13 @@ cx_load_options cx_load_default_options(void);
 /* Load a model directory holding config.json and model.safetensors.
  * opts may be NULL (defaults). On success *out is caller-owned: free with
  * cx_model_free. */
+/* Returns: CX_STATUS_IO_ERROR (no such directory, unreadable file), CX_STATUS_PARSE_ERROR (malformed or mistyped config, malformed safetensors, non-finite weights under CX_LOAD_CHECK_WEIGHTS), CX_STATUS_UNSUPPORTED (unknown architecture or type, a value out of range), CX_STATUS_MISSING_TENSOR, CX_STATUS_DTYPE_MISMATCH (a weight of a non-float dtype). */
 cx_status cx_model_load(const char *dir, const cx_load_options *opts, cx_model_t **out);
 
 /* Load from memory: config_json is the text of a config.json (not NUL-terminated
  * necessarily), weights the bytes of a model.safetensors. Both are copied; the
  * caller keeps ownership of its buffers. *out is caller-owned (cx_model_free). */
+/* Returns: as cx_model_load, without IO_ERROR. */
 cx_status cx_model_load_from_memory(const char *config_json, size_t config_len,
                                     const void *weights, size_t weights_len,
                                     const cx_load_options *opts, cx_model_t **out);
@@ -187,6 +189,7 @@ cx_status cx_model_load_from_memory(const char *config_json, size_t config_len,
  * pattern, layers, custom_map, router, post_norm, compile_blocks, overrides; see the
  * README). The config equals cortexcore's own; load it with the PyTorch module's
  * weights through cx_model_load_from_memory. Size-query pattern as cx_model_info_json. */
+/* Returns: CX_STATUS_PARSE_ERROR, CX_STATUS_UNSUPPORTED, CX_STATUS_BUFFER_TOO_SMALL. */
 cx_status cx_config_auto_stack(const char *recipe_json, size_t recipe_len, char *buf, size_t cap, size_t *needed);
 
 /* Score a trained task model directory (model/, head.safetensors, task.json,
@@ -196,6 +199,7 @@ cx_status cx_config_auto_stack(const char *recipe_json, size_t recipe_len, char 
  * {"source": "generated", "samples": N, "seed": S} (fresh sequences from Cortex's
  * generator). Writes a NUL-terminated JSON report; size-query pattern as
  * cx_model_info_json. */
+/* Returns: CX_STATUS_IO_ERROR, CX_STATUS_PARSE_ERROR, CX_STATUS_UNSUPPORTED, CX_STATUS_BUFFER_TOO_SMALL. */
 cx_status cx_task_evaluate(const char *dir, const char *options_json, char *buf, size_t cap, size_t *needed);
 
 /* Release a model. Accepts NULL. States created from it keep it alive. */
@@ -220,18 +224,21 @@ cx_status cx_model_dims(const cx_model_t *model, int64_t *d_in, int64_t *d_out);
  * fingerprint, state tensor names and shapes per batch row). Size-query pattern:
  * *needed receives the size including the NUL; if cap is too small (buf may then be
  * NULL) nothing is written and CX_STATUS_BUFFER_TOO_SMALL is returned. */
+/* Returns: CX_STATUS_BUFFER_TOO_SMALL. */
 cx_status cx_model_info_json(const cx_model_t *model, char *buf, size_t cap, size_t *needed);
 
 /* --------------------------------------------------------------- state -- */
 
 /* A fresh zero state for `batch` streams (batch >= 1). Caller-owned: cx_state_free.
  * The state keeps its model alive. */
+/* Returns: CX_STATUS_UNSUPPORTED (not a stack). */
 cx_status cx_state_create(const cx_model_t *model, int64_t batch, cx_state_t **out);
 
 /* Release a state. Accepts NULL. */
 void cx_state_free(cx_state_t *state);
 
 /* Deep copy. Caller-owned: cx_state_free. */
+/* Returns: CX_STATUS_BUSY. */
 cx_status cx_state_clone(const cx_state_t *state, cx_state_t **out);
 
 /* Number of streams (rows) in the state. */
@@ -239,6 +246,7 @@ cx_status cx_state_batch(const cx_state_t *state, int64_t *batch);
 
 /* Zero the rows whose mask element is non-zero. mask: [B], any accepted mask dtype,
  * or NULL to reset every row. */
+/* Returns: CX_STATUS_SHAPE_MISMATCH, CX_STATUS_DTYPE_MISMATCH, CX_STATUS_DEVICE_MISMATCH, CX_STATUS_BUSY. */
 cx_status cx_state_reset(cx_state_t *state, const DLTensor *mask);
 
 /* Routed adapters (a config with "routed_adapter"; cx_model_info_json lists it): bind
@@ -248,6 +256,7 @@ cx_status cx_state_reset(cx_state_t *state, const DLTensor *mask);
  * with require_route_ids (the default) refuses forward/step until ids are bound; without
  * it, unbound streams use slot 0. Refused (CX_STATUS_INVALID_ARGUMENT) for a model
  * without routed adapters. Route ids are not part of cx_state_to_bytes. */
+/* Returns: CX_STATUS_SHAPE_MISMATCH, CX_STATUS_DTYPE_MISMATCH, CX_STATUS_DEVICE_MISMATCH, CX_STATUS_BUSY. */
 cx_status cx_state_set_route_ids(cx_state_t *state, const DLTensor *ids);
 
 /* The bound route ids: count must equal B; ids[b] receives stream b's slot (0 when
@@ -256,25 +265,31 @@ cx_status cx_state_get_route_ids(const cx_state_t *state, int64_t *ids, int64_t 
 
 /* Copy of the state tensor at `path` (e.g. "PassThroughBlock_0.LSTMCell.h", as
  * listed by cx_model_info_json), shape [B, ...]. Caller-owned: cx_tensor_free. */
+/* Returns: CX_STATUS_BUSY. */
 cx_status cx_state_get_tensor(const cx_state_t *state, const char *path, cx_tensor_t **out);
 
 /* Overwrite the state tensor at `path` with `value`, which must have exactly its shape
  * [B, ...] (any accepted float dtype and strides; converted to float32). This is how a
  * PyTorch state (the reference's TensorDict, flattened to these paths) is imported, or
  * memory is spliced between streams. On failure the state is unchanged. */
+/* Returns: CX_STATUS_SHAPE_MISMATCH, CX_STATUS_DTYPE_MISMATCH, CX_STATUS_DEVICE_MISMATCH, CX_STATUS_BUSY. */
 cx_status cx_state_set_tensor(cx_state_t *state, const char *path, const DLTensor *value);
 
 /* Serialize: magic "CXSTATE1", format version, model fingerprint, batch, then the
  * tensors. Size-query pattern as cx_model_info_json (buf may be NULL when cap is 0). */
+/* Returns: CX_STATUS_BUFFER_TOO_SMALL, CX_STATUS_BUSY. */
 cx_status cx_state_to_bytes(const cx_state_t *state, void *buf, size_t cap, size_t *needed);
 
 /* Rebuild a state from cx_state_to_bytes output. A blob from another model
  * (fingerprint), another format version or a damaged blob is refused before any
  * byte is used. Caller-owned: cx_state_free. */
+/* Returns: CX_STATUS_PARSE_ERROR (a damaged blob, or non-finite values under CX_NAN_REJECT), CX_STATUS_STATE_MISMATCH (another model or format). */
 cx_status cx_state_from_bytes(const cx_model_t *model, const void *buf, size_t len, cx_state_t **out);
 
 /* The same through a file (written atomically: temp file then rename). */
+/* Returns: CX_STATUS_IO_ERROR, CX_STATUS_BUSY. */
 cx_status cx_state_save(const cx_state_t *state, const char *path);
+/* Returns: CX_STATUS_IO_ERROR, CX_STATUS_PARSE_ERROR, CX_STATUS_STATE_MISMATCH. */
 cx_status cx_state_load(const cx_model_t *model, const char *path, cx_state_t **out);
 
 /* ------------------------------------------------------------- compute -- */
@@ -283,18 +298,22 @@ cx_status cx_state_load(const cx_model_t *model, const char *path, cx_state_t **
  * or [B] (reset those rows before the first step). On success *y (caller-owned,
  * cx_tensor_free) is float32 [B, T, D_out] and `state` holds the state after the
  * last step. On failure the state is untouched. T may be 0. */
+/* Returns: CX_STATUS_SHAPE_MISMATCH, CX_STATUS_DTYPE_MISMATCH, CX_STATUS_DEVICE_MISMATCH, CX_STATUS_NAN_INPUT (CX_NAN_REJECT), CX_STATUS_STATE_MISMATCH (a state of another model), CX_STATUS_UNSUPPORTED (not a stack), CX_STATUS_BUSY. */
 cx_status cx_model_forward(const cx_model_t *model, cx_state_t *state, const DLTensor *x,
                            const DLTensor *resets, cx_tensor_t **y);
 
 /* Step mode. x: [B, D_in]; resets: NULL or [B]. *y: float32 [B, D_out]. */
+/* Returns: as cx_model_forward. */
 cx_status cx_model_step(const cx_model_t *model, cx_state_t *state, const DLTensor *x,
                         const DLTensor *resets, cx_tensor_t **y);
 
 /* As above, writing into a caller buffer instead of allocating: y must be a
  * writable float32 CPU tensor of the output shape (any strides, no overlap with x).
  * cx_model_step_into performs no heap allocation after the state's first step. */
+/* Returns: as cx_model_forward. */
 cx_status cx_model_forward_into(const cx_model_t *model, cx_state_t *state, const DLTensor *x,
                                 const DLTensor *resets, DLTensor *y);
+/* Returns: as cx_model_forward. */
 cx_status cx_model_step_into(const cx_model_t *model, cx_state_t *state, const DLTensor *x,
                              const DLTensor *resets, DLTensor *y);
 
@@ -310,6 +329,7 @@ cx_status cx_model_step_into(const cx_model_t *model, cx_state_t *state, const D
  * layer holds the tokens it has seen in pages of 64 tokens (a block table per
  * sequence; growing never copies), up to max_seq_len (a call that would pass it fails
  * with CX_STATUS_INVALID_ARGUMENT). */
+/* Returns: CX_STATUS_UNSUPPORTED (not a language model). */
 cx_status cx_cache_create(const cx_model_t *model, int64_t batch, cx_cache_t **out);
 
 /* A second cache continuing from the same tokens, sharing every page copy-on-write: a
@@ -330,7 +350,9 @@ cx_status cx_cache_info(const cx_cache_t *cache, int64_t *batch, int64_t *positi
 /* Serialize ("CXKVCAC1", version, model fingerprint, batch, position, per-layer keys;
  * size-query pattern as cx_state_to_bytes) and rebuild (refused for another model or
  * a damaged blob). */
+/* Returns: CX_STATUS_BUFFER_TOO_SMALL, CX_STATUS_BUSY. */
 cx_status cx_cache_to_bytes(const cx_cache_t *cache, void *buf, size_t cap, size_t *needed);
+/* Returns: CX_STATUS_PARSE_ERROR, CX_STATUS_STATE_MISMATCH. */
 cx_status cx_cache_from_bytes(const cx_model_t *model, const void *buf, size_t len, cx_cache_t **out);
 
 /* Logits of ids [B, T]: *logits is float32 [B, T, vocab] (caller-owned). n_loops: the
@@ -340,6 +362,7 @@ cx_status cx_cache_from_bytes(const cx_model_t *model, const void *buf, size_t l
  * position of ids[:, 0], or -1 for the cache's position (0 without a cache);
  * start_pos + T must not exceed max_seq_len. Queries attend causally to the cache and
  * to the call's earlier tokens. On failure the cache is unchanged. */
+/* Returns: CX_STATUS_SHAPE_MISMATCH, CX_STATUS_DTYPE_MISMATCH, CX_STATUS_DEVICE_MISMATCH, CX_STATUS_STATE_MISMATCH (a cache of another model), CX_STATUS_UNSUPPORTED (not a language model), CX_STATUS_BUSY. */
 cx_status cx_model_forward_tokens(const cx_model_t *model, const DLTensor *ids, int32_t n_loops, cx_cache_t *cache,
                         int64_t start_pos, cx_tensor_t **logits);
 
@@ -364,12 +387,14 @@ cx_generate_options cx_generate_default_options(void);
 /* A generator over prompt [B, T]: its own cache; the first cx_generator_next runs the
  * prompt, each later one feeds the previous tokens back. Caller-owned:
  * cx_generator_free. opts may be NULL (defaults). One thread at a time. */
+/* Returns: CX_STATUS_SHAPE_MISMATCH, CX_STATUS_DTYPE_MISMATCH, CX_STATUS_DEVICE_MISMATCH, CX_STATUS_UNSUPPORTED. */
 cx_status cx_generator_create(const cx_model_t *model, const DLTensor *prompt, const cx_generate_options *opts,
                               cx_generator_t **out);
 void cx_generator_free(cx_generator_t *gen);
 
 /* The next token of each sequence into tokens[count] (count must be B); *done is 1 once
  * every sequence has emitted eos_token. */
+/* Returns: CX_STATUS_SHAPE_MISMATCH (count is not the batch), CX_STATUS_BUSY. */
 cx_status cx_generator_next(cx_generator_t *gen, int64_t *tokens, int64_t count, int32_t *done);
 
 /* Called after each generated step with the B new tokens; return non-zero to stop. */
@@ -379,6 +404,7 @@ typedef int32_t (*cx_token_callback)(void *user, int64_t step, const int64_t *to
  * eos_token or the callback asks). out (may be NULL with out_count 0): int64
  * [B, T + max_new_tokens], the prompt then the tokens, padded with eos_token (or 0)
  * after an early stop; *generated receives the number of steps run. */
+/* Returns: CX_STATUS_SHAPE_MISMATCH, CX_STATUS_DTYPE_MISMATCH, CX_STATUS_DEVICE_MISMATCH, CX_STATUS_UNSUPPORTED. */
 cx_status cx_model_generate(const cx_model_t *model, const DLTensor *prompt, int64_t max_new_tokens,
                       const cx_generate_options *opts, cx_token_callback callback, void *user, int64_t *out,
                       int64_t out_count, int64_t *generated);
@@ -396,6 +422,7 @@ cx_status cx_model_generate(const cx_model_t *model, const DLTensor *prompt, int
  * model alive. Its memory is fixed at creation, constant in the tokens seen. One
  * thread at a time (a concurrent call gets CX_STATUS_BUSY); a failed call leaves the
  * session unchanged. */
+/* Returns: CX_STATUS_UNSUPPORTED (not a sidecar). */
 cx_status cx_session_create(const cx_model_t *model, const char *id, int64_t batch, cx_session_t **out);
 
 /* Release a session. Accepts NULL. */
@@ -406,6 +433,7 @@ void cx_session_free(cx_session_t *session);
 cx_status cx_session_info(const cx_session_t *session, int64_t *batch, int64_t *tokens, int64_t *bytes);
 
 /* Its id, NUL-terminated (size-query pattern). */
+/* Returns: CX_STATUS_BUFFER_TOO_SMALL. */
 cx_status cx_session_id(const cx_session_t *session, char *buf, size_t cap, size_t *needed);
 
 /* Reset the streams where mask[b] != 0 (mask: [B], any integer or bool dtype; NULL:
@@ -418,7 +446,9 @@ cx_status cx_session_fork(const cx_session_t *session, const char *id, cx_sessio
 /* Serialize ("CXSESS01", version, sidecar fingerprint, batch, every state tensor,
  * signals, segments, checksum; size-query pattern) and rebuild (refused for another
  * sidecar or a damaged blob). id: NULL keeps the saved id. */
+/* Returns: CX_STATUS_BUFFER_TOO_SMALL, CX_STATUS_BUSY. */
 cx_status cx_session_to_bytes(const cx_session_t *session, void *buf, size_t cap, size_t *needed);
+/* Returns: CX_STATUS_PARSE_ERROR, CX_STATUS_STATE_MISMATCH. */
 cx_status cx_session_from_bytes(const cx_model_t *model, const void *buf, size_t len, const char *id,
                                 cx_session_t **out);
 
@@ -433,10 +463,12 @@ cx_status cx_session_get_state(const cx_session_t *session, int32_t layer, const
  * cx_session_observe set): the controller inputs [surprise, uncertainty, reward,
  * phase] as [B, T, 4] / [B, 4]. Errors (unhooked layer, wrong shape or dtype, a
  * session of another model) change nothing. */
+/* Returns: CX_STATUS_SHAPE_MISMATCH, CX_STATUS_DTYPE_MISMATCH, CX_STATUS_DEVICE_MISMATCH, CX_STATUS_NAN_INPUT, CX_STATUS_STATE_MISMATCH, CX_STATUS_UNSUPPORTED, CX_STATUS_BUSY. */
 cx_status cx_model_forward_sidecar(const cx_model_t *model, int32_t layer, const DLTensor *h, cx_session_t *session,
                              const DLTensor *signals, cx_tensor_t **y);
 
 /* As above into a caller buffer: y must be a writable float32 CPU tensor of h's shape. */
+/* Returns: as cx_model_forward_sidecar. */
 cx_status cx_model_forward_sidecar_into(const cx_model_t *model, int32_t layer, const DLTensor *h,
                                   cx_session_t *session, const DLTensor *signals, DLTensor *y);
 
@@ -448,6 +480,7 @@ cx_status cx_model_forward_sidecar_into(const cx_model_t *model, int32_t layer, 
  * loss - ema, phase = sin(2*pi*step/period): the controller input of the next tokens.
  * The segmenter opens a segment when surprise > 1.2*ema and closes it when surprise <
  * 1.05*ema (config segment_open / segment_close). */
+/* Returns: CX_STATUS_SHAPE_MISMATCH, CX_STATUS_DTYPE_MISMATCH, CX_STATUS_DEVICE_MISMATCH, CX_STATUS_NAN_INPUT, CX_STATUS_BUSY. */
 cx_status cx_session_observe(cx_session_t *session, const DLTensor *logits, const DLTensor *tokens,
                              const DLTensor *losses, const DLTensor *rewards);
 
@@ -479,21 +512,26 @@ cx_store_options cx_store_default_options(void);
  * one transaction, so a process killed mid-save leaves the previous session intact.
  * Caller-owned: cx_store_free. Thread-safe (calls are serialised); several processes
  * may share the file. opts may be NULL (defaults). */
+/* Returns: CX_STATUS_IO_ERROR. */
 cx_status cx_store_create(const char *path, const cx_store_options *opts, cx_store_t **out);
 void cx_store_free(cx_store_t *store);
 
 /* Save (insert or replace) a session under its id. */
+/* Returns: CX_STATUS_IO_ERROR. */
 cx_status cx_store_save(cx_store_t *store, const cx_session_t *session);
 
 /* The session saved under id, for model (refused, CX_STATUS_STATE_MISMATCH, when another
  * sidecar saved it); CX_STATUS_NOT_FOUND when there is none or it expired. */
+/* Returns: CX_STATUS_NOT_FOUND, CX_STATUS_IO_ERROR, CX_STATUS_PARSE_ERROR, CX_STATUS_STATE_MISMATCH. */
 cx_status cx_store_load(cx_store_t *store, const cx_model_t *model, const char *id, cx_session_t **out);
 
 /* Delete a saved session; *existed (may be NULL) tells whether it was there. */
+/* Returns: CX_STATUS_IO_ERROR. */
 cx_status cx_store_delete(cx_store_t *store, const char *id, int32_t *existed);
 
 /* The live sessions as a JSON array of {"id", "bytes", "fingerprint", "updated",
  * "accessed"} (seconds since the epoch), most recently used first (size-query pattern). */
+/* Returns: CX_STATUS_IO_ERROR, CX_STATUS_BUFFER_TOO_SMALL. */
 cx_status cx_store_list_json(cx_store_t *store, char *buf, size_t cap, size_t *needed);
 
 /* Delete expired sessions now; *removed (may be NULL) gets their number. */
@@ -510,6 +548,7 @@ cx_status cx_store_purge_expired(cx_store_t *store, int64_t *removed);
  * CX_STATUS_INVALID_ARGUMENT naming the event. A request with no events gets the
  * decoder's prediction from its latents alone. *velocity is float32 [B, behavior_dim]
  * (caller-owned). */
+/* Returns: CX_STATUS_SHAPE_MISMATCH, CX_STATUS_DTYPE_MISMATCH, CX_STATUS_DEVICE_MISMATCH, CX_STATUS_UNSUPPORTED (not a spike decoder). */
 cx_status cx_model_decode(const cx_model_t *model, const DLTensor *neuron_ids, const DLTensor *time_bins,
                     const DLTensor *values, const DLTensor *offsets, cx_tensor_t **velocity);
 
@@ -536,6 +575,7 @@ cx_spike_stream_options cx_spike_stream_default_options(void);
 /* A new stream at bin 0 for a spike_decoder model (the
  * stream holds what it needs of it: freeing the model first is safe). opts may be NULL
  * (defaults). Caller-owned: cx_spike_stream_free. */
+/* Returns: CX_STATUS_UNSUPPORTED (not a spike decoder). */
 cx_status cx_spike_stream_create(const cx_model_t *model, const cx_spike_stream_options *opts,
                                cx_spike_stream_t **out);
 void cx_spike_stream_free(cx_spike_stream_t *stream);
@@ -544,6 +584,7 @@ void cx_spike_stream_free(cx_spike_stream_t *stream);
  * time_bins, values: 1-D [E] integers (E may be 0); time_bins count from the stride's
  * start, in [0, stride_bins). *velocity: float32 [1, behavior_dim] (caller-owned). A
  * refused step (ids out of range, too many events) leaves the stream unchanged. */
+/* Returns: CX_STATUS_SHAPE_MISMATCH, CX_STATUS_DTYPE_MISMATCH, CX_STATUS_DEVICE_MISMATCH, CX_STATUS_BUSY. */
 cx_status cx_spike_stream_step(cx_spike_stream_t *stream, const DLTensor *neuron_ids, const DLTensor *time_bins,
                                const DLTensor *values, cx_tensor_t **velocity);
 
@@ -565,9 +606,11 @@ cx_status cx_tensor_view(const cx_tensor_t *tensor, const DLTensor **view);
  * tensor sharing the same memory. Cortex never writes an output buffer again, so
  * exports of outputs are writable (flags = 0); exports of imported tensors keep
  * the producer's READ_ONLY flag. */
+/* Returns: CX_STATUS_OUT_OF_MEMORY. */
 cx_status cx_tensor_to_dlpack(const cx_tensor_t *tensor, DLManagedTensorVersioned **out);
 
 /* Export as legacy DLPack 0.6 (DLManagedTensor), same contract. */
+/* Returns: as cx_tensor_to_dlpack. */
 cx_status cx_tensor_to_dlpack_legacy(const cx_tensor_t *tensor, DLManagedTensor **out);
 
 /* Import a producer's DLPack tensor. Takes ownership of `managed` whatever the
@@ -575,7 +618,9 @@ cx_status cx_tensor_to_dlpack_legacy(const cx_tensor_t *tensor, DLManagedTensor 
  * when the last reference is released). Checks version.major == 1 first. The data
  * is not copied; *out (caller-owned, cx_tensor_free) is a handle whose view can be
  * passed as an input. */
+/* Returns: CX_STATUS_DTYPE_MISMATCH, CX_STATUS_DEVICE_MISMATCH. */
 cx_status cx_tensor_from_dlpack(DLManagedTensorVersioned *managed, cx_tensor_t **out);
+/* Returns: as cx_tensor_from_dlpack. */
 cx_status cx_tensor_from_dlpack_legacy(DLManagedTensor *managed, cx_tensor_t **out);
 
 /* Release a tensor handle. Accepts NULL. DLPack exports stay valid. */
