@@ -53,7 +53,7 @@ public enum StateCodec {
             guard e.dtype == .f32, e.shape == [batch] + spec.perRow else {
                 throw CortexError.stateMismatch("state bytes: '\(spec.name)' is \(e.dtype.rawValue) \(e.shape), expected F32 \([batch] + spec.perRow)")
             }
-            values.append(try file.tensor(spec.name))
+            do { values.append(try file.tensor(spec.name)) } catch let e as CortexError { throw e.prefixed("state bytes") }
         }
         let state = try RecurrentState(model: model, batch: batch)
         state.load(values)

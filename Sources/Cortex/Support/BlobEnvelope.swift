@@ -34,9 +34,11 @@ struct BlobEnvelope {
         func bad(_ s: String) -> CortexError { .parse("\(context): " + s) }
         guard bytes.count >= headerSize + 8 else { throw bad("\(bytes.count) bytes is too short for a \(noun)") }
         guard Array(bytes[0..<8]) == magic else { throw bad("bad magic (not a \(noun))") }
-        guard LittleEndian.u64(bytes, 8) == 1 else {
-            throw CortexError.stateMismatch("\(context): format version or reserved field is not (1, 0)")
+        let version = LittleEndian.u32(bytes, 8)
+        guard version == 1 else {
+            throw CortexError.stateMismatch("\(context): format version \(version), this build reads 1")
         }
+        guard LittleEndian.u32(bytes, 12) == 0 else { throw bad("reserved header field is not zero (damaged \(shortNoun))") }
         let saved = LittleEndian.u64(bytes, 16)
         guard saved == fingerprint else {
             throw CortexError.stateMismatch("\(context): saved by \(owner) \(saved.hex16), not \(thisOwner) (\(fingerprint.hex16))")
