@@ -26,7 +26,7 @@ final class AutoStackTests: XCTestCase {
         let doc = JSON.object([("format", .string("cortex")), ("format_version", .number(1)),
                                ("architecture", .string("cortex_stack")), ("config", config)])
         let m = try Model(configBytes: Array(doc.serialized.utf8), weightBytes: try FileIO.read(g.dir + "/model/model.safetensors"))
-        assertClose(try m.forward(try g.tensor("seq/x"), state: try m.makeState(batch: 3)), try g.tensor("seq/y"), "auto stack seq y")
+        assertClose(try m.forward(try g.tensor("seq/x"), state: try m.makeState(batch: 3)), try g.tensor("seq/y"), "auto stack: seq y from the builder's config")
     }
 
     func testBadRecipesAreRefused() {

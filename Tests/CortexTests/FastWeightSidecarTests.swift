@@ -7,7 +7,7 @@ import XCTest
 /// carried second call, batch 2, and an exactly-zero output at init.
 final class FastWeightSidecarTests: XCTestCase {
     func close(_ got: UnsafePointer<Float>, _ want: Tensor, _ what: String) {
-        assertClose(got, want, "fast weights " + what)
+        assertClose(got, want, "fast-weight layer: " + what)
     }
 
     func testAgainstReference() throws {

@@ -9,7 +9,7 @@ final class GDNSidecarTests: XCTestCase {
     let names = ["conv_q", "conv_k", "conv_v", "S", "win_k", "win_v", "win_n"]
 
     func close(_ got: UnsafePointer<Float>, _ want: Tensor, _ what: String) {
-        assertClose(got, want, "gdn sidecar " + what)
+        assertClose(got, want, "gdn layer: " + what)
     }
 
     func testAgainstReference() throws {

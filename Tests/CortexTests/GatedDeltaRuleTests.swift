@@ -61,7 +61,7 @@ final class GatedDeltaRuleTests: XCTestCase {
         let w = want.toArray()
         var err: Float = got.count == w.count ? 0 : .infinity, scale: Float = 1
         for (a, b) in zip(got, w) { err = max(err, abs(a - b)); scale = max(scale, abs(b)) }
-        print("[golden] gated delta rule \(what): max abs error \(err) (tolerance \(1e-5 * scale))")
+        goldenRecord("gated delta rule: \(what)", err: err, tol: 1e-5 * scale)
         XCTAssertLessThanOrEqual(err, 1e-5 * scale, what)
     }
 
@@ -113,7 +113,7 @@ final class GatedDeltaRuleTests: XCTestCase {
                                  out: &o2, scratch: &scratch)
         var err: Float = 0, scale: Float = 1
         for (a, b) in zip(o2, o1) { err = max(err, abs(a - b)); scale = max(scale, abs(b)) }
-        print("[golden] gated delta rule T=1024: chunkwise vs recurrent max abs difference \(err)")
+        goldenRecord("gated delta rule: T=1024 chunkwise vs recurrent", err: err, tol: 1e-4 * scale)
         XCTAssertLessThanOrEqual(err, 1e-4 * scale)
     }
 }

@@ -87,7 +87,7 @@ struct GoldenRunner {
             close(try stackTime(ys), ySeq, "step == sequence")
         } else {
             let (gap, _) = maxError(try stackTime(ys), ySeq)
-            print("[golden] \(g.name): the reference's step and sequence paths differ by \(refGap); Cortex's by \(gap)")
+            goldenRecord("\(g.name): the reference's step and sequence paths differ by \(refGap); Cortex's by", err: gap)
             XCTAssertEqual(gap, refGap, accuracy: 1e-4 * max(1, refGap), "\(g.name): Cortex reproduces the reference's step/sequence gap")
         }
     }

@@ -1,4 +1,5 @@
 import Cortex
+import Foundation
 import XCTest
 
 #if canImport(Glibc)
@@ -85,10 +86,48 @@ func maxError(_ got: Tensor, _ want: Tensor) -> (err: Float, tol: Float) {
     return (err, 1e-5 * scale)
 }
 
+/// Every golden comparison is recorded: its line goes to the log as `[golden-detail]`,
+/// and at the end of the run one `[golden]` line per group (the text before the first
+/// ":" of its label: a golden folder, "mythos gqa", ...) gives the count, the largest
+/// error against a tolerance and how close to its tolerance the worst one came.
+final class GoldenSummary: NSObject, XCTestObservation, @unchecked Sendable {
+    static let shared: GoldenSummary = {
+        let s = GoldenSummary()
+        XCTestObservationCenter.shared.addTestObserver(s)
+        return s
+    }()
+    private let groups = Locked<[String: (count: Int, err: Double, ratio: Double)]>([:])
+
+    func record(_ label: String, err: Double, tol: Double) {
+        print("[golden-detail] \(label): max abs error \(err)" + (tol > 0 ? " (tolerance \(tol))" : ""))
+        let group = label.split(separator: ":", maxSplits: 1).first.map(String.init) ?? label
+        groups.withLock { g in
+            var v = g[group] ?? (0, 0, 0)
+            v.count += 1
+            // Differences recorded without a tolerance (a reference's own step/sequence
+            // gap that Cortex reproduces) are details, not errors.
+            if tol > 0 { v.err = max(v.err, err); v.ratio = max(v.ratio, err / tol) }
+            g[group] = v
+        }
+    }
+
+    func testBundleDidFinish(_ testBundle: Bundle) {
+        for (name, v) in groups.withLock({ $0 }).sorted(by: { $0.key < $1.key }) {
+            let worst = v.ratio > 0 ? String(format: ", worst at %.2f of its tolerance", v.ratio) : ""
+            print("[golden] \(name): \(v.count) comparisons, max abs error \(String(format: "%.3g", v.err))\(worst)")
+        }
+    }
+}
+
+/// Record one comparison (see GoldenSummary); tol 0: a difference without a tolerance.
+func goldenRecord(_ label: String, err: Float, tol: Float = 0) {
+    GoldenSummary.shared.record(label, err: Double(err), tol: Double(tol))
+}
+
 func assertClose(_ got: Tensor, _ want: Tensor, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(got.shape, want.shape, "\(what): shape", file: file, line: line)
     let (err, tol) = maxError(got, want)
-    print("[golden] \(what): max abs error \(err) (tolerance \(tol))")
+    goldenRecord(what, err: err, tol: tol)
     XCTAssertLessThanOrEqual(err, tol, "\(what): max abs error \(err) > \(tol)", file: file, line: line)
 }
 
@@ -98,7 +137,7 @@ func assertClose(_ got: UnsafePointer<Float>, _ want: Tensor, _ what: String, fi
     let w = want.toArray()
     var err: Float = 0, scale: Float = 1
     for i in 0..<w.count { err = max(err, abs(got[i] - w[i])); scale = max(scale, abs(w[i])) }
-    print("[golden] \(what): max abs error \(err) (tolerance \(1e-5 * scale))")
+    goldenRecord(what, err: err, tol: 1e-5 * scale)
     XCTAssertLessThanOrEqual(err, 1e-5 * scale, "\(what): max abs error \(err)", file: file, line: line)
 }
 

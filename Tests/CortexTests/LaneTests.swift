@@ -29,7 +29,7 @@ final class LaneTests: XCTestCase {
                 for (a, b) in zip(alone[i].tensors[k].toArray(), lanes[i].tensors[k].toArray()) { maxErr = max(maxErr, abs(a - b)) }
             }
         }
-        print("[golden] lanes vs alone (5 streams, 2 calls of 7 steps): max abs error \(maxErr) (tolerance 1e-5)")
+        goldenRecord("lanes: vs alone (5 streams, 2 calls of 7 steps)", err: maxErr, tol: 1e-5)
         XCTAssertLessThan(maxErr, 1e-5)
     }
 

@@ -30,7 +30,7 @@ final class MythosPagedCacheTests: XCTestCase {
                     }
                 }
                 let err = zip(flat, want).map { abs($0 - $1) }.max()!, scale = max(1, want.map(abs).max()!)
-                print("[golden] mythos \(name) decode with \(pageTokens)-token pages: max abs error \(err)")
+                goldenRecord("mythos \(name): decode with \(pageTokens)-token pages", err: err)
                 XCTAssertLessThanOrEqual(err, 1e-4 * scale)
             }
         }

@@ -27,7 +27,7 @@ final class MythosTests: XCTestCase {
             let a = got.toArray(), b = want.toArray()
             var err: Float = a.count == b.count ? 0 : .infinity, scale: Float = 1
             for (x, y) in zip(a, b) { err = max(err, abs(x - y)); scale = max(scale, abs(y)) }
-            print("[golden] mythos \(name) \(what): max abs error \(err) (tolerance \(1e-4 * scale))")
+            goldenRecord("mythos \(name): \(what)", err: err, tol: 1e-4 * scale)
             XCTAssertLessThanOrEqual(err, 1e-4 * scale, "\(name) \(what)", file: file, line: line)
         }
     }
@@ -79,7 +79,7 @@ final class MythosTests: XCTestCase {
         }
         let want = try g.ids("greedy/tokens")
         XCTAssertEqual(seqs.flatMap { $0 }, want.ids, "\(name): greedy tokens equal the reference's argmax path")
-        print("[golden] mythos \(name) greedy: \(seqs)")
+        print("[golden-detail] mythos \(name) greedy: \(seqs)")
     }
 
     /// Past the goldens' length: a 40-token forward (queries in causal blocks of 32) equals
@@ -103,7 +103,7 @@ final class MythosTests: XCTestCase {
                 let a = got.toArray(), b = full.toArray()
                 var err: Float = 0, scale: Float = 1
                 for (x, y) in zip(a, b) { err = max(err, abs(x - y)); scale = max(scale, abs(y)) }
-                print("[golden] mythos \(name) T=40, \(what) vs one forward: max abs difference \(err)")
+                goldenRecord("mythos \(name): T=40, \(what) vs one forward", err: err)
                 XCTAssertLessThanOrEqual(err, 1e-5 * scale, "\(name): \(what)")
             }
         }

@@ -269,7 +269,7 @@ final class ConfigTests: XCTestCase {
         let m = try Model(configBytes: Array(text.utf8), weightBytes: try FileIO.read(g.dir + "/model/model.safetensors"))
         XCTAssertEqual(m.stateSpecs.first?.name, "PassThroughScaffold_0.LSTMCore.h")
         let x = try g.tensor("seq/x")
-        assertClose(try m.forward(x, state: try m.makeState(batch: 3)), try g.tensor("seq/y"), "seed spelling seq y")
+        assertClose(try m.forward(x, state: try m.makeState(batch: 3)), try g.tensor("seq/y"), "scaffolds spelling: seq y")
     }
 
     func testExtraWeightsAreRefused() throws {

@@ -52,7 +52,7 @@ final class SidecarSessionTests: XCTestCase {
                     }
                     if check {
                         let want = try cases.tensor("\(call)/\(layer)/y")
-                        assertClose(y, want, "\(kind) \(call) layer \(layer) y")
+                        assertClose(y, want, "\(kind) sidecar model: \(call) layer \(layer) y")
                         worst.y = max(worst.y, maxError(y, want).err)
                     }
                     outs += y.toArray()
@@ -63,7 +63,7 @@ final class SidecarSessionTests: XCTestCase {
                     try s.observe(losses: losses, uncertainties: zeros, rewards: zeros)
                     if check {
                         let got = try s.controllerInput(), want = try cases.tensor("\(call)/signals_after")
-                        assertClose(got, want, "\(kind) \(call) signals after observe")
+                        assertClose(got, want, "\(kind) sidecar model: \(call) signals after observe")
                         worst.signals = max(worst.signals, maxError(got, want).err)
                     }
                 }
@@ -104,7 +104,7 @@ final class SidecarSessionTests: XCTestCase {
                 let ref = try g.cases.tensor("final/\(layer)/\(name)")
                 XCTAssertEqual(got.shape, [2, ref.count / 2], "\(name): [B, n]")
                 let want = try Tensor(shape: got.shape, values: ref.toArray())
-                assertClose(got, want, "\(kind) final layer \(layer) \(name)")
+                assertClose(got, want, "\(kind) sidecar model: final layer \(layer) \(name)")
                 worstState = max(worstState, maxError(got, want).err)
             }
         }

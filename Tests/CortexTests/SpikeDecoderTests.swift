@@ -31,7 +31,7 @@ final class SpikeDecoderTests: XCTestCase {
         for name in ["batch", "empty", "long"] {
             let c = try events(g, name)
             let y = try dec.decode(neurons: c.neurons, timeBins: c.times, values: c.values, offsets: c.offsets)
-            assertClose(y, c.velocity, "spike decoder '\(name)'")
+            assertClose(y, c.velocity, "spike decoder: '\(name)'")
         }
         XCTAssertEqual(g.model.architecture, "spike_decoder")
         XCTAssertEqual(g.model.outputSize, 3)
