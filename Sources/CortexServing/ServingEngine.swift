@@ -77,7 +77,8 @@ public final class ServingEngine: @unchecked Sendable {
             case stream(id: String, neurons: [Int], bins: [Int], values: [Int])
             case session(id: String, x: [Float], reset: Bool, step: Int?)
             case sidecar(id: String, layer: Int, h: [Float], time: Int)
-            case generate(ids: [Int], newTokens: Int, options: SamplingOptions)
+            /// `batch` sequences of equal length in `ids`; `nested`: they came as a list of lists.
+            case generate(ids: [Int], batch: Int, nested: Bool, newTokens: Int, options: SamplingOptions)
         }
         let work: Work
         let deadline: Double?
@@ -275,9 +276,9 @@ public final class ServingEngine: @unchecked Sendable {
                 try method("POST")
                 guard let lm = model.mythos else { throw notServed("/v1/generate", "an open_mythos") }
                 let (body, deadline, binary) = try parseBody(r)
-                let (ids, n, opts) = try generateInput(body, vocab: lm.config.vocabSize)
-                try queue(Job(work: .generate(ids: ids, newTokens: n, options: opts), deadline: deadline, binary: binary,
-                              respond: finish), key: "generate")
+                let (ids, batch, nested, n, opts) = try generateInput(body, vocab: lm.config.vocabSize)
+                try queue(Job(work: .generate(ids: ids, batch: batch, nested: nested, newTokens: n, options: opts),
+                              deadline: deadline, binary: binary, respond: finish), key: "generate")
                 return nil
             case "/v1/sessions/{id}/forward":
                 try method("POST")
@@ -467,13 +468,35 @@ public final class ServingEngine: @unchecked Sendable {
         return out
     }
 
-    /// /v1/generate: {"ids": [...], "max_new_tokens", "n_loops", "temperature", "top_k", "seed", "eos_token"}.
-    func generateInput(_ body: Body, vocab: Int) throws -> ([Int], Int, SamplingOptions) {
+    /// /v1/generate: {"ids": [...] or [[...], ...], "max_new_tokens", "n_loops", "temperature", "top_k",
+    /// "seed", "eos_token"}. `ids` is one sequence, or B sequences of one length (as
+    /// `generate(ids [B, T])` in the bindings). Returns (ids, B, nested, new tokens, options).
+    func generateInput(_ body: Body, vocab: Int) throws -> ([Int], Int, Bool, Int, SamplingOptions) {
         guard case .json(let j) = body else { throw CortexError.invalidArgument("/v1/generate takes a JSON body") }
-        let ids = try intArray(j, "ids", "")
+        let nested = j["ids"]?.array?.first?.array != nil
+        var ids: [Int] = [], batch = 1
+        if nested {
+            let rows = j["ids"]?.array ?? []
+            batch = rows.count
+            var length = -1
+            for (b, row) in rows.enumerated() {
+                let r = try intArray(.object([("ids", row)]), "ids", "")
+                guard length < 0 || r.count == length else {
+                    throw CortexError.invalidArgument("ids[\(b)]: \(r.count) tokens, ids[0] has \(length): the sequences must have one length")
+                }
+                length = r.count
+                ids += r
+            }
+            guard ids.count <= options.maxEventsPerRequest else {
+                throw CortexError.invalidArgument("ids: \(ids.count) tokens; at most \(options.maxEventsPerRequest) per request")
+            }
+        } else {
+            ids = try intArray(j, "ids", "")
+        }
         guard !ids.isEmpty else { throw CortexError.invalidArgument("ids: expected at least one token") }
         if let i = ids.firstIndex(where: { $0 < 0 || $0 >= vocab }) {
-            throw CortexError.invalidArgument("ids[\(i)] = \(ids[i]) is outside [0, \(vocab)) (vocab_size)")
+            let at = nested ? "ids[\(i / (ids.count / batch))][\(i % (ids.count / batch))]" : "ids[\(i)]"
+            throw CortexError.invalidArgument("\(at) = \(ids[i]) is outside [0, \(vocab)) (vocab_size)")
         }
         func int(_ k: String, _ d: Int, _ range: ClosedRange<Int>) throws -> Int {
             guard let v = j[k] else { return d }
@@ -490,7 +513,7 @@ public final class ServingEngine: @unchecked Sendable {
         o.topK = try int("top_k", 0, 0...1 << 20)
         o.seed = UInt64(try int("seed", 0, 0...Int(Int32.max)))
         if j["eos_token"] != nil { o.eosToken = try int("eos_token", 0, 0...(vocab - 1)) }
-        return (ids, n, o)
+        return (ids, batch, nested, n, o)
     }
 
     func sessionInput(_ body: Body) throws -> ([Float], Bool) {
@@ -612,11 +635,21 @@ public final class ServingEngine: @unchecked Sendable {
     func runAlone(_ job: Job) {
         do {
             switch job.work {
-            case .generate(let ids, let n, let options):
-                let gen = try MythosGenerator(model: model, prompt: ids, batch: 1, options: options)
-                let out = try gen.generate(maxNewTokens: n).map { $0[0] }
-                respond(job, .success((.object([("tokens", .array(out.map { .number(Double($0)) }))]),
-                                       [("tokens", [out.count], out.map(Float.init))])))
+            case .generate(let ids, let batch, let nested, let n, let options):
+                let gen = try MythosGenerator(model: model, prompt: ids, batch: batch, options: options)
+                let steps = try gen.generate(maxNewTokens: n)
+                // Per sequence, up to and including its EOS (the generator repeats EOS in
+                // rows that stopped while others go on; the binary body keeps [B, steps]).
+                let rows = (0..<batch).map { b -> [Int] in
+                    let row = steps.map { $0[b] }
+                    guard let eos = options.eosToken, let i = row.firstIndex(of: eos) else { return row }
+                    return Array(row[...i])
+                }
+                let tokens: JSON = nested ? .array(rows.map { .array($0.map { .number(Double($0)) }) })
+                    : .array(rows[0].map { .number(Double($0)) })
+                respond(job, .success((.object([("tokens", tokens)]),
+                                       [("tokens", nested ? [batch, steps.count] : [steps.count],
+                                         (0..<batch).flatMap { b in steps.map { Float($0[b]) } })])))
             case .sidecar(let id, let layer, let h, let T):
                 let s = try session(sidecarSessions, id) { try SidecarSession(model: model, batch: 1, id: id) }
                 let D = model.sidecar?.dModel ?? 0

@@ -470,6 +470,15 @@ def test_open_mythos_generation_equals_the_binding():
             assert status == 200, out
             want = m.generate(prompt[None], 6, n_loops=3, **kwargs)[0, 5:]
             assert out["tokens"] == want.tolist()
+        # ids [B, T], as lm.generate takes them: one row of tokens per sequence.
+        prompts = rng.integers(0, V, (3, 4))
+        status, out, _ = s.request("POST", "/v1/generate", {"ids": prompts.tolist(), "max_new_tokens": 5, "n_loops": 2})
+        assert status == 200, out
+        assert out["tokens"] == m.generate(prompts, 5, n_loops=2)[:, 4:].tolist()
+        status, out, _ = s.request("POST", "/v1/generate", {"ids": [[1, 2], [3]], "max_new_tokens": 2})
+        assert status == 422 and "one length" in out["error"], out
+        status, out, _ = s.request("POST", "/v1/generate", {"ids": [[1], [V]], "max_new_tokens": 2})
+        assert status == 422 and "ids[1][0]" in out["error"], out
         status, out, _ = s.request("POST", "/v1/generate", {"ids": [V], "max_new_tokens": 2})
         assert status == 422 and "vocab_size" in out["error"]
         assert s.request("POST", "/v1/generate", {"ids": [1], "max_new_tokens": 0})[0] == 422
