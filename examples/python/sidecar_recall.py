@@ -4,7 +4,7 @@ SQLite store and exits; a second process loads the session and answers questions
 the pairs, which neither its own context nor any KV cache holds any more.
 
 The model is examples/models/kv_sidecar (trained by scripts/train_kv_sidecar.py): a tiny
-Qwen2 host that attends to its last 64 tokens only, and a GDN sidecar on its last layer,
+Qwen2 host that attends to its last 64 tokens only, and a GDN sidecar on its first layer,
 run by libcortex through cortex_swift.hf.attach_sidecar. Needs torch and transformers.
 
     python examples/python/sidecar_recall.py                  # both phases, in two processes

@@ -87,7 +87,17 @@ class SidecarAttachment(torch.nn.Module):
             return output + extra
         return hook
 
-    def get_session(self, session_id: str, batch: int):
+    def get_session(self, session_id: str, batch: int, fresh: bool = False):
+        """The session `session_id` for `batch` streams: held here, else from the store,
+        else new. fresh: a new, empty session at `batch` whatever was held under the id
+        (a reset may change the batch)."""
+        if fresh:
+            old = self.sessions.pop(session_id, None)
+            if old is not None:
+                old.close()
+            s = self.sidecar.new_session(session_id, batch=batch)
+            self.sessions[session_id] = s
+            return s
         s = self.sessions.get(session_id)
         if s is None and self.store is not None:
             try:
@@ -108,9 +118,7 @@ class SidecarAttachment(torch.nn.Module):
             self.session = None
         else:
             batch = (input_ids if input_ids is not None else kwargs["inputs_embeds"]).shape[0]
-            self.session = self.get_session(session_id, batch)
-            if reset_session:
-                self.session.reset()
+            self.session = self.get_session(session_id, batch, fresh=reset_session)
         try:
             return self.model(input_ids, *args, **kwargs)
         finally:

@@ -126,6 +126,23 @@ def test_session_persists_across_restart(tmp_path):
     b.detach()
 
 
+def test_a_reset_recreates_the_session_at_the_inputs_batch():
+    """reset_session=True with another batch than the id held: a fresh session at the
+    input's batch (it was refused: "holds 2 streams, the input has 1"); without a reset
+    the mismatch is still refused."""
+    ids = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(8))
+    a = attach_sidecar(qwen(), cx.load(SIDE))
+    with torch.no_grad():
+        a(ids, session_id="chat_001", reset_session=True)
+        one = a(ids[:1], session_id="chat_001", reset_session=True).logits
+        fresh = attach_sidecar(qwen(), cx.load(SIDE))(ids[:1], session_id="x", reset_session=True).logits
+        with pytest.raises(ValueError, match="holds 1 streams, the input has 2"):
+            a(ids, session_id="chat_001")
+    assert a.sessions["chat_001"].batch == 1
+    assert torch.equal(one, fresh)
+    a.detach()
+
+
 DEMO = os.path.join(os.path.dirname(__file__), "..", "..", "..", "examples", "python", "sidecar_recall.py")
 
 
