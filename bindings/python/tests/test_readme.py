@@ -134,3 +134,22 @@ def test_readme_block_runs_as_written(code, tmp_path):
     prelude = (f"import os\nROOT, GOLDENS = {ROOT!r}, {GOLDENS!r}\n" + COMMON + f"RECIPE = {recipe!r}\n" + INPUTS[key])
     r = subprocess.run([sys.executable, "-c", prelude + code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"README block failed:\n{code}\n--- stderr ---\n{r.stderr[-3000:]}"
+
+
+def test_readme_c_block_compiles_and_runs(tmp_path):
+    """The C block is a whole program: compiled with the house warnings against the
+    library this package loads, run where `examples/` exists."""
+    from cortex_swift import _lib
+
+    text = open(README).read()
+    code = re.search(r"^```c\n(.*?)^```", text, re.S | re.M).group(1)
+    (tmp_path / "snippet.c").write_text(code)
+    os.symlink(LINKS["examples"], tmp_path / "examples")
+    # The package's copy is named libcortex.so; programs ask for its SONAME.
+    lib = tmp_path / "libcortex.so.1"
+    os.symlink(_lib._library_path(), lib)
+    subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I", os.path.join(ROOT, "include"),
+                    str(tmp_path / "snippet.c"), str(lib), "-Wl,-rpath," + str(tmp_path), "-o", str(tmp_path / "snippet")],
+                   check=True)
+    r = subprocess.run([str(tmp_path / "snippet")], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("y[0] = "), r.stdout + r.stderr
