@@ -155,7 +155,12 @@ enum cx_load_flags {
   CX_LOAD_INT8_WEIGHTS = 1,
   /* Refuse weights holding NaN or +-infinity (CX_STATUS_PARSE_ERROR naming the tensor and
    * the index). Each tensor is scanned once as it loads: about the cost of reading it. */
-  CX_LOAD_CHECK_WEIGHTS = 2
+  CX_LOAD_CHECK_WEIGHTS = 2,
+  /* Every Axon SRHT (Axon cells, and the AxonLayers inside sLSTM, mLSTM and XL) computes
+   * cortexcore's CPU butterfly, [a+b, a], instead of the true Walsh-Hadamard transform,
+   * whatever the config says: for models trained with cortexcore on CPU (its CUDA
+   * kernel computes the true transform, Cortex's default). States are unchanged. */
+  CX_LOAD_SRHT_CPU_REFERENCE = 4
 };
 
 typedef struct cx_load_options {

@@ -49,16 +49,18 @@ func requireZero<T>(_ reserved: T) throws {
 }
 
 /// The caller's load options.
-func readOptions(_ p: UnsafePointer<cx_load_options>?) throws -> (policy: Model.NaNPolicy, int8: Bool, checkWeights: Bool) {
+func readOptions(_ p: UnsafePointer<cx_load_options>?) throws
+    -> (policy: Model.NaNPolicy, int8: Bool, checkWeights: Bool, srht: AxonCore.Hadamard?) {
     let o = try readOptionsStruct(p, defaults: cx_load_default_options(), what: "load")
     try requireZero(o.reserved)
     guard let policy = Model.NaNPolicy(rawValue: o.nan_policy) else {
         throw CortexError.invalidArgument("options.nan_policy \(o.nan_policy) is not a cx_nan_policy")
     }
     let int8 = UInt32(CX_LOAD_INT8_WEIGHTS.rawValue), check = UInt32(CX_LOAD_CHECK_WEIGHTS.rawValue)
-    guard o.flags & ~(int8 | check) == 0 else {
-        throw CortexError.invalidArgument(
-            "options.flags \(o.flags) has unknown bits (known: CX_LOAD_INT8_WEIGHTS = \(int8), CX_LOAD_CHECK_WEIGHTS = \(check))")
+    let srht = UInt32(CX_LOAD_SRHT_CPU_REFERENCE.rawValue)
+    guard o.flags & ~(int8 | check | srht) == 0 else {
+        throw CortexError.invalidArgument("options.flags \(o.flags) has unknown bits (known: CX_LOAD_INT8_WEIGHTS = \(int8), "
+                                          + "CX_LOAD_CHECK_WEIGHTS = \(check), CX_LOAD_SRHT_CPU_REFERENCE = \(srht))")
     }
-    return (policy, o.flags & int8 != 0, o.flags & check != 0)
+    return (policy, o.flags & int8 != 0, o.flags & check != 0, o.flags & srht != 0 ? .cpuReference : nil)
 }

@@ -8,7 +8,7 @@ public func cx_model_load(_ dir: UnsafePointer<CChar>?, _ opts: UnsafePointer<cx
         let path = try string(dir, "dir")
         let o = try readOptions(opts)
         let out = try requireOut(out, "out")
-        out.pointee = publish(try Model.load(directory: path, nanPolicy: o.policy, int8: o.int8, checkWeights: o.checkWeights), .model)
+        out.pointee = publish(try Model.load(directory: path, nanPolicy: o.policy, int8: o.int8, checkWeights: o.checkWeights, srht: o.srht), .model)
     }
 }
 
@@ -22,7 +22,7 @@ public func cx_model_load_from_memory(_ config: UnsafePointer<CChar>?, _ configL
         let w = weightsLen == 0 ? [] : try inputBytes(weights, weightsLen, "weights")
         let o = try readOptions(opts)
         let out = try requireOut(out, "out")
-        out.pointee = publish(try Model(configBytes: c, weightBytes: w, nanPolicy: o.policy, int8: o.int8, checkWeights: o.checkWeights), .model)
+        out.pointee = publish(try Model(configBytes: c, weightBytes: w, nanPolicy: o.policy, int8: o.int8, checkWeights: o.checkWeights, srht: o.srht), .model)
     }
 }
 

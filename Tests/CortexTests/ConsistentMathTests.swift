@@ -6,13 +6,13 @@ import XCTest
 /// switch and `cortex_math: "consistent"` for mLSTM and XL, checked against the goldens.
 final class ConsistentMathTests: XCTestCase {
     /// A golden's model with its config.json text edited.
-    func variant(_ name: String, _ edit: (String) -> String) throws -> Model {
+    func variant(_ name: String, srht: AxonCore.Hadamard? = nil, _ edit: (String) -> String) throws -> Model {
         let dir = repoRoot + "/Tests/goldens/" + name + "/model"
         let config = try String(contentsOfFile: dir + "/config.json", encoding: .utf8)
         let weights = try Array(Data(contentsOf: URL(fileURLWithPath: dir + "/model.safetensors")))
         let edited = edit(config)
         XCTAssertNotEqual(edited, config, "the edit applies")
-        return try Model(configBytes: Array(edited.utf8), weightBytes: weights)
+        return try Model(configBytes: Array(edited.utf8), weightBytes: weights, srht: srht)
     }
 
     func consistent(_ name: String, cell: String) throws -> Model {
@@ -50,6 +50,21 @@ final class ConsistentMathTests: XCTestCase {
         let (err, _) = maxError(y, try g.tensor("seq/y"))
         print("[consistent] SRHT: true transform vs the CPU reference's butterfly: max |diff| = \(err)")
         XCTAssertGreaterThan(err, 1e-2, "the compat option changes the transform")
+    }
+
+    /// The model-wide switch (load option `srht`): a config that says nothing about the
+    /// SRHT (true transform by default), loaded with `.cpuReference`, computes the CPU
+    /// reference's butterfly everywhere, as if every Axon config said so.
+    func testModelWideCPUReferenceSwitch() throws {
+        let g = try Golden("axon_srht_cpu")
+        let plain = { (c: String) in c.replacingOccurrences(of: ",\n     \"cortex_srht\": \"cpu_reference\"", with: "") }
+        let m = try variant("axon_srht_cpu", srht: .cpuReference, plain)
+        XCTAssertFalse(m.config.serialized.contains("cortex_srht"))
+        assertClose(try m.forward(try g.tensor("seq/x"), state: try m.makeState(batch: 3)), try g.tensor("seq/y"),
+                    "axon_srht_cpu: a plain config with the model-wide cpu_reference switch")
+        let exact = try variant("axon_srht_cpu", plain)
+        let (err, _) = maxError(try exact.forward(try g.tensor("seq/x"), state: try exact.makeState(batch: 3)), try g.tensor("seq/y"))
+        XCTAssertGreaterThan(err, 1e-2, "without the switch the plain config computes the true transform")
     }
 
     /// mLSTM: with consistent math the chunkwise sequence path equals the reference's step

@@ -140,7 +140,7 @@ public struct AxonCore: RecurrentModule {
         out = config.outputSize
         activation = config.activation
         mix = config.inputMix
-        hadamard = config.hadamard
+        hadamard = weights.hadamardOverride ?? config.hadamard
         fullRank = config.useFullRank
         if mix == .srht, H & (H - 1) != 0 {
             throw CortexError.unsupported("axon: use_srht needs a power-of-two hidden_size (got \(H)); the reference's transform asserts it")

@@ -69,6 +69,8 @@ public final class WeightSource {
 
     /// Load every nn.Linear weight as INT8 (per output channel); see `Int8Matrix`.
     public var quantizeLinears = false
+    /// Every Axon's SRHT, whatever its config says (the model-wide `srht` load option).
+    public var hadamardOverride: AxonCore.Hadamard? = nil
     /// The names of the nn.Linear layers loaded, in order (what INT8 quantises).
     public var linearNames: [String] = []
     /// Bytes of those layers' weight matrices as loaded (fp32 or INT8).

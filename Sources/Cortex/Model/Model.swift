@@ -80,14 +80,16 @@ public final class Model: @unchecked Sendable {
 
     /// Load `directory/config.json` and `directory/model.safetensors`.
     /// `checkWeights`: refuse weights holding NaN or ±infinity, naming the tensor (each
-    /// tensor is scanned once as it loads).
+    /// tensor is scanned once as it loads). `srht`: every Axon's SRHT transform, whatever
+    /// the config says (`.cpuReference`: cortexcore's CPU butterfly, for models trained
+    /// with it; nil: each config's own, the true transform by default).
     public static func load(directory: String, nanPolicy: NaNPolicy = .propagate, int8: Bool = false,
-                            checkWeights: Bool = false) throws -> Model {
+                            checkWeights: Bool = false, srht: AxonCore.Hadamard? = nil) throws -> Model {
         guard FileIO.isDirectory(directory) else { throw CortexError.io("\(directory) is not a directory") }
         let config = try FileIO.read(directory + "/config.json", limit: maxConfigBytes)
         // Only the header is read here, and checked before any data is touched; each
         // tensor is read from the file when the model asks for it.
-        return try Model(configBytes: config, nanPolicy: nanPolicy, int8: int8, checkWeights: checkWeights) {
+        return try Model(configBytes: config, nanPolicy: nanPolicy, int8: int8, checkWeights: checkWeights, srht: srht) {
             try SafetensorsFile(path: directory + "/model.safetensors")
         }
     }
@@ -96,14 +98,14 @@ public final class Model: @unchecked Sendable {
     /// (`Int8Matrix`); embeddings, norms, convolutions and recurrent kernels stay fp32.
     /// Weights saved as INT8 (`<name>.weight_int8`, `.weight_scale`) load as INT8 either way.
     public convenience init(configBytes: [UInt8], weightBytes: [UInt8], nanPolicy: NaNPolicy = .propagate,
-                            int8: Bool = false, checkWeights: Bool = false) throws {
-        try self.init(configBytes: configBytes, nanPolicy: nanPolicy, int8: int8, checkWeights: checkWeights) {
+                            int8: Bool = false, checkWeights: Bool = false, srht: AxonCore.Hadamard? = nil) throws {
+        try self.init(configBytes: configBytes, nanPolicy: nanPolicy, int8: int8, checkWeights: checkWeights, srht: srht) {
             try SafetensorsFile(bytes: weightBytes)
         }
     }
 
     /// The weights come from `loadWeights`, called once the config is known to be valid.
-    init(configBytes: [UInt8], nanPolicy: NaNPolicy, int8: Bool, checkWeights: Bool,
+    init(configBytes: [UInt8], nanPolicy: NaNPolicy, int8: Bool, checkWeights: Bool, srht: AxonCore.Hadamard?,
          loadWeights: () throws -> SafetensorsFile) throws {
         guard configBytes.count <= Model.maxConfigBytes else {
             throw CortexError.parse("config.json is larger than \(Model.maxConfigBytes) bytes")
@@ -146,6 +148,7 @@ public final class Model: @unchecked Sendable {
         do { file = try loadWeights() } catch let e as CortexError { throw e.prefixed("model.safetensors") }
         file.requireFinite = checkWeights
         let weights = WeightSource(file: file, quantizeLinears: int8)
+        weights.hadamardOverride = srht
 
         switch family {
         case .stack(let cfg):

@@ -104,8 +104,8 @@ class BaseModel(Handle):
         if self._source is None:
             raise ValueError("quantize: this model was not loaded from a directory; use "
                              "cx.load_from_memory(config, weights, weight_format='int8')")
-        path, nan_policy, check_weights = self._source
-        return load(path, nan_policy=nan_policy, weight_format="int8", check_weights=check_weights)
+        path, nan_policy, check_weights, srht = self._source
+        return load(path, nan_policy=nan_policy, weight_format="int8", check_weights=check_weights, srht=srht)
 
     @property
     def info(self) -> dict:
@@ -202,24 +202,27 @@ def auto_stack_config(recipe: dict | None = None, **fields) -> dict:
     return json.loads(size_query(lib.cx_config_auto_stack, text, len(text)).rstrip(b"\0"))
 
 
-def _load_options(nan_policy: str, weight_format: str, check_weights: bool = False):
+def _load_options(nan_policy: str, weight_format: str, check_weights: bool = False, srht: str = "config"):
     if nan_policy not in _NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {sorted(_NAN_POLICIES)}, got {nan_policy!r}")
     if weight_format not in ("float32", "int8"):
         raise ValueError(f"weight_format must be 'float32' or 'int8', got {weight_format!r}")
     opts = lib.cx_load_default_options()
     opts.nan_policy = _NAN_POLICIES[nan_policy]
+    if srht not in ("config", "cpu_reference"):
+        raise ValueError(f"srht must be 'config' or 'cpu_reference', got {srht!r}")
     opts.flags = (_ffi.CX_LOAD_INT8_WEIGHTS if weight_format == "int8" else 0) | \
-        (_ffi.CX_LOAD_CHECK_WEIGHTS if check_weights else 0)
+        (_ffi.CX_LOAD_CHECK_WEIGHTS if check_weights else 0) | \
+        (_ffi.CX_LOAD_SRHT_CPU_REFERENCE if srht == "cpu_reference" else 0)
     return opts
 
 
 def load_from_memory(config, weights, *, nan_policy: str = "propagate", weight_format: str = "float32",
-                     check_weights: bool = False) -> BaseModel:
+                     check_weights: bool = False, srht: str = "config") -> BaseModel:
     """A model from a config.json document (dict or text) and model.safetensors contents
     (bytes, or a path to the file), e.g. `cx.load_from_memory(cx.auto_stack_config(...), "w.safetensors")`.
-    weight_format="int8": nn.Linear weights held as INT8; check_weights: see `load`."""
-    opts = _load_options(nan_policy, weight_format, check_weights)
+    weight_format="int8": nn.Linear weights held as INT8; check_weights, srht: see `load`."""
+    opts = _load_options(nan_policy, weight_format, check_weights, srht)
     text = (json.dumps(config) if isinstance(config, dict) else str(config)).encode()
     if not isinstance(weights, (bytes, bytearray)):
         with open(weights, "rb") as f:
@@ -238,18 +241,22 @@ def evaluate_task(path, *, source: str = "testset", samples: int = 1000, seed: i
     return json.loads(raw.rstrip(b"\0"))
 
 
-def load(path, *, nan_policy: str = "propagate", weight_format: str = "float32", check_weights: bool = False) -> BaseModel:
+def load(path, *, nan_policy: str = "propagate", weight_format: str = "float32", check_weights: bool = False,
+         srht: str = "config") -> BaseModel:
     """Load a model directory (config.json + model.safetensors).
     nan_policy: "propagate" (default) or "reject" (NaN/Inf inputs raise NanInput).
     weight_format: "float32" (default) or "int8": every nn.Linear weight held as INT8, symmetric
     per output channel, products computed from the INT8 values (embeddings, norms, convs
     and recurrent kernels stay float32). Same fingerprint: states move between the two.
-    check_weights: refuse weights holding NaN or infinity (ParseError naming the tensor)."""
-    opts = _load_options(nan_policy, weight_format, check_weights)
+    check_weights: refuse weights holding NaN or infinity (ParseError naming the tensor).
+    srht: "config" (default: each Axon config's own transform, the true Walsh-Hadamard
+    unless it says "cortex_srht": "cpu_reference") or "cpu_reference": every Axon SRHT
+    computes cortexcore's CPU butterfly, as a model trained with cortexcore on CPU saw."""
+    opts = _load_options(nan_policy, weight_format, check_weights, srht)
     out = ctypes.c_void_p()
     check(lib.cx_model_load(os.fsencode(path), ctypes.byref(opts), ctypes.byref(out)))
     m = _wrap(out)
-    m._source = (os.fspath(path), nan_policy, check_weights)
+    m._source = (os.fspath(path), nan_policy, check_weights, srht)
     return m
 
 

@@ -188,6 +188,29 @@ def test_check_weights_and_typed_config(tmp_path, golden):
         assert m.info["ignored_config_fields"] == ["experiment"]
 
 
+def test_model_wide_srht_switch():
+    """srht="cpu_reference" makes every Axon SRHT compute the CPU reference's butterfly:
+    the axon_srht_cpu golden, its config stripped of cortex_srht, matches with the switch
+    and not without it."""
+    import json
+    from conftest import GOLDENS, read_safetensors
+    d = os.path.join(GOLDENS, "axon_srht_cpu")
+    doc = json.load(open(os.path.join(d, "model", "config.json")))
+    for block in doc["config"]["blocks"]:
+        block["cell"].pop("cortex_srht")
+    t = read_safetensors(os.path.join(d, "cases.safetensors"))
+    weights = os.path.join(d, "model", "model.safetensors")
+    errs = {}
+    for srht in ("config", "cpu_reference"):
+        m = cx.load_from_memory(doc, weights, srht=srht)
+        y, _ = m.forward(t["seq/x"])
+        errs[srht] = float(np.abs(np.from_dlpack(y) - t["seq/y"]).max())
+    print(f"[srht] axon_srht_cpu, plain config: {errs}")
+    assert errs["cpu_reference"] < 1e-5 < errs["config"]
+    with pytest.raises(ValueError):
+        cx.load_from_memory(doc, weights, srht="gpu")
+
+
 def test_load_errors(tmp_path, golden):
     with pytest.raises(cx.CortexIOError):
         cx.load(tmp_path / "nope")
