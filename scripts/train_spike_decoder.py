@@ -9,7 +9,14 @@ penalty, the last 20 % is the test set. A second, held-out recording of the same
 (`simulate(..., recording=1)`, 2 minutes) is scored too: it is what the Python test
 `test_spike.py::test_trained_xs_decodes_held_out_reaches` decodes with the committed model.
 
-Model: `cortex_swift.torch_spike.SpikeDecoder` at the published XS size, trained with the
+Model: `cortex_swift.torch_spike.SpikeDecoder` at the published XS size. Its published
+initialisation (latents and behaviour queries at 0.02·randn) collapses: the
+cross-attention's first updates are the same for every latent and dwarf their tiny
+differences, so the 128 latents stay one vector (their spread across latents is 0.011
+of a norm of 16 in the model this replaced), the behaviour head's attention is uniform
+(entropy ratio 1.0) and its two outputs are one number (correlation 1.0000): R² stalls
+near 0.46. Training therefore re-draws the latents and the queries from N(0, 1) before
+the first step (the layout of the state_dict is the published one). Trained with the
 published recipe (AdamW, weight decay 0.01, betas (0.9, 0.95), 200 warmup steps, cosine
 decay, gradient clip 1.0, MSE) but a peak learning rate of 1e-4 (the published 3e-4
 diverged here after ~800 steps with ~1000 events per window: train loss 0.18 -> 0.74,
@@ -53,10 +60,11 @@ def batches(events, y, idx, size):
 
 
 def predict_torch(model, events, y, idx):
+    dev = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for n, t, v, o, _ in batches(events, y, idx, 64):
-            out.append(model(n, t, v, o).numpy())
+            out.append(model(n.to(dev), t.to(dev), v.to(dev), o.to(dev)).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -76,6 +84,7 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -104,6 +113,12 @@ def main():
     print(f"Wiener filter (alpha {best[1]}): test R² {wiener:.3f}")
 
     model = torch_spike.SpikeDecoder(torch_spike.XS)
+    with torch.no_grad():  # break the latents' symmetry (see the module docstring)
+        model.encoder.latents.normal_(0, 1.0)
+        model.behavior_head.query.normal_(0, 1.0)
+    dev = torch.device(args.device)
+    torch.set_default_device(dev)  # the forward makes index tensors with the default device
+    model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
     warm = 200
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -115,7 +130,7 @@ def main():
     model.train()
     for step in range(args.steps):
         idx = rng.choice(len(events["train"]), args.batch, replace=False)
-        n, t, v, o, y = next(batches(events["train"], z["train"], idx, args.batch))
+        n, t, v, o, y = (a.to(dev) for a in next(batches(events["train"], z["train"], idx, args.batch)))
         loss = torch.nn.functional.mse_loss(model(n, t, v, o), y)
         opt.zero_grad()
         loss.backward()
@@ -132,6 +147,8 @@ def main():
     model.load_state_dict(best_state)
     print(f"kept the checkpoint with validation R² {best_val:.4f}")
     model.eval()
+    model.to("cpu")
+    torch.set_default_device("cpu")
 
     held = sd.simulate(seed=0, neurons=args.neurons, seconds=120, recording=1)
     held_events, held_y = sd.windows(held)
@@ -152,6 +169,10 @@ def main():
     held_int8 = sd.r2(predict_cortex(int8, held_events, np.arange(len(held_events))), held_z)
     held_torch = sd.r2(predict_torch(model, held_events, held_z, np.arange(len(held_events))), held_z)
     held_wiener = sd.r2(sd.binned_features(held) @ best[2], held_z)
+    held_pred = predict_cortex(int8, held_events, np.arange(len(held_events)))
+    # The held-out traces for docs/spike_decoder.png (scripts/plot_spike_decoder.py).
+    np.savez(os.path.join(ROOT, "docs", "spike_decoder_traces.npz"), true=held_z, cortex_int8=held_pred,
+             wiener=sd.binned_features(held) @ best[2])
     scores = {"PyTorch (float32)": sd.r2(torch_pred, z["test"]), "Cortex (float32)": sd.r2(cortex_pred, z["test"]),
               "Cortex (INT8, committed)": sd.r2(int8_pred, z["test"]), f"Wiener filter (ridge, alpha {best[1]})": wiener}
     diff = float(np.abs(cortex_pred - torch_pred).max())
