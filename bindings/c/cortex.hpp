@@ -247,25 +247,40 @@ class Input {
   const DLTensor *p_ = nullptr;
 };
 
-// ------------------------------------------------------------------ Tensor --
+// ------------------------------------------------------------- ownership --
 
-/// An immutable tensor owned by Cortex (an output, a state copy or an import).
-class Tensor {
+/// One owned C handle, released by Free: move-only.
+template <class T, void (*Free)(T *)>
+class Owned {
  public:
-  Tensor() noexcept = default;
-  /// Take ownership of a handle.
-  explicit Tensor(cx_tensor_t *handle) noexcept : h_(handle) {}
-  ~Tensor() { cx_tensor_free(h_); }
-  Tensor(Tensor &&o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
-  Tensor &operator=(Tensor &&o) noexcept {
+  Owned() noexcept = default;
+  explicit Owned(T *handle) noexcept : h_(handle) {}
+  ~Owned() { Free(h_); }
+  Owned(Owned &&o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  Owned &operator=(Owned &&o) noexcept {
     if (this != &o) {
-      cx_tensor_free(h_);
+      Free(h_);
       h_ = std::exchange(o.h_, nullptr);
     }
     return *this;
   }
-  Tensor(const Tensor &) = delete;
-  Tensor &operator=(const Tensor &) = delete;
+  Owned(const Owned &) = delete;
+  Owned &operator=(const Owned &) = delete;
+  explicit operator bool() const noexcept { return h_ != nullptr; }
+  T *get() const noexcept { return h_; }
+  /// Give up ownership (the caller then frees the handle).
+  T *release() noexcept { return std::exchange(h_, nullptr); }
+
+ protected:
+  T *h_ = nullptr;
+};
+
+// ------------------------------------------------------------------ Tensor --
+
+/// An immutable tensor owned by Cortex (an output, a state copy or an import).
+class Tensor : public Owned<cx_tensor_t, cx_tensor_free> {
+ public:
+  using Owned::Owned;
 
   /// Import a DLPack 1.x tensor. Takes ownership of `managed` whatever happens.
   static Tensor from_dlpack(DLManagedTensorVersioned *managed) {
@@ -280,10 +295,6 @@ class Tensor {
     return Tensor(t);
   }
 
-  explicit operator bool() const noexcept { return h_ != nullptr; }
-  cx_tensor_t *get() const noexcept { return h_; }
-  /// Give up ownership (the caller then frees with cx_tensor_free).
-  cx_tensor_t *release() noexcept { return std::exchange(h_, nullptr); }
 
   /// The DLTensor view, valid while this Tensor lives.
   const DLTensor &view() const {
@@ -364,8 +375,6 @@ class Tensor {
     }
     return true;
   }
-
-  cx_tensor_t *h_ = nullptr;
 };
 
 inline Input::Input(const Tensor &t) : p_(&t.view()) {}
@@ -402,25 +411,10 @@ std::string query_text(F f) {
 // ------------------------------------------------------------------- State --
 
 /// The recurrent state of a batch of streams. Keeps its model alive.
-class State {
+class State : public Owned<cx_state_t, cx_state_free> {
  public:
-  State() noexcept = default;
-  explicit State(cx_state_t *handle) noexcept : h_(handle) {}
-  ~State() { cx_state_free(h_); }
-  State(State &&o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
-  State &operator=(State &&o) noexcept {
-    if (this != &o) {
-      cx_state_free(h_);
-      h_ = std::exchange(o.h_, nullptr);
-    }
-    return *this;
-  }
-  State(const State &) = delete;
-  State &operator=(const State &) = delete;
+  using Owned::Owned;
 
-  explicit operator bool() const noexcept { return h_ != nullptr; }
-  cx_state_t *get() const noexcept { return h_; }
-  cx_state_t *release() noexcept { return std::exchange(h_, nullptr); }
 
   int64_t batch() const {
     int64_t b = 0;
@@ -469,35 +463,11 @@ class State {
 
   void save(const std::string &path) const { check(cx_state_save(h_, path.c_str())); }
 
- private:
-  cx_state_t *h_ = nullptr;
 };
 
 // ------------------------------------------------- handles of other kinds --
 
 
-/// One owned C handle, released by Free: move-only.
-template <class T, void (*Free)(T *)>
-class Owned {
- public:
-  Owned() noexcept = default;
-  explicit Owned(T *handle) noexcept : h_(handle) {}
-  ~Owned() { Free(h_); }
-  Owned(Owned &&o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
-  Owned &operator=(Owned &&o) noexcept {
-    if (this != &o) {
-      Free(h_);
-      h_ = std::exchange(o.h_, nullptr);
-    }
-    return *this;
-  }
-  Owned(const Owned &) = delete;
-  Owned &operator=(const Owned &) = delete;
-  T *get() const noexcept { return h_; }
-
- protected:
-  T *h_ = nullptr;
-};
 
 /// A KV cache of a batch of sequences (language models); one thread at a time.
 class Cache : public Owned<cx_cache_t, cx_cache_free> {
@@ -658,21 +628,9 @@ inline std::string task_evaluate(const std::string &dir, const std::string &opti
 // ------------------------------------------------------------------- Model --
 
 /// A loaded model: immutable, shareable by threads (through const references).
-class Model {
+class Model : public Owned<cx_model_t, cx_model_free> {
  public:
-  Model() noexcept = default;
-  explicit Model(cx_model_t *handle) noexcept : h_(handle) {}
-  ~Model() { cx_model_free(h_); }
-  Model(Model &&o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
-  Model &operator=(Model &&o) noexcept {
-    if (this != &o) {
-      cx_model_free(h_);
-      h_ = std::exchange(o.h_, nullptr);
-    }
-    return *this;
-  }
-  Model(const Model &) = delete;
-  Model &operator=(const Model &) = delete;
+  using Owned::Owned;
 
   /// Load a model directory (config.json + model.safetensors).
   static Model load(const std::string &dir, const cx_load_options *options = nullptr) {
@@ -695,10 +653,6 @@ class Model {
     check(cx_model_load_from_memory(config_json.data(), config_json.size(), weights, weights_len, options, &m));
     return Model(m);
   }
-
-  explicit operator bool() const noexcept { return h_ != nullptr; }
-  cx_model_t *get() const noexcept { return h_; }
-  cx_model_t *release() noexcept { return std::exchange(h_, nullptr); }
 
   int64_t d_in() const { return dims().first; }
   int64_t d_out() const { return dims().second; }
@@ -840,8 +794,6 @@ class Model {
     return SpikeStream(s);
   }
 
- private:
-  cx_model_t *h_ = nullptr;
 };
 
 }  // namespace cortex
